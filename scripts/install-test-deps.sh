@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Installs what gitopsd's integration tests need on a Debian 12 machine, and nothing when it is
+# all there already (a second run only checks, so it costs well under a second).
+#
+#   git               the git CLI; its git-core dir also holds git-http-backend and git-daemon
+#   nginx-light       front end for git smart HTTP in the test harness
+#   fcgiwrap          runs git-http-backend as FastCGI behind nginx
+#   openssh-server    sshd, for git-over-ssh tests
+#   openssl           makes test CAs, certificates and htpasswd hashes
+#   kustomize         `kubectl kustomize` when kubectl is present; otherwise a standalone
+#                     kustomize built from the Go module proxy into the cache dir
+#
+# Heavy things are cached under ${GITOPSD_CACHE:-$HOME/.cache/gitopsd}; nothing relies on the
+# cache being there. Services that the packages would start at install time (nginx on :80,
+# sshd on :22) are kept from starting: the tests run their own instances on loopback ports.
+set -euo pipefail
+
+cache_dir="${GITOPSD_CACHE:-$HOME/.cache/gitopsd}"
+# Pinned so that test runs on different days render with the same kustomize.
+kustomize_module="sigs.k8s.io/kustomize/kustomize/v5"
+kustomize_version="v5.5.0"
+
+log() { printf 'install-test-deps: %s\n' "$*"; }
+
+# Debian puts daemons in sbin, which is not always on a non-login PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        log "need root (or sudo) to run: $*"
+        exit 1
+    fi
+}
+
+missing_pkgs=()
+need_pkg() { missing_pkgs+=("$1"); }
+
+command -v git >/dev/null 2>&1 || need_pkg git
+[ -x /usr/lib/git-core/git-http-backend ] || need_pkg git
+[ -x /usr/sbin/nginx ] || need_pkg nginx-light
+[ -x /usr/sbin/fcgiwrap ] || need_pkg fcgiwrap
+[ -x /usr/sbin/sshd ] || need_pkg openssh-server
+command -v ssh-keygen >/dev/null 2>&1 || need_pkg openssh-client
+command -v openssl >/dev/null 2>&1 || need_pkg openssl
+
+if [ "${#missing_pkgs[@]}" -gt 0 ]; then
+    # Deduplicate (git can be listed twice) while keeping the order.
+    mapfile -t missing_pkgs < <(printf '%s\n' "${missing_pkgs[@]}" | awk '!seen[$0]++')
+    log "installing Debian packages: ${missing_pkgs[*]}"
+
+    # A policy-rc.d that says "no" keeps the packages' postinst scripts from starting nginx and
+    # sshd as system services. Only ours is removed again, never one that was already there.
+    policy=/usr/sbin/policy-rc.d
+    placed_policy=0
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        placed_policy=1
+    fi
+    remove_policy() {
+        if [ "$placed_policy" -eq 1 ]; then as_root rm -f "$policy"; fi
+    }
+    trap remove_policy EXIT
+
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing_pkgs[@]}"
+
+    remove_policy
+    placed_policy=0
+    trap - EXIT
+else
+    log "Debian packages present: git nginx fcgiwrap openssh-server openssl"
+fi
+
+# kustomize: kubectl has it built in. Without kubectl, build a standalone kustomize once and
+# keep it in the cache; copy it onto PATH so that tests and the daemon find it by name.
+if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+    log "kustomize: via $(command -v kubectl) kustomize"
+elif command -v kustomize >/dev/null 2>&1; then
+    log "kustomize: $(command -v kustomize)"
+else
+    kustomize_bin="$cache_dir/bin/kustomize-$kustomize_version"
+    if [ ! -x "$kustomize_bin" ]; then
+        if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+            export PATH="$PATH:/usr/local/go/bin"
+        fi
+        if ! command -v go >/dev/null 2>&1; then
+            log "installing Debian package golang-go (to build kustomize)"
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                golang-go ca-certificates
+        fi
+        log "building kustomize $kustomize_version with go install (cached in $cache_dir)"
+        gobin="$(mktemp -d)"
+        # GOTOOLCHAIN=auto lets an older go fetch the toolchain kustomize asks for, as a module.
+        env GOBIN="$gobin" GOTOOLCHAIN=auto \
+            GOPATH="$cache_dir/go" GOMODCACHE="$cache_dir/go/pkg/mod" GOCACHE="$cache_dir/go/build" \
+            go install "$kustomize_module@$kustomize_version"
+        mkdir -p "$cache_dir/bin"
+        mv "$gobin/kustomize" "$kustomize_bin"
+        rmdir "$gobin"
+    fi
+    if [ -w /usr/local/bin ]; then
+        install -m 755 "$kustomize_bin" /usr/local/bin/kustomize
+        log "kustomize: installed /usr/local/bin/kustomize ($kustomize_version)"
+    else
+        mkdir -p "$cache_dir/bin"
+        ln -sf "$kustomize_bin" "$cache_dir/bin/kustomize"
+        log "kustomize: $cache_dir/bin/kustomize ($kustomize_version); add $cache_dir/bin to PATH"
+    fi
+fi

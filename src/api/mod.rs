@@ -1,0 +1,128 @@
+//! The HTTP server: artifacts, health, metrics, status, and the reconcile trigger.
+
+mod metrics;
+
+use crate::reconcile::Engine;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/reconcile/{name}", post(reconcile))
+        .route("/artifacts/{*path}", get(artifact))
+        .with_state(engine)
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The JSON the status endpoint returns, and `gitopsd status` prints.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct StatusDocument {
+    pub sources: Vec<crate::state::SourceStatus>,
+    pub kustomizations: Vec<crate::state::KustomizationStatus>,
+}
+
+async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
+    Json(engine.state().read(|st| StatusDocument {
+        sources: st.sources.values().cloned().collect(),
+        kustomizations: st.kustomizations.values().cloned().collect(),
+    }))
+}
+
+/// Ready once every active source has an artifact to serve (possibly one kept from before
+/// a restart): that is when a sidecar's consumers can start.
+async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+    let pending: Vec<String> = engine.state().read(|st| {
+        st.sources
+            .values()
+            .filter(|s| !s.suspended && s.artifact.is_none())
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+            .collect()
+    });
+    if pending.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for the first artifact of: {}\n", pending.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+async fn reconcile(State(engine): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Response {
+    if engine.trigger(&name) {
+        (StatusCode::ACCEPTED, format!("reconcile of {name} requested\n")).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, format!("no configuration named {name}\n")).into_response()
+    }
+}
+
+async fn artifact(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(file) = engine.store().resolve(&path) else {
+        return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
+    };
+    // Current artifacts have their digest in the state; an older one kept by GC is hashed.
+    let known = engine.state().read(|st| {
+        st.sources
+            .values()
+            .filter_map(|s| s.artifact.as_ref())
+            .find(|a| a.path == file)
+            .map(|a| a.digest.clone())
+    });
+    let digest = match known {
+        Some(d) => d,
+        None => {
+            let f = file.clone();
+            match tokio::task::spawn_blocking(move || crate::artifact::store::file_digest(&f)).await {
+                Ok(Ok(d)) => d,
+                _ => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
+            }
+        }
+    };
+    let etag = format!("\"{digest}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let f = match tokio::fs::File::open(&file).await {
+        Ok(f) => f,
+        Err(_) => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
+    };
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024));
+    (
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,115 @@
+//! Command-line interface: one file per subcommand.
+
+mod check;
+mod client;
+mod run;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// gitopsd keeps a node in sync with git: it fetches each configured source on its interval,
+/// packs every new revision into a reproducible tar.gz artifact, serves it over HTTP,
+/// renders each kustomization with kustomize and writes the result to its target.
+#[derive(Parser, Debug)]
+#[command(name = "gitopsd", version, about, long_about = None)]
+#[command(after_help = "Start with: gitopsd check --config config/example.yaml\n\
+                        then:       gitopsd run --config config/example.yaml --once")]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon (or one pass with --once).
+    Run {
+        /// The YAML configuration file.
+        #[arg(short, long, env = "GITOPSD_CONFIG")]
+        config: PathBuf,
+        /// Fetch, pack and render everything once, then exit: 0 when everything succeeded.
+        #[arg(long)]
+        once: bool,
+        /// With --once: print the result as text or JSON.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Validate a configuration: exit 0 when valid, 2 with every problem (file:line:col).
+    Check {
+        #[arg(short, long, env = "GITOPSD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Show what the running daemon is doing.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Ask the running daemon to sync a configuration now.
+    Reconcile {
+        /// The configuration's name.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// How to reach the daemon: its config file (to read `server.listen`) or an address.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Read the daemon's listen address from this configuration.
+    #[arg(short, long, env = "GITOPSD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The daemon's address, e.g. 127.0.0.1:9090 (default when no config is given).
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run {
+            config,
+            once,
+            output,
+        } => run::run(&config, once, output),
+        Command::Check { config } => check::check(&config),
+        Command::Status { server, output } => client::status(&server, output),
+        Command::Reconcile { name, server } => client::reconcile(&server, &name),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("GITOPSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,20 @@
+//! gitopsd: a standalone GitOps daemon.
+//!
+//! Data flows one way: `config` → `reconcile` (scheduler) → `source` (fetch into a snapshot
+//! directory) → `artifact` (pack, store, publish) → `render` (kustomize) → `apply` (targets)
+//! → `state` (statuses) → `api` (HTTP). No stage reaches back into an earlier one.
+
+#[cfg(feature = "wip")]
+pub mod api;
+pub mod apply;
+pub mod artifact;
+pub mod atomic;
+#[cfg(feature = "wip")]
+pub mod cli;
+pub mod config;
+#[cfg(feature = "wip")]
+pub mod reconcile;
+pub mod render;
+pub mod source;
+#[cfg(feature = "wip")]
+pub mod state;

@@ -1,0 +1,157 @@
+//! Git sources: ref resolution ([`refs`]), semver selection ([`semver`]), and the backends.
+//!
+//! Each source keeps a bare cache repository under `<stateDir>/git/<namespace>/<name>.git`.
+//! Fetches are shallow (depth 1) into that cache, so a poll that finds a new commit downloads
+//! only that commit's objects, and a poll that finds none downloads nothing: the remote's refs
+//! are listed first and compared with the current revision.
+
+#[cfg(feature = "wip")]
+pub mod gitoxide;
+#[cfg(feature = "wip")]
+pub mod refs;
+pub mod semver;
+
+#[cfg(feature = "wip")]
+use super::{FetchOutcome, Revision, Source, SourceError};
+
+#[cfg(feature = "wip")]
+mod imp {
+use super::*;
+use crate::config::{GitImplementation, GitReference};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+pub struct GitSource {
+    /// `<namespace>/<name>`, for log lines.
+    pub id: String,
+    pub url: String,
+    pub reference: GitReference,
+    pub implementation: GitImplementation,
+    pub cache_dir: PathBuf,
+}
+
+impl Source for GitSource {
+    fn fetch(
+        &self,
+        previous: Option<&Revision>,
+        scratch: PathBuf,
+        interrupt: &AtomicBool,
+    ) -> Result<FetchOutcome, SourceError> {
+        let url = &self.url;
+        // A commit never moves: if it is what we have, there is nothing to ask the remote.
+        if let GitReference::Commit { sha, branch } = &self.reference {
+            if previous == Some(&Revision::git(branch.as_deref(), sha)) {
+                return Ok(FetchOutcome::Unchanged);
+            }
+        }
+        let repo = open_cache(&self.cache_dir, url).map_err(|e| SourceError::Io {
+            url: refs::redact_url(url),
+            source: e,
+        })?;
+        let fail = |msg: String| SourceError::Git(self.failure(msg));
+        let advertised = gitoxide::list_refs(&repo, url, &self.reference).map_err(fail)?;
+        let mut wanted = refs::resolve(&self.reference, &refs::redact_url(url), &advertised)
+            .map_err(SourceError::Git)?;
+        if wanted.tie.is_empty() && previous == Some(&wanted.revision) {
+            return Ok(FetchOutcome::Unchanged);
+        }
+        gitoxide::fetch(&repo, url, &wanted, interrupt).map_err(fail)?;
+        if !wanted.tie.is_empty() {
+            refs::pick_newest(&mut wanted, |c| gitoxide::commit_time(&repo, c));
+            if previous == Some(&wanted.revision) {
+                return Ok(FetchOutcome::Unchanged);
+            }
+        }
+        if wanted.shallow && !repo.is_shallow().unwrap_or(false) {
+            // Over protocol v1 some servers ignore the depth; the result is still correct,
+            // only bigger, so it is worth a warning and not a failure.
+            tracing::warn!(source = %self.id, url = %refs::redact_url(url), "server ignored depth 1: fetched full history");
+        }
+        gitoxide::materialise(&repo, &wanted.commit, &scratch).map_err(SourceError::Git)?;
+        Ok(FetchOutcome::Fetched {
+            revision: wanted.revision,
+            dir: scratch,
+        })
+    }
+}
+
+impl GitSource {
+    fn failure(&self, msg: String) -> String {
+        format!("{msg} (ref: {})", refs::describe(&self.reference))
+    }
+}
+
+/// Open the source's bare cache, or start a new one when it is missing, belongs to another
+/// URL, or cannot be opened (a crash mid-fetch must never wedge a source).
+fn open_cache(dir: &Path, url: &str) -> std::io::Result<gix::Repository> {
+    let marker = dir.join("gitopsd-url");
+    let same_url = fs::read_to_string(&marker).is_ok_and(|u| u == url);
+    if same_url {
+        remove_stale_locks(dir);
+        if let Ok(repo) = gix::open(dir) {
+            return Ok(repo);
+        }
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    fs::create_dir_all(dir)?;
+    let repo = gix::init_bare(dir).map_err(std::io::Error::other)?;
+    crate::atomic::write(&marker, url.as_bytes())?;
+    Ok(repo)
+}
+
+/// Lock files left by a killed fetch would make every later ref update fail. Nothing else
+/// writes to this cache, so any lock found before a fetch is stale.
+fn remove_stale_locks(dir: &Path) {
+    fn walk(dir: &Path) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path);
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    walk(&dir.join("refs"));
+    for file in ["shallow.lock", "packed-refs.lock", "config.lock"] {
+        let _ = fs::remove_file(dir.join(file));
+    }
+}
+
+/// Shorten a low-level error chain to something a person can act on.
+pub fn summarise(chain: &str) -> String {
+    let lower = chain.to_ascii_lowercase();
+    let hint = if lower.contains("connection refused") || lower.contains("couldn't connect") {
+        Some("connection refused, is the server running?")
+    } else if lower.contains("could not resolve") || lower.contains("name or service not known") {
+        Some("host name could not be resolved")
+    } else if lower.contains("not found") && lower.contains("404") {
+        Some("HTTP 404: no repository at this URL")
+    } else if lower.contains("does not appear to be a git repository")
+        || lower.contains("not a git repository")
+        || lower.contains("no such file or directory")
+    {
+        Some("not a git repository")
+    } else {
+        None
+    };
+    match hint {
+        Some(h) => h.to_string(),
+        None => {
+            let mut s: String = chain.chars().take(300).collect();
+            if s.len() < chain.len() {
+                s.push('…');
+            }
+            s
+        }
+    }
+}
+
+}
+#[cfg(feature = "wip")]
+pub use imp::*;

@@ -1,0 +1,101 @@
+//! Sources: fetch something remote into a local snapshot directory.
+//!
+//! A source knows nothing about artifacts; it hands back a directory whose files are exactly
+//! what the revision contains (before exclusions), and the `artifact` module packs it.
+
+pub mod git;
+pub mod ignore;
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What was fetched, in Flux's string form: `main@sha1:<hex>`, `v1.2.3@sha1:<hex>`,
+/// `refs/pull/1/head@sha1:<hex>`, `sha1:<hex>`, or `sha256:<hex>` for buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Revision(pub String);
+
+impl Revision {
+    /// `<name>@sha1:<hex>`, or `sha1:<hex>` when there is no name.
+    pub fn git(name: Option<&str>, commit: &str) -> Self {
+        match name {
+            Some(n) => Revision(format!("{n}@sha1:{commit}")),
+            None => Revision(format!("sha1:{commit}")),
+        }
+    }
+
+    /// The digest part after the last `:` (a commit sha for git, a hex digest for buckets).
+    pub fn digest_hex(&self) -> &str {
+        self.0.rsplit(':').next().unwrap_or(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The result of one fetch.
+#[derive(Debug)]
+pub enum FetchOutcome {
+    /// The remote still points at the previous revision; nothing was downloaded.
+    Unchanged,
+    /// A new revision, materialised in `dir` (owned by the caller, who removes it).
+    Fetched { revision: Revision, dir: PathBuf },
+}
+
+/// Why a fetch failed. Messages are one sentence naming the URL and ref, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Git(String),
+    #[error("fetch of {url} timed out after {after:?}")]
+    Timeout {
+        url: String,
+        after: std::time::Duration,
+    },
+    #[error("local I/O error while fetching {url}: {source}")]
+    Io {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A fetchable source. Implementations are blocking; the scheduler runs them on
+/// `spawn_blocking` threads under a concurrency bound.
+pub trait Source: Send + Sync {
+    /// Fetch unless the remote still matches `previous`; `scratch` is an empty directory the
+    /// implementation may use for the snapshot.
+    /// `interrupt` is set when the fetch timed out or the daemon is stopping.
+    fn fetch(
+        &self,
+        previous: Option<&Revision>,
+        scratch: PathBuf,
+        interrupt: &std::sync::atomic::AtomicBool,
+    ) -> Result<FetchOutcome, SourceError>;
+}
+
+#[cfg(feature = "wip")]
+/// Build the source a configuration names. `cache_root` is `<stateDir>/git`.
+pub fn from_settings(
+    namespace: &str,
+    name: &str,
+    settings: &crate::config::SourceSettings,
+    cache_root: &std::path::Path,
+) -> Box<dyn Source> {
+    match settings.kind {
+        crate::config::SourceKind::Git => Box::new(git::GitSource {
+            id: format!("{namespace}/{name}"),
+            url: settings.url.clone(),
+            reference: settings.reference.clone(),
+            implementation: settings.git_implementation,
+            cache_dir: cache_root.join(namespace).join(format!("{name}.git")),
+        }),
+    }
+}
