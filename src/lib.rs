@@ -4,17 +4,13 @@
 //! directory) → `artifact` (pack, store, publish) → `render` (kustomize) → `apply` (targets)
 //! → `state` (statuses) → `api` (HTTP). No stage reaches back into an earlier one.
 
-#[cfg(feature = "wip")]
 pub mod api;
 pub mod apply;
 pub mod artifact;
 pub mod atomic;
-#[cfg(feature = "wip")]
 pub mod cli;
 pub mod config;
-#[cfg(feature = "wip")]
 pub mod reconcile;
 pub mod render;
 pub mod source;
-#[cfg(feature = "wip")]
 pub mod state;

@@ -1,8 +1,6 @@
-#[cfg(feature = "wip")]
+use clap::Parser;
+
 fn main() {
-    use clap::Parser;
     let cli = gitopsd::cli::Cli::parse();
     std::process::exit(gitopsd::cli::main(cli));
 }
-#[cfg(not(feature = "wip"))]
-fn main() {}

@@ -12,13 +12,41 @@ pub async fn render(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
     let text = engine.state().read(|st| {
         let mut out = String::new();
         let families: [(&str, &str, &str); 7] = [
-            ("gitopsd_source_fetches_total", "counter", "Fetch attempts per source."),
-            ("gitopsd_source_fetch_errors_total", "counter", "Failed fetch attempts per source."),
-            ("gitopsd_source_unchanged_total", "counter", "Polls that found the remote unchanged and downloaded nothing."),
-            ("gitopsd_source_fetch_duration_seconds_sum", "counter", "Total time spent fetching and packing, per source."),
-            ("gitopsd_source_last_fetch_duration_seconds", "gauge", "Duration of the last fetch, per source."),
-            ("gitopsd_source_last_success_timestamp_seconds", "gauge", "Unix time of the last successful fetch, 0 if none."),
-            ("gitopsd_source_ready", "gauge", "1 when the last fetch succeeded."),
+            (
+                "gitopsd_source_fetches_total",
+                "counter",
+                "Fetch attempts per source.",
+            ),
+            (
+                "gitopsd_source_fetch_errors_total",
+                "counter",
+                "Failed fetch attempts per source.",
+            ),
+            (
+                "gitopsd_source_unchanged_total",
+                "counter",
+                "Polls that found the remote unchanged and downloaded nothing.",
+            ),
+            (
+                "gitopsd_source_fetch_duration_seconds_sum",
+                "counter",
+                "Total time spent fetching and packing, per source.",
+            ),
+            (
+                "gitopsd_source_last_fetch_duration_seconds",
+                "gauge",
+                "Duration of the last fetch, per source.",
+            ),
+            (
+                "gitopsd_source_last_success_timestamp_seconds",
+                "gauge",
+                "Unix time of the last successful fetch, 0 if none.",
+            ),
+            (
+                "gitopsd_source_ready",
+                "gauge",
+                "1 when the last fetch succeeded.",
+            ),
         ];
         for (i, (name, kind, help)) in families.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -43,7 +71,10 @@ pub async fn render(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
             }
         }
         let name = "gitopsd_kustomization_ready";
-        let _ = writeln!(out, "# HELP {name} 1 when the last render and apply succeeded.\n# TYPE {name} gauge");
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 when the last render and apply succeeded.\n# TYPE {name} gauge"
+        );
         for k in st.kustomizations.values() {
             let v = u8::from(k.last_error.is_none() && k.last_applied_revision.is_some());
             let _ = writeln!(
@@ -60,5 +91,7 @@ pub async fn render(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -62,7 +62,10 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("waiting for the first artifact of: {}\n", pending.join(", ")),
+            format!(
+                "waiting for the first artifact of: {}\n",
+                pending.join(", ")
+            ),
         )
             .into_response()
     }
@@ -70,9 +73,17 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
 
 async fn reconcile(State(engine): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Response {
     if engine.trigger(&name) {
-        (StatusCode::ACCEPTED, format!("reconcile of {name} requested\n")).into_response()
+        (
+            StatusCode::ACCEPTED,
+            format!("reconcile of {name} requested\n"),
+        )
+            .into_response()
     } else {
-        (StatusCode::NOT_FOUND, format!("no configuration named {name}\n")).into_response()
+        (
+            StatusCode::NOT_FOUND,
+            format!("no configuration named {name}\n"),
+        )
+            .into_response()
     }
 }
 
@@ -96,7 +107,8 @@ async fn artifact(
         Some(d) => d,
         None => {
             let f = file.clone();
-            match tokio::task::spawn_blocking(move || crate::artifact::store::file_digest(&f)).await {
+            match tokio::task::spawn_blocking(move || crate::artifact::store::file_digest(&f)).await
+            {
                 Ok(Ok(d)) => d,
                 _ => return (StatusCode::NOT_FOUND, "no such artifact\n").into_response(),
             }

@@ -1,0 +1,1014 @@
+//! Reproducible `tar.gz` artifacts: the same tree gives the same bytes, always.
+//!
+//! What makes the bytes a function of the tree alone (Flux's rules, see FLUX-SEMANTICS.md):
+//! - Entries are sorted by their tar name as raw bytes, where a directory's name carries a
+//!   trailing `/`. The walk reaches that order by sorting each directory's children by
+//!   `name` (files) or `name/` (directories) and descending depth-first, so `a-b` comes before
+//!   `a/` and `a/x`, exactly as a byte-wise sort of the full names would put them. (Go's
+//!   `filepath.Walk`, used by Flux, sorts by bare name instead; only names that differ right
+//!   where one has a `/` order differently.)
+//! - Only regular files and directories; symlinks, sockets, devices and fifos are dropped.
+//!   There is no entry for the root.
+//! - Every header: uid/gid 0, empty user and group names, mtime 0, mode 0750 for directories,
+//!   0700 for files with any execute bit, 0600 for other files. GNU format; names over 100
+//!   bytes use a GNU long-name (`L`) entry whose own header is fixed too. The archive ends
+//!   with two zero blocks and no further record padding.
+//! - gzip: flate2 pinned at 1.1.11 on the zlib-rs backend, level 6 (pinned: another level,
+//!   backend or release may emit other bytes); header with mtime 0, no name, no comment, no
+//!   extra field, OS byte 255 ("unknown").
+//!
+//! Packing is a three-stage pipeline because deflate is the bottleneck and should have a core
+//! to itself: a walker thread reads files straight into 1 MiB tar chunks, a compressor thread
+//! deflates them, and the calling thread hashes and writes the compressed chunks to `out`
+//! (which need not be `Send`). Chunk buffers are recycled between stages.
+
+use crate::source::ignore::IgnoreRules;
+use flate2::write::GzEncoder;
+use flate2::{Compression, GzBuilder};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+/// The pinned deflate level; changing it changes every artifact's digest.
+pub const GZIP_LEVEL: u32 = 6;
+
+const MODE_DIR: u32 = 0o750;
+const MODE_FILE: u32 = 0o600;
+const MODE_EXEC: u32 = 0o700;
+const BLOCK: usize = 512;
+const TAR_CHUNK: usize = 1 << 20;
+const GZ_CHUNK: usize = 256 << 10;
+/// Chunks in flight between two stages; bounds memory at a few MiB.
+const QUEUE: usize = 4;
+
+/// The result of packing: what the artifact's consumers verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    /// `sha256:<hex>` over the compressed bytes.
+    pub digest: String,
+    /// Compressed size in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("cannot pack {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} changed while it was being packed (expected {expected} bytes); the snapshot must not be modified during packing")]
+    Changed { path: PathBuf, expected: u64 },
+    #[error("cannot write the artifact: {0}")]
+    Write(#[source] io::Error),
+    #[error("invalid expected digest {0:?}: want sha256:<64 lowercase hex>")]
+    BadDigest(String),
+    #[error("artifact {path} has digest {actual} but {expected} was expected; it is corrupt or was replaced, refusing to extract it")]
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("artifact {path} is not a readable tar.gz: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("artifact {path} holds {entry:?}, refused: {reason}")]
+    UnsafeEntry {
+        path: PathBuf,
+        entry: String,
+        reason: &'static str,
+    },
+    #[error("cannot extract into {dest}: {reason}")]
+    Destination { dest: PathBuf, reason: String },
+    #[error("extracting into {path} failed: {source}")]
+    Extract {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Stream the tree at `dir` (filtered by `rules`) as tar.gz into `out`, hashing as it goes.
+pub fn pack_dir(dir: &Path, rules: &IgnoreRules, mut out: impl Write) -> Result<Packed, PackError> {
+    let meta = fs::metadata(dir).map_err(|source| PackError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(PackError::Read {
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+
+    std::thread::scope(|scope| {
+        let (tar_tx, tar_rx) = mpsc::sync_channel::<Chunk>(QUEUE);
+        let (tar_free_tx, tar_free_rx) = mpsc::channel::<Chunk>();
+        let (gz_tx, gz_rx) = mpsc::sync_channel::<Chunk>(QUEUE);
+        let (gz_free_tx, gz_free_rx) = mpsc::channel::<Chunk>();
+
+        let walker = scope.spawn(move || {
+            let mut tar = TarStream::new(tar_tx, tar_free_rx);
+            let mut name = Vec::with_capacity(256);
+            walk(dir, &mut PathBuf::new(), &mut name, rules, &mut tar)?;
+            tar.finish()
+        });
+
+        let compressor = scope.spawn(move || -> io::Result<()> {
+            let sink = ChunkSink::new(gz_tx, gz_free_rx);
+            let mut gz = gzip_writer(sink);
+            for chunk in tar_rx {
+                gz.write_all(chunk.filled())?;
+                let _ = tar_free_tx.send(chunk);
+            }
+            gz.finish()?.finish()
+        });
+
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut write_error = None;
+        for chunk in gz_rx {
+            hasher.update(chunk.filled());
+            size += chunk.len as u64;
+            if let Err(err) = out.write_all(chunk.filled()) {
+                write_error = Some(err);
+                break;
+            }
+            let _ = gz_free_tx.send(chunk);
+        }
+        if write_error.is_none() {
+            write_error = out.flush().err();
+        }
+
+        let walked = walker
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let compressed = compressor
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        // When a later stage stops, the earlier ones fail on a closed channel; report the cause.
+        if let Some(err) = write_error {
+            return Err(PackError::Write(err));
+        }
+        compressed.map_err(PackError::Write)?;
+        walked?;
+        Ok(Packed {
+            digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+            size,
+        })
+    })
+}
+
+fn gzip_writer<W: Write>(inner: W) -> GzEncoder<W> {
+    GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(inner, Compression::new(GZIP_LEVEL))
+}
+
+/// A fixed-size buffer and how much of it is used; recycled, so never zeroed twice.
+struct Chunk {
+    data: Box<[u8]>,
+    len: usize,
+}
+
+impl Chunk {
+    fn new(capacity: usize) -> Self {
+        Chunk {
+            data: vec![0; capacity].into_boxed_slice(),
+            len: 0,
+        }
+    }
+    fn filled(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+    fn room(&self) -> usize {
+        self.data.len() - self.len
+    }
+}
+
+fn closed_channel() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "packing pipeline stopped")
+}
+
+/// Collects compressed output into chunks for the hashing/writing stage.
+struct ChunkSink {
+    tx: SyncSender<Chunk>,
+    free: Receiver<Chunk>,
+    chunk: Chunk,
+}
+
+impl ChunkSink {
+    fn new(tx: SyncSender<Chunk>, free: Receiver<Chunk>) -> Self {
+        ChunkSink {
+            tx,
+            free,
+            chunk: Chunk::new(GZ_CHUNK),
+        }
+    }
+    fn send(&mut self) -> io::Result<()> {
+        if self.chunk.len == 0 {
+            return Ok(());
+        }
+        let next = self
+            .free
+            .try_recv()
+            .unwrap_or_else(|_| Chunk::new(GZ_CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        self.chunk.len = 0;
+        self.tx.send(full).map_err(|_| closed_channel())
+    }
+    fn finish(mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.chunk.room() == 0 {
+            self.send()?;
+        }
+        let n = buf.len().min(self.chunk.room());
+        let start = self.chunk.len;
+        self.chunk.data[start..start + n].copy_from_slice(&buf[..n]);
+        self.chunk.len += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes tar blocks into chunks, reading file contents straight into them.
+struct TarStream {
+    tx: SyncSender<Chunk>,
+    free: Receiver<Chunk>,
+    chunk: Chunk,
+}
+
+impl TarStream {
+    fn new(tx: SyncSender<Chunk>, free: Receiver<Chunk>) -> Self {
+        TarStream {
+            tx,
+            free,
+            chunk: Chunk::new(TAR_CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> Result<(), PackError> {
+        let next = self
+            .free
+            .try_recv()
+            .unwrap_or_else(|_| Chunk::new(TAR_CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        self.chunk.len = 0;
+        self.tx
+            .send(full)
+            .map_err(|_| PackError::Write(closed_channel()))
+    }
+
+    fn put(&mut self, mut bytes: &[u8]) -> Result<(), PackError> {
+        while !bytes.is_empty() {
+            if self.chunk.room() == 0 {
+                self.send()?;
+            }
+            let n = bytes.len().min(self.chunk.room());
+            let start = self.chunk.len;
+            self.chunk.data[start..start + n].copy_from_slice(&bytes[..n]);
+            self.chunk.len += n;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    fn pad(&mut self, written: u64) -> Result<(), PackError> {
+        let rest = (BLOCK - (written % BLOCK as u64) as usize) % BLOCK;
+        self.put(&[0u8; BLOCK][..rest])
+    }
+
+    /// Copy exactly `size` bytes of `file`, then check it has nothing more.
+    fn copy_file(&mut self, file: &mut File, size: u64, path: &Path) -> Result<(), PackError> {
+        let mut remaining = size;
+        while remaining > 0 {
+            if self.chunk.room() == 0 {
+                self.send()?;
+            }
+            let want = (self.chunk.room() as u64).min(remaining) as usize;
+            let start = self.chunk.len;
+            let n = match file.read(&mut self.chunk.data[start..start + want]) {
+                Ok(0) => {
+                    return Err(PackError::Changed {
+                        path: path.to_path_buf(),
+                        expected: size,
+                    })
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(PackError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            };
+            self.chunk.len += n;
+            remaining -= n as u64;
+        }
+        let mut probe = [0u8; 1];
+        if file.read(&mut probe).map_err(|source| PackError::Read {
+            path: path.to_path_buf(),
+            source,
+        })? != 0
+        {
+            return Err(PackError::Changed {
+                path: path.to_path_buf(),
+                expected: size,
+            });
+        }
+        self.pad(size)
+    }
+
+    fn header(
+        &mut self,
+        name: &[u8],
+        kind: tar::EntryType,
+        mode: u32,
+        size: u64,
+    ) -> Result<(), PackError> {
+        let mut header = tar::Header::new_gnu();
+        let field_len = header.as_old().name.len();
+        if name.len() > field_len {
+            // GNU long name: a pseudo-entry whose data is the NUL-terminated full name.
+            let mut long = tar::Header::new_gnu();
+            let tag = b"././@LongLink";
+            long.as_old_mut().name[..tag.len()].copy_from_slice(tag);
+            fill(
+                &mut long,
+                tar::EntryType::GNULongName,
+                0o644,
+                name.len() as u64 + 1,
+            );
+            self.put(long.as_bytes())?;
+            self.put(name)?;
+            self.put(&[0])?;
+            self.pad(name.len() as u64 + 1)?;
+        }
+        let shown = &name[..name.len().min(field_len)];
+        header.as_old_mut().name[..shown.len()].copy_from_slice(shown);
+        fill(&mut header, kind, mode, size);
+        self.put(header.as_bytes())
+    }
+
+    fn finish(mut self) -> Result<(), PackError> {
+        self.put(&[0u8; 2 * BLOCK])?;
+        if self.chunk.len > 0 {
+            let last = std::mem::replace(&mut self.chunk, Chunk::new(0));
+            self.tx
+                .send(last)
+                .map_err(|_| PackError::Write(closed_channel()))?;
+        }
+        Ok(())
+    }
+}
+
+fn fill(header: &mut tar::Header, kind: tar::EntryType, mode: u32, size: u64) {
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(size);
+    header.set_cksum();
+}
+
+struct Child {
+    name: std::ffi::OsString,
+    /// `name`, plus `/` for a directory: the order of tar names.
+    key: Vec<u8>,
+    is_dir: bool,
+}
+
+/// Depth-first, children sorted by `key`; `rel` and `name` track the current directory.
+fn walk(
+    root: &Path,
+    rel: &mut PathBuf,
+    name: &mut Vec<u8>,
+    rules: &IgnoreRules,
+    tar: &mut TarStream,
+) -> Result<(), PackError> {
+    let dir = root.join(&*rel);
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PackError::Read { path, source }
+    };
+    let mut children = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(read_err(&dir))? {
+        let entry = entry.map_err(read_err(&dir))?;
+        let file_type = entry.file_type().map_err(read_err(&entry.path()))?;
+        if !(file_type.is_dir() || file_type.is_file()) {
+            continue;
+        }
+        let child_name = entry.file_name();
+        let mut key = os_bytes(&child_name).to_vec();
+        if file_type.is_dir() {
+            key.push(b'/');
+        }
+        children.push(Child {
+            name: child_name,
+            key,
+            is_dir: file_type.is_dir(),
+        });
+    }
+    children.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+
+    let name_len = name.len();
+    for child in children {
+        rel.push(&child.name);
+        if !rules.excludes_entry(rel, child.is_dir) {
+            name.extend_from_slice(&child.key);
+            if child.is_dir {
+                tar.header(name, tar::EntryType::Directory, MODE_DIR, 0)?;
+                walk(root, rel, name, rules, tar)?;
+            } else {
+                pack_file(root, rel, name, tar)?;
+            }
+            name.truncate(name_len);
+        }
+        rel.pop();
+    }
+    Ok(())
+}
+
+fn pack_file(root: &Path, rel: &Path, name: &[u8], tar: &mut TarStream) -> Result<(), PackError> {
+    let path = root.join(rel);
+    let err = |source| PackError::Read {
+        path: path.clone(),
+        source,
+    };
+    let listed = fs::symlink_metadata(&path).map_err(err)?;
+    let mut file = File::open(&path).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    // The walk saw a regular file; refuse anything swapped in since (a symlink, say).
+    if !listed.is_file() || !meta.is_file() || !same_inode(&listed, &meta) {
+        return Err(PackError::Changed {
+            path,
+            expected: listed.len(),
+        });
+    }
+    let mode = if is_executable(&meta) {
+        MODE_EXEC
+    } else {
+        MODE_FILE
+    };
+    let size = meta.len();
+    tar.header(name, tar::EntryType::Regular, mode, size)?;
+    tar.copy_file(&mut file, size, &path)
+}
+
+#[cfg(unix)]
+fn os_bytes(name: &std::ffi::OsStr) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes()
+}
+
+#[cfg(not(unix))]
+fn os_bytes(name: &std::ffi::OsStr) -> &[u8] {
+    name.to_str()
+        .expect("non-UTF-8 file names are supported on Unix only")
+        .as_bytes()
+}
+
+#[cfg(unix)]
+fn same_inode(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_inode(_: &fs::Metadata, _: &fs::Metadata) -> bool {
+    true
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_: &fs::Metadata) -> bool {
+    false
+}
+
+/// Extract an artifact into `dest` (absent or an empty directory).
+///
+/// The digest is checked first, over the same open file that is then extracted, so a
+/// concurrent replacement cannot slip in between. Only regular files and directories under
+/// `dest` are accepted; links, devices and any path that is absolute or contains `..` fail
+/// the whole extraction. Files are written plainly (no fsync): callers extract into a fresh
+/// directory and rename it into place when they need atomicity.
+pub fn extract(artifact: &Path, expected_digest: &str, dest: &Path) -> Result<(), PackError> {
+    let expected = parse_digest(expected_digest)?;
+    let corrupt = |source| PackError::Corrupt {
+        path: artifact.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(artifact).map_err(corrupt)?;
+    let actual = super::store::reader_digest(&mut file).map_err(corrupt)?;
+    if actual != expected {
+        return Err(PackError::DigestMismatch {
+            path: artifact.to_path_buf(),
+            expected,
+            actual,
+        });
+    }
+    file.rewind().map_err(corrupt)?;
+
+    prepare_destination(dest)?;
+    let reader = io::BufReader::with_capacity(256 << 10, file);
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let unsafe_entry = |reason| PackError::UnsafeEntry {
+            path: artifact.to_path_buf(),
+            entry: shown.clone(),
+            reason,
+        };
+        let rel = safe_relative(&raw).map_err(unsafe_entry)?;
+        let Some(rel) = rel else { continue };
+        let target = dest.join(&rel);
+        let extract_err = |source| PackError::Extract {
+            path: target.clone(),
+            source,
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {
+                fs::create_dir_all(&target).map_err(extract_err)?;
+                set_mode(&target, MODE_DIR).map_err(extract_err)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(extract_err)?;
+                }
+                let mode = entry.header().mode().map_err(corrupt)?;
+                let mut out = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(extract_err)?;
+                io::copy(&mut entry, &mut out).map_err(corrupt)?;
+                let mode = if mode & 0o111 != 0 {
+                    MODE_EXEC
+                } else {
+                    MODE_FILE
+                };
+                set_mode(&target, mode).map_err(extract_err)?;
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                return Err(unsafe_entry("links are not allowed in artifacts"))
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                return Err(unsafe_entry(
+                    "devices and fifos are not allowed in artifacts",
+                ))
+            }
+            _ => return Err(unsafe_entry("only files and directories are allowed")),
+        }
+    }
+    Ok(())
+}
+
+fn parse_digest(digest: &str) -> Result<String, PackError> {
+    let hex_part = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    match hex_part {
+        Some(h) => Ok(format!("sha256:{}", h.to_ascii_lowercase())),
+        None => Err(PackError::BadDigest(digest.to_string())),
+    }
+}
+
+fn prepare_destination(dest: &Path) -> Result<(), PackError> {
+    let refuse = |reason: String| PackError::Destination {
+        dest: dest.to_path_buf(),
+        reason,
+    };
+    match fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = fs::read_dir(dest).map_err(|e| refuse(e.to_string()))?;
+            if entries.next().is_some() {
+                return Err(refuse("the directory is not empty".into()));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(refuse("it exists and is not a directory".into())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dest).map_err(|e| refuse(e.to_string()))
+        }
+        Err(err) => Err(refuse(err.to_string())),
+    }
+}
+
+/// The entry's path below the destination, `None` for the root itself.
+fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
+    #[cfg(unix)]
+    let path = {
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(std::ffi::OsStr::from_bytes(raw))
+    };
+    #[cfg(not(unix))]
+    let path = Path::new(std::str::from_utf8(raw).map_err(|_| "the name is not UTF-8")?);
+    if raw.contains(&b'\\') {
+        return Err("backslashes are not allowed in entry names");
+    }
+    let mut rel = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => rel.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("the entry would escape the destination"),
+            Component::RootDir | Component::Prefix(_) => return Err("absolute entry names"),
+        }
+    }
+    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: u32) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(root: &Path, rel: &str, content: &[u8]) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    fn no_rules() -> IgnoreRules {
+        IgnoreRules::for_bucket(None, None).unwrap()
+    }
+
+    fn pack(dir: &Path, rules: &IgnoreRules) -> (Vec<u8>, Packed) {
+        let mut bytes = Vec::new();
+        let packed = pack_dir(dir, rules, &mut bytes).unwrap();
+        (bytes, packed)
+    }
+
+    struct Seen {
+        name: Vec<u8>,
+        kind: tar::EntryType,
+        mode: u32,
+        content: Vec<u8>,
+    }
+
+    fn entries(bytes: &[u8]) -> Vec<Seen> {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            assert_eq!(header.uid().unwrap(), 0);
+            assert_eq!(header.gid().unwrap(), 0);
+            assert_eq!(header.mtime().unwrap(), 0);
+            assert_eq!(header.username_bytes(), Some(&b""[..]));
+            assert_eq!(header.groupname_bytes(), Some(&b""[..]));
+            let name = entry.path_bytes().into_owned();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            seen.push(Seen {
+                name,
+                kind: header.entry_type(),
+                mode: header.mode().unwrap(),
+                content,
+            });
+        }
+        seen
+    }
+
+    fn sample_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "b.yaml", b"kind: B\n");
+        write(root, "a/x.yaml", b"kind: X\n");
+        write(root, "a-b", b"dash\n");
+        write(root, "a/nested/deep.yaml", &vec![b'y'; 70_000]);
+        write(root, "run.sh", b"#!/bin/sh\necho hi\n");
+        fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        write(root, "group-exec", b"x");
+        fs::set_permissions(root.join("group-exec"), fs::Permissions::from_mode(0o610)).unwrap();
+        fs::create_dir_all(root.join("empty")).unwrap();
+        std::os::unix::fs::symlink("b.yaml", root.join("link.yaml")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("linkdir")).unwrap();
+        write(root, ".git/HEAD", b"ref: refs/heads/main\n");
+        dir
+    }
+
+    #[test]
+    fn same_tree_same_bytes() {
+        let dir = sample_tree();
+        let rules = IgnoreRules::for_git(dir.path(), None).unwrap();
+        let (first, packed) = pack(dir.path(), &rules);
+        let (second, again) = pack(dir.path(), &rules);
+        assert_eq!(first, second);
+        assert_eq!(packed, again);
+        assert_eq!(packed.size, first.len() as u64);
+        assert_eq!(
+            packed.digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&first)))
+        );
+
+        // A copy made at another time, with other mtimes and modes, packs identically.
+        let copy = tempfile::tempdir().unwrap();
+        for (rel, content) in [
+            ("a/nested/deep.yaml", vec![b'y'; 70_000]),
+            ("a-b", b"dash\n".to_vec()),
+            ("b.yaml", b"kind: B\n".to_vec()),
+            ("a/x.yaml", b"kind: X\n".to_vec()),
+            ("run.sh", b"#!/bin/sh\necho hi\n".to_vec()),
+            ("group-exec", b"x".to_vec()),
+        ] {
+            write(copy.path(), rel, &content);
+        }
+        fs::set_permissions(
+            copy.path().join("run.sh"),
+            fs::Permissions::from_mode(0o500),
+        )
+        .unwrap();
+        fs::set_permissions(
+            copy.path().join("group-exec"),
+            fs::Permissions::from_mode(0o601),
+        )
+        .unwrap();
+        fs::set_permissions(
+            copy.path().join("b.yaml"),
+            fs::Permissions::from_mode(0o444),
+        )
+        .unwrap();
+        fs::create_dir_all(copy.path().join("empty")).unwrap();
+        let (third, _) = pack(copy.path(), &rules);
+        assert_eq!(first, third);
+    }
+
+    #[test]
+    fn headers_order_and_types() {
+        let dir = sample_tree();
+        let rules = IgnoreRules::for_git(dir.path(), None).unwrap();
+        let (bytes, _) = pack(dir.path(), &rules);
+        // Deterministic gzip header: magic, deflate, no flags, mtime 0, xfl 0, OS 255.
+        assert_eq!(&bytes[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+
+        let seen = entries(&bytes);
+        let names: Vec<String> = seen
+            .iter()
+            .map(|e| String::from_utf8(e.name.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a-b",
+                "a/",
+                "a/nested/",
+                "a/nested/deep.yaml",
+                "a/x.yaml",
+                "b.yaml",
+                "empty/",
+                "group-exec",
+                "run.sh",
+            ]
+        );
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "stream order is the byte order of the names");
+        for entry in &seen {
+            let expected = match (entry.kind, entry.name.as_slice()) {
+                (tar::EntryType::Directory, _) => 0o750,
+                (tar::EntryType::Regular, b"run.sh" | b"group-exec") => 0o700,
+                (tar::EntryType::Regular, _) => 0o600,
+                (other, _) => panic!("unexpected entry type {other:?}"),
+            };
+            assert_eq!(
+                entry.mode,
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(&entry.name)
+            );
+        }
+        let deep = seen
+            .iter()
+            .find(|e| e.name == b"a/nested/deep.yaml")
+            .unwrap();
+        assert_eq!(deep.content, vec![b'y'; 70_000]);
+    }
+
+    #[test]
+    fn excluded_directory_contributes_nothing() {
+        let dir = sample_tree();
+        let rules = IgnoreRules::for_git(dir.path(), Some("/a/\n")).unwrap();
+        let (bytes, _) = pack(dir.path(), &rules);
+        let seen = entries(&bytes);
+        assert!(seen.iter().all(|e| !e.name.starts_with(b"a/")));
+        assert!(seen.iter().any(|e| e.name == b"a-b"));
+    }
+
+    #[test]
+    fn unicode_and_long_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let long_file = format!("{}.yaml", "n".repeat(115));
+        assert_eq!(long_file.len(), 120);
+        let long_dir = "d".repeat(120);
+        let unicode = "überprüfung/配置-ñ.yaml";
+        write(dir.path(), &long_file, b"long\n");
+        write(dir.path(), &format!("{long_dir}/{long_file}"), b"longer\n");
+        write(dir.path(), unicode, "ünï\n".as_bytes());
+        write(dir.path(), &"e".repeat(100), b"exactly 100\n");
+        let rules = no_rules();
+        let (bytes, _) = pack(dir.path(), &rules);
+        let (again, _) = pack(dir.path(), &rules);
+        assert_eq!(bytes, again);
+        let names: Vec<String> = entries(&bytes)
+            .into_iter()
+            .map(|e| String::from_utf8(e.name).unwrap())
+            .collect();
+        let mut expected = vec![
+            format!("{long_dir}/"),
+            format!("{long_dir}/{long_file}"),
+            "e".repeat(100),
+            long_file.clone(),
+            "überprüfung/".to_string(),
+            unicode.to_string(),
+        ];
+        expected.sort();
+        assert_eq!(names, expected);
+
+        let out = tempfile::tempdir().unwrap();
+        let artifact = out.path().join("a.tar.gz");
+        fs::write(&artifact, &bytes).unwrap();
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        extract(&artifact, &digest, &out.path().join("x")).unwrap();
+        assert_eq!(
+            fs::read(out.path().join("x").join(&long_dir).join(&long_file)).unwrap(),
+            b"longer\n"
+        );
+        assert_eq!(
+            fs::read(out.path().join("x").join(unicode)).unwrap(),
+            "ünï\n".as_bytes()
+        );
+    }
+
+    #[test]
+    fn extract_round_trip() {
+        let dir = sample_tree();
+        let rules = IgnoreRules::for_git(dir.path(), None).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let artifact = work.path().join("art.tar.gz");
+        let packed = pack_dir(dir.path(), &rules, File::create(&artifact).unwrap()).unwrap();
+        let dest = work.path().join("out");
+        extract(&artifact, &packed.digest, &dest).unwrap();
+        assert_eq!(fs::read(dest.join("b.yaml")).unwrap(), b"kind: B\n");
+        assert_eq!(
+            fs::read(dest.join("a/nested/deep.yaml")).unwrap().len(),
+            70_000
+        );
+        assert!(dest.join("empty").is_dir());
+        assert!(!dest.join("link.yaml").exists());
+        assert!(!dest.join(".git").exists());
+        let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("run.sh"), 0o700);
+        assert_eq!(mode("b.yaml"), 0o600);
+        assert_eq!(mode("a"), 0o750);
+
+        // Re-packing the extracted tree reproduces the artifact.
+        let mut again = Vec::new();
+        let repacked = pack_dir(&dest, &rules, &mut again).unwrap();
+        assert_eq!(repacked, packed);
+
+        // A non-empty destination is refused.
+        let err = extract(&artifact, &packed.digest, &dest).unwrap_err();
+        assert!(matches!(err, PackError::Destination { .. }), "{err}");
+    }
+
+    #[test]
+    fn extract_rejects_a_bad_digest() {
+        let dir = sample_tree();
+        let work = tempfile::tempdir().unwrap();
+        let artifact = work.path().join("art.tar.gz");
+        let packed = pack_dir(dir.path(), &no_rules(), File::create(&artifact).unwrap()).unwrap();
+        let mut wrong = packed.digest.clone().into_bytes();
+        let last = wrong.len() - 1;
+        wrong[last] = if wrong[last] == b'0' { b'1' } else { b'0' };
+        let wrong = String::from_utf8(wrong).unwrap();
+        let dest = work.path().join("out");
+        let err = extract(&artifact, &wrong, &dest).unwrap_err();
+        assert!(matches!(err, PackError::DigestMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&packed.digest));
+        assert!(
+            !dest.exists(),
+            "nothing is created before the digest is checked"
+        );
+        let err = extract(&artifact, "md5:abc", &dest).unwrap_err();
+        assert!(matches!(err, PackError::BadDigest(_)), "{err}");
+    }
+
+    /// A hand-made archive with one raw header, bypassing the tar crate's own path checks.
+    fn malicious(name: &[u8], kind: tar::EntryType, content: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        fill(&mut header, kind, 0o644, content.len() as u64);
+        raw.extend_from_slice(header.as_bytes());
+        raw.extend_from_slice(content);
+        raw.resize(raw.len().div_ceil(BLOCK) * BLOCK, 0);
+        raw.extend_from_slice(&[0; 2 * BLOCK]);
+        let mut gz = gzip_writer(Vec::new());
+        gz.write_all(&raw).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn try_extract(bytes: &[u8]) -> (Result<(), PackError>, tempfile::TempDir) {
+        let work = tempfile::tempdir().unwrap();
+        let artifact = work.path().join("evil.tar.gz");
+        fs::write(&artifact, bytes).unwrap();
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let result = extract(&artifact, &digest, &work.path().join("dest/inner"));
+        (result, work)
+    }
+
+    #[test]
+    fn extract_rejects_escaping_entries() {
+        let (result, work) = try_extract(&malicious(
+            b"../escaped.txt",
+            tar::EntryType::Regular,
+            b"gotcha",
+        ));
+        let err = result.unwrap_err();
+        assert!(matches!(err, PackError::UnsafeEntry { .. }), "{err}");
+        assert!(!work.path().join("dest/escaped.txt").exists());
+
+        let (result, _work) = try_extract(&malicious(
+            b"ok/../../escaped.txt",
+            tar::EntryType::Regular,
+            b"gotcha",
+        ));
+        assert!(matches!(result, Err(PackError::UnsafeEntry { .. })));
+
+        let (result, _work) = try_extract(&malicious(b"/etc/x", tar::EntryType::Regular, b"x"));
+        assert!(matches!(result, Err(PackError::UnsafeEntry { .. })));
+    }
+
+    #[test]
+    fn extract_rejects_links_and_devices() {
+        for kind in [
+            tar::EntryType::Symlink,
+            tar::EntryType::Link,
+            tar::EntryType::Char,
+            tar::EntryType::Fifo,
+        ] {
+            let (result, _work) = try_extract(&malicious(b"thing", kind, b""));
+            assert!(
+                matches!(result, Err(PackError::UnsafeEntry { .. })),
+                "{kind:?}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_dir_is_an_error() {
+        let err = pack_dir(Path::new("/nonexistent/gitopsd"), &no_rules(), io::sink()).unwrap_err();
+        assert!(matches!(err, PackError::Read { .. }));
+    }
+
+    #[test]
+    fn write_failure_is_reported() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let dir = sample_tree();
+        let err = pack_dir(dir.path(), &no_rules(), Broken).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
+}

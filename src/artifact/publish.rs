@@ -1,0 +1,565 @@
+//! Publish the newest revision's files into a directory, git-sync style.
+//!
+//! Layout under `publish.directory`:
+//!
+//! ```text
+//! .revisions/<commit>/...      the files of a revision, extracted from its verified artifact
+//! <link> -> .revisions/<commit>   a relative symlink, replaced atomically on each new revision
+//! ```
+//!
+//! A reader that resolves `<link>` once sees one complete revision: revision dirs appear under
+//! their final name only after extraction finished (extract into a dot-temp dir, fsync, rename),
+//! and the link is swapped by renaming a new symlink over it. The previous revision is kept so
+//! that a reader still inside it is not pulled out from under; older ones are removed.
+//! One publisher per directory is assumed (configuration makes directories unique).
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::pack::{self, PackError};
+use super::Artifact;
+use crate::atomic;
+use crate::config::model::Publish;
+
+/// The directory, under `publish.directory`, that holds one directory per revision.
+pub const REVISIONS_DIR: &str = ".revisions";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(
+        "cannot publish commit {0:?}: not a commit id (expected letters, digits, '.', '-', '_')"
+    )]
+    InvalidCommit(String),
+    #[error(
+        "invalid publish link name {0:?}: expected a plain file name other than {REVISIONS_DIR}"
+    )]
+    InvalidLink(String),
+    #[error(
+        "refusing to replace {}: it is a {what}, not a symlink; move it away so that gitopsd can \
+         manage the link",
+        path.display()
+    )]
+    LinkOccupied { path: PathBuf, what: &'static str },
+    #[error("cannot publish into {}: it exists and is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("cannot publish artifact {}: {source}", artifact.display())]
+    Extract {
+        artifact: PathBuf,
+        #[source]
+        source: PackError,
+    },
+    #[error("cannot publish: {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PublishError {
+    let path = path.to_path_buf();
+    move |source| PublishError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Publish the files of `artifact` at `<publish.directory>/.revisions/<commit>` and point
+/// `<publish.directory>/<publish.link>` at it with the relative target `.revisions/<commit>`.
+///
+/// Idempotent: when the link already points at an existing `.revisions/<commit>`, nothing is
+/// extracted. Keeps the current and the previous revision dirs, and removes older ones as well
+/// as leftovers of interrupted runs. A plain file or directory at the link path is never
+/// replaced: that is an error.
+///
+/// Returns the revision directory.
+pub fn publish(
+    publish: &Publish,
+    artifact: &Artifact,
+    commit: &str,
+) -> Result<PathBuf, PublishError> {
+    check_commit(commit)?;
+    check_link(&publish.link)?;
+    let dir = publish.directory.as_path();
+    let revisions = dir.join(REVISIONS_DIR);
+    let link = dir.join(&publish.link);
+
+    ensure_dir(dir)?;
+    ensure_dir(&revisions)?;
+    // Before extracting anything: refuse early if the link path holds user data.
+    let previous = current_target(&link)?;
+    let revision_dir = revisions.join(commit);
+
+    let linked = previous.as_deref() == Some(commit);
+    if linked && fs::symlink_metadata(&revision_dir).is_ok_and(|m| m.is_dir()) {
+        // Which other revision is the previous one is not known here; keep every revision
+        // dir and clear only leftovers of interrupted runs.
+        remove_leftovers(dir, &revisions, &publish.link, Keep::AllRevisions);
+        return Ok(revision_dir);
+    }
+
+    extract_revision(artifact, &revisions, &revision_dir, commit)?;
+    swap_link(dir, &link, &publish.link, commit)?;
+
+    let mut keep = vec![commit];
+    if let Some(previous) = previous.as_deref() {
+        keep.push(previous);
+    }
+    remove_leftovers(dir, &revisions, &publish.link, Keep::Only(&keep));
+    tracing::info!(
+        directory = %dir.display(),
+        link = %publish.link,
+        commit,
+        previous = previous.as_deref().unwrap_or(""),
+        "published revision"
+    );
+    Ok(revision_dir)
+}
+
+/// Commits become directory names: allow only what a commit id or a digest can contain.
+fn check_commit(commit: &str) -> Result<(), PublishError> {
+    let ok = !commit.is_empty()
+        && commit.len() <= 128
+        && !commit.starts_with('.')
+        && commit
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PublishError::InvalidCommit(commit.to_string()))
+    }
+}
+
+fn check_link(link: &str) -> Result<(), PublishError> {
+    let single = Path::new(link).file_name().and_then(|n| n.to_str()) == Some(link);
+    if single && link != REVISIONS_DIR {
+        Ok(())
+    } else {
+        Err(PublishError::InvalidLink(link.to_string()))
+    }
+}
+
+fn ensure_dir(path: &Path) -> Result<(), PublishError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        // A symlinked publish directory is the user's choice; follow it.
+        Ok(meta) if meta.file_type().is_symlink() && path.is_dir() => Ok(()),
+        Ok(_) => Err(PublishError::NotADirectory {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(path).map_err(io_error("creating", path))
+        }
+        Err(e) => Err(io_error("inspecting", path)(e)),
+    }
+}
+
+/// The commit the link points at (`.revisions/<commit>`), `None` when there is no link or it
+/// points elsewhere; an error when something other than a symlink is in the way.
+fn current_target(link: &Path) -> Result<Option<String>, PublishError> {
+    let meta = match fs::symlink_metadata(link) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("inspecting", link)(e)),
+    };
+    if !meta.file_type().is_symlink() {
+        let what = if meta.is_dir() {
+            "directory"
+        } else if meta.is_file() {
+            "regular file"
+        } else {
+            "special file"
+        };
+        return Err(PublishError::LinkOccupied {
+            path: link.to_path_buf(),
+            what,
+        });
+    }
+    let target = fs::read_link(link).map_err(io_error("reading the link", link))?;
+    let mut parts = target.components();
+    let in_revisions = parts.next().map(|c| c.as_os_str()) == Some(REVISIONS_DIR.as_ref());
+    let name = parts.next().and_then(|c| c.as_os_str().to_str());
+    match (in_revisions, name, parts.next()) {
+        (true, Some(name), None) => Ok(Some(name.to_string())),
+        _ => Ok(None),
+    }
+}
+
+/// Extract into a dot-temp dir, make it durable, and rename it to `revision_dir`.
+fn extract_revision(
+    artifact: &Artifact,
+    revisions: &Path,
+    revision_dir: &Path,
+    commit: &str,
+) -> Result<(), PublishError> {
+    let temp = revisions.join(temp_name(commit));
+    let result = pack::extract(&artifact.path, &artifact.digest, &temp)
+        .map_err(|source| PublishError::Extract {
+            artifact: artifact.path.clone(),
+            source,
+        })
+        .and_then(|()| sync_tree(&temp).map_err(io_error("syncing", &temp)));
+    if let Err(e) = result {
+        remove_tree(&temp);
+        return Err(e);
+    }
+
+    // A dir of this name that the link does not point at: an older publish of the same commit
+    // (e.g. a rollback to the previous revision). Nobody reads it through the link, so it can
+    // be moved aside and replaced by the fresh, verified extraction.
+    if fs::symlink_metadata(revision_dir).is_ok() {
+        let aside = revisions.join(temp_name(commit));
+        fs::rename(revision_dir, &aside).map_err(io_error("moving aside", revision_dir))?;
+        remove_tree(&aside);
+    }
+    fs::rename(&temp, revision_dir).map_err(io_error("renaming into place", revision_dir))?;
+    atomic::sync_dir(revisions).map_err(io_error("syncing", revisions))
+}
+
+/// Point `link` at `.revisions/<commit>`: create the new symlink under a temp name and rename
+/// it over the link, which replaces it in one step.
+fn swap_link(dir: &Path, link: &Path, link_name: &str, commit: &str) -> Result<(), PublishError> {
+    let temp = dir.join(temp_name(link_name));
+    let target = Path::new(REVISIONS_DIR).join(commit);
+    symlink(&target, &temp).map_err(io_error("creating symlink", &temp))?;
+    if let Err(e) = fs::rename(&temp, link) {
+        let _ = fs::remove_file(&temp);
+        // A directory created at the link path since we looked makes rename fail (EISDIR);
+        // report it as such rather than as a bare I/O error.
+        current_target(link)?;
+        return Err(io_error("replacing the link", link)(e));
+    }
+    atomic::sync_dir(dir).map_err(io_error("syncing", dir))
+}
+
+/// `.<name>.<pid>.<n>.tmp`: hidden, never a valid commit, recognisable as a leftover.
+fn temp_name(name: &str) -> String {
+    format!(".{name}.{}.{}.tmp", std::process::id(), atomic::unique())
+}
+
+enum Keep<'a> {
+    /// These revision dirs; everything else under `.revisions` goes.
+    Only(&'a [&'a str]),
+    /// Every revision dir; only temp leftovers (hidden names) go.
+    AllRevisions,
+}
+
+/// Remove what `keep` does not keep under `.revisions` (older revisions, temp leftovers) and
+/// temp links of interrupted swaps. Failures are logged, not returned: the publish itself
+/// succeeded.
+fn remove_leftovers(dir: &Path, revisions: &Path, link_name: &str, keep: Keep<'_>) {
+    let entries = match fs::read_dir(revisions) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(path = %revisions.display(), error = %e, "cannot list old revisions");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kept = match keep {
+            Keep::Only(keep) => keep.contains(&name.as_ref()),
+            Keep::AllRevisions => !name.starts_with('.'),
+        };
+        if !kept {
+            remove_tree(&entry.path());
+        }
+    }
+
+    let prefix = format!(".{link_name}.");
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_symlink = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if is_symlink && name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Remove a file, symlink or directory tree; directories without write permission are made
+/// writable first. Failures are logged.
+fn remove_tree(path: &Path) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    let result = if meta.is_dir() {
+        fs::remove_dir_all(path).or_else(|_| {
+            make_dirs_writable(path);
+            fs::remove_dir_all(path)
+        })
+    } else {
+        fs::remove_file(path)
+    };
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove old published revision");
+    }
+}
+
+fn make_dirs_writable(dir: &Path) {
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                make_dirs_writable(&entry.path());
+            }
+        }
+    }
+}
+
+/// fsync every file and directory below `root` (and `root`), so that a revision dir that is
+/// visible under its final name after a crash also has its contents.
+fn sync_tree(root: &Path) -> io::Result<()> {
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                pending.push(entry.path());
+            } else if file_type.is_file() {
+                File::open(entry.path())?.sync_all()?;
+            }
+        }
+        atomic::sync_dir(&dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ignore::IgnoreRules;
+    use crate::source::Revision;
+    use std::os::unix::fs::MetadataExt;
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        publish: Publish,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let publish = Publish {
+                directory: tmp.path().join("published"),
+                link: "current".to_string(),
+            };
+            Fixture { tmp, publish }
+        }
+
+        /// An artifact whose tree holds `marker.txt` containing `content`.
+        fn artifact(&self, commit: &str, content: &str) -> Artifact {
+            let src = self.tmp.path().join(format!("src-{commit}"));
+            fs::create_dir_all(src.join("apps")).unwrap();
+            fs::write(src.join("marker.txt"), content).unwrap();
+            fs::write(src.join("apps/cm.yaml"), "kind: ConfigMap\n").unwrap();
+            let rules = IgnoreRules::for_bucket(None, None).unwrap();
+            let mut bytes = Vec::new();
+            let packed = pack::pack_dir(&src, &rules, &mut bytes).unwrap();
+            let path = self.tmp.path().join(format!("{commit}.tar.gz"));
+            fs::write(&path, &bytes).unwrap();
+            Artifact {
+                path,
+                url_path: format!("git/ns/name/{commit}.tar.gz"),
+                revision: Revision::git(Some("main"), commit),
+                digest: packed.digest,
+                size: packed.size,
+                last_update: String::new(),
+            }
+        }
+
+        fn link(&self) -> PathBuf {
+            self.publish.directory.join(&self.publish.link)
+        }
+
+        fn revisions(&self) -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(self.publish.directory.join(REVISIONS_DIR))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        }
+
+        fn published(&self) -> String {
+            fs::read_to_string(self.link().join("marker.txt")).unwrap()
+        }
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "cccccccccccccccccccccccccccccccccccccccc";
+
+    #[test]
+    fn swaps_the_link_and_keeps_current_and_previous() {
+        let fx = Fixture::new();
+        let dir = publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap();
+        assert_eq!(dir, fx.publish.directory.join(".revisions").join(A));
+        assert_eq!(
+            fs::read_link(fx.link()).unwrap(),
+            Path::new(".revisions").join(A)
+        );
+        assert_eq!(fx.link().canonicalize().unwrap().file_name().unwrap(), A);
+        assert_eq!(fx.published(), "a");
+        assert!(fx.link().join("apps/cm.yaml").is_file());
+
+        publish(&fx.publish, &fx.artifact(B, "b"), B).unwrap();
+        assert_eq!(fx.published(), "b");
+        assert_eq!(fx.revisions(), vec![A, B]);
+
+        publish(&fx.publish, &fx.artifact(C, "c"), C).unwrap();
+        assert_eq!(fx.published(), "c");
+        assert_eq!(fx.link().canonicalize().unwrap().file_name().unwrap(), C);
+        assert_eq!(fx.revisions(), vec![B, C]);
+
+        // Only the link and the revisions dir are in the publish directory.
+        let mut names: Vec<_> = fs::read_dir(&fx.publish.directory)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![".revisions", "current"]);
+    }
+
+    #[test]
+    fn same_commit_twice_is_a_no_op() {
+        let fx = Fixture::new();
+        let artifact = fx.artifact(A, "a");
+        let dir = publish(&fx.publish, &artifact, A).unwrap();
+        let inode = fs::metadata(&dir).unwrap().ino();
+        let link_inode = fs::symlink_metadata(fx.link()).unwrap().ino();
+        assert_eq!(publish(&fx.publish, &artifact, A).unwrap(), dir);
+        assert_eq!(fs::metadata(&dir).unwrap().ino(), inode);
+        assert_eq!(fs::symlink_metadata(fx.link()).unwrap().ino(), link_inode);
+        assert_eq!(fx.revisions(), vec![A]);
+    }
+
+    #[test]
+    fn rolling_back_to_the_previous_commit_works() {
+        let fx = Fixture::new();
+        publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap();
+        publish(&fx.publish, &fx.artifact(B, "b"), B).unwrap();
+        publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap();
+        assert_eq!(fx.published(), "a");
+        assert_eq!(fx.revisions(), vec![A, B]);
+    }
+
+    #[test]
+    fn removes_leftovers_of_interrupted_runs() {
+        let fx = Fixture::new();
+        publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap();
+        let revisions = fx.publish.directory.join(REVISIONS_DIR);
+        fs::create_dir_all(revisions.join(format!(".{B}.123.0.tmp/half"))).unwrap();
+        fs::create_dir_all(revisions.join("0123456789abcdef")).unwrap();
+        symlink(
+            ".revisions/x",
+            fx.publish.directory.join(".current.123.4.tmp"),
+        )
+        .unwrap();
+        let user_file = fx.publish.directory.join("README");
+        fs::write(&user_file, "mine").unwrap();
+
+        publish(&fx.publish, &fx.artifact(B, "b"), B).unwrap();
+        assert_eq!(fx.revisions(), vec![A, B]);
+        assert!(fs::symlink_metadata(fx.publish.directory.join(".current.123.4.tmp")).is_err());
+        assert_eq!(fs::read_to_string(user_file).unwrap(), "mine");
+    }
+
+    #[test]
+    fn refuses_a_real_directory_or_file_at_the_link_path() {
+        let fx = Fixture::new();
+        fs::create_dir_all(fx.link()).unwrap();
+        fs::write(fx.link().join("precious.txt"), "data").unwrap();
+        let err = publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PublishError::LinkOccupied {
+                    what: "directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a symlink"));
+        assert_eq!(
+            fs::read_to_string(fx.link().join("precious.txt")).unwrap(),
+            "data"
+        );
+        // Nothing was extracted.
+        assert!(fx.revisions().is_empty());
+
+        fs::remove_dir_all(fx.link()).unwrap();
+        fs::write(fx.link(), "file").unwrap();
+        let err = publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap_err();
+        assert!(matches!(
+            err,
+            PublishError::LinkOccupied {
+                what: "regular file",
+                ..
+            }
+        ));
+        assert_eq!(fs::read_to_string(fx.link()).unwrap(), "file");
+    }
+
+    #[test]
+    fn replaces_a_foreign_symlink() {
+        let fx = Fixture::new();
+        fs::create_dir_all(&fx.publish.directory).unwrap();
+        symlink("/nonexistent", fx.link()).unwrap();
+        publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap();
+        assert_eq!(fx.published(), "a");
+    }
+
+    #[test]
+    fn a_corrupt_artifact_leaves_nothing_behind() {
+        let fx = Fixture::new();
+        publish(&fx.publish, &fx.artifact(A, "a"), A).unwrap();
+        let mut bad = fx.artifact(B, "b");
+        bad.digest = format!("sha256:{}", "0".repeat(64));
+        let err = publish(&fx.publish, &bad, B).unwrap_err();
+        assert!(matches!(
+            err,
+            PublishError::Extract {
+                source: PackError::DigestMismatch { .. },
+                ..
+            }
+        ));
+        assert_eq!(fx.revisions(), vec![A]);
+        assert_eq!(fx.published(), "a");
+    }
+
+    #[test]
+    fn rejects_bad_commit_and_link_names() {
+        let fx = Fixture::new();
+        let artifact = fx.artifact(A, "a");
+        for commit in ["", "../x", "a/b", ".hidden", "a b"] {
+            assert!(
+                matches!(
+                    publish(&fx.publish, &artifact, commit),
+                    Err(PublishError::InvalidCommit(_))
+                ),
+                "{commit:?}"
+            );
+        }
+        for link in ["", ".revisions", "a/b", "..", "."] {
+            let p = Publish {
+                directory: fx.publish.directory.clone(),
+                link: link.to_string(),
+            };
+            assert!(
+                matches!(publish(&p, &artifact, A), Err(PublishError::InvalidLink(_))),
+                "{link:?}"
+            );
+        }
+    }
+}

@@ -7,7 +7,11 @@ use anyhow::{bail, Context};
 fn base_url(args: &ServerArgs) -> anyhow::Result<String> {
     if let Some(s) = &args.server {
         let s = s.trim_end_matches('/');
-        return Ok(if s.contains("://") { s.to_string() } else { format!("http://{s}") });
+        return Ok(if s.contains("://") {
+            s.to_string()
+        } else {
+            format!("http://{s}")
+        });
     }
     let listen = match &args.config {
         Some(path) => crate::config::load(path)
@@ -32,7 +36,12 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
     }
     let doc: StatusDocument = serde_json::from_str(&body).context("unexpected status document")?;
     for s in &doc.sources {
-        let ready = s.conditions.iter().find(|c| c.kind == "Ready").map(|c| c.status.as_str()).unwrap_or("Unknown");
+        let ready = s
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Ready")
+            .map(|c| c.status.as_str())
+            .unwrap_or("Unknown");
         println!(
             "source {}/{}\tready={ready}\trevision={}\t{}",
             s.namespace,
@@ -42,13 +51,21 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
         );
     }
     for k in &doc.kustomizations {
-        let ready = k.conditions.iter().find(|c| c.kind == "Ready").map(|c| c.status.as_str()).unwrap_or("Unknown");
+        let ready = k
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Ready")
+            .map(|c| c.status.as_str())
+            .unwrap_or("Unknown");
         println!(
             "kustomization {}/{}/{}\tready={ready}\trevision={}\tobjects={}\t{}",
             k.namespace,
             k.configuration,
             k.name,
-            k.last_applied_revision.as_ref().map(|r| r.as_str()).unwrap_or("-"),
+            k.last_applied_revision
+                .as_ref()
+                .map(|r| r.as_str())
+                .unwrap_or("-"),
             k.objects,
             k.last_error.as_deref().unwrap_or("")
         );
@@ -58,7 +75,9 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
 
 pub fn reconcile(args: &ServerArgs, name: &str) -> anyhow::Result<i32> {
     let url = format!("{}/api/v1/reconcile/{name}", base_url(args)?);
-    let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build();
     let agent: ureq::Agent = config.into();
     let mut response = agent
         .post(&url)

@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+mod bench;
 mod check;
 mod client;
 mod run;
@@ -12,8 +13,10 @@ use std::path::PathBuf;
 /// renders each kustomization with kustomize and writes the result to its target.
 #[derive(Parser, Debug)]
 #[command(name = "gitopsd", version, about, long_about = None)]
-#[command(after_help = "Start with: gitopsd check --config config/example.yaml\n\
-                        then:       gitopsd run --config config/example.yaml --once")]
+#[command(
+    after_help = "Start with: gitopsd check --config config/example.yaml\n\
+                        then:       gitopsd run --config config/example.yaml --once"
+)]
 pub struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -48,6 +51,8 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Measure sync throughput against the git CLI and tar | gzip on generated data.
+    Bench(bench::BenchArgs),
     /// Ask the running daemon to sync a configuration now.
     Reconcile {
         /// The configuration's name.
@@ -92,6 +97,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Check { config } => check::check(&config),
         Command::Status { server, output } => client::status(&server, output),
         Command::Reconcile { name, server } => client::reconcile(&server, &name),
+        Command::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(code) => code,

@@ -20,7 +20,12 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let engine = Engine::new(settings).with_context(|| format!("cannot prepare the state directory for {}", config.display()))?;
+        let engine = Engine::new(settings).with_context(|| {
+            format!(
+                "cannot prepare the state directory for {}",
+                config.display()
+            )
+        })?;
         if once {
             let report = engine.run_once().await;
             print_report(&report, output)?;
@@ -92,7 +97,10 @@ fn print_report(report: &PassReport, output: Output) -> anyhow::Result<()> {
                         k.name,
                         k.objects,
                         k.revision.as_deref().unwrap_or("-"),
-                        k.target.as_ref().map(|t| t.display().to_string()).unwrap_or_default()
+                        k.target
+                            .as_ref()
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_default()
                     ),
                 }
             }

@@ -1,4 +1,565 @@
 //! Configuration: YAML schema, validation with file:line:col diagnostics.
+//!
+//! Loading runs in three passes over one document, each collecting problems instead of
+//! stopping at the first: `positions` reads the YAML into a tree that remembers where every
+//! key and value was written (syntax errors, duplicate keys), `schema` checks which keys exist
+//! and what shape each has (unknown fields, missing required ones), and `validate` parses the
+//! values into [`Settings`] (durations, URLs, refs, names, paths, dependsOn). The caller gets
+//! either a fully valid [`Settings`] or every [`Diagnostic`] found, sorted by position.
 
+pub mod duration;
 pub mod model;
+pub mod positions;
+pub mod schema;
+pub mod validate;
+
 pub use model::*;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use positions::{Problem, Problems};
+
+/// One problem in a config file. `line` and `column` are 1-based; both are 0 when the
+/// problem concerns the file as a whole (it could not be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        }
+    }
+}
+
+/// Every problem found in a config file, in file order. Displays as one
+/// `file:line:col: message` line per problem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    fn from_problems(file: &Path, problems: Vec<Problem>) -> Self {
+        let mut diagnostics: Vec<Diagnostic> = problems
+            .into_iter()
+            .map(|problem| Diagnostic {
+                file: file.to_path_buf(),
+                line: problem.pos.line,
+                column: problem.pos.column,
+                message: problem.message,
+            })
+            .collect();
+        diagnostics.sort_by_key(|d| (d.line, d.column));
+        Diagnostics(diagnostics)
+    }
+
+    fn whole_file(file: &Path, message: String) -> Self {
+        Diagnostics(vec![Diagnostic {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+        }])
+    }
+}
+
+impl std::ops::Deref for Diagnostics {
+    type Target = [Diagnostic];
+
+    fn deref(&self) -> &[Diagnostic] {
+        &self.0
+    }
+}
+
+impl IntoIterator for Diagnostics {
+    type Item = Diagnostic;
+    type IntoIter = std::vec::IntoIter<Diagnostic>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Diagnostics {
+    type Item = &'a Diagnostic;
+    type IntoIter = std::slice::Iter<'a, Diagnostic>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, diagnostic) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Reads and validates the config file at `path`. Relative paths inside it resolve against
+/// the file's directory.
+pub fn load(path: &Path) -> Result<Settings, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        Diagnostics::whole_file(path, format!("cannot read the config file: {err}"))
+    })?;
+    let base_dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    load_str(&text, path, base_dir)
+}
+
+/// Validates config `text`. `file_name` only labels diagnostics; relative paths in the text
+/// resolve against `base_dir` (made absolute against the working directory if needed).
+pub fn load_str(text: &str, file_name: &Path, base_dir: &Path) -> Result<Settings, Diagnostics> {
+    let base_dir = std::path::absolute(base_dir).map_err(|err| {
+        Diagnostics::whole_file(
+            file_name,
+            format!(
+                "cannot resolve the config directory {}: {err}",
+                base_dir.display()
+            ),
+        )
+    })?;
+    let mut problems = Problems::new();
+    let root = match positions::parse(text, &mut problems) {
+        Ok(root) => root,
+        Err(syntax_error) => {
+            let mut all = problems.into_vec();
+            all.push(syntax_error);
+            return Err(Diagnostics::from_problems(file_name, all));
+        }
+    };
+    let raw = schema::decode(&root, &mut problems);
+    let settings = validate::validate(&raw, &base_dir, &mut problems);
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(Diagnostics::from_problems(file_name, problems.into_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn load_test(text: &str) -> Result<Settings, Diagnostics> {
+        load_str(text, Path::new("gitopsd.yaml"), Path::new("/etc/gitopsd"))
+    }
+
+    /// (line, column, message) of each diagnostic.
+    fn problems(text: &str) -> Vec<(usize, usize, String)> {
+        load_test(text)
+            .expect_err("config should be rejected")
+            .into_iter()
+            .map(|d| (d.line, d.column, d.message))
+            .collect()
+    }
+
+    const FULL: &str = r#"
+stateDir: ./state
+server: { listen: "0.0.0.0:9191" }
+maxConcurrentFetches: 8
+configurations:
+  - name: cluster-config
+    namespace: cluster-config
+    scope: cluster
+    suspend: true
+    source:
+      kind: git
+      url: ssh://git@github.com/org/fleet
+      ref: { branch: main, commit: 0123456789ABCDEF0123456789abcdef01234567 }
+      interval: 1m30s
+      timeout: 90s
+      retryInterval: 2h
+      gitImplementation: gix
+      ignore: |
+        /docs
+        *.md
+      suspend: false
+      publish: { directory: ../srv/app, link: live }
+    kustomizations:
+      - name: infra
+        path: ./infrastructure
+        prune: true
+      - name: apps
+        path: /apps/edge/
+        dependsOn: [infra]
+        interval: 5m
+        retryInterval: 1m
+        timeout: 3m
+        wait: true
+        force: true
+        suspend: false
+        target: { directory: ./out/apps }
+  - name: edge-local
+    source: { kind: git, url: "file:///srv/git/edge.git", ref: { semver: ">=1.0.0 <2.0.0" } }
+    kustomizations:
+      - { name: web, path: ./web, target: { directory: /var/lib/rancher/k3s/server/manifests/web } }
+"#;
+
+    #[test]
+    fn full_config_loads_with_values_and_defaults() {
+        let settings = load_test(FULL).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.state_dir, Path::new("/etc/gitopsd/state"));
+        assert_eq!(settings.listen, "0.0.0.0:9191".parse().unwrap());
+        assert_eq!(settings.max_concurrent_fetches, 8);
+        assert_eq!(settings.configurations.len(), 2);
+
+        let cluster = &settings.configurations[0];
+        assert_eq!(cluster.name, "cluster-config");
+        assert_eq!(cluster.namespace, "cluster-config");
+        assert!(cluster.suspend);
+        let source = &cluster.source;
+        assert_eq!(source.kind, SourceKind::Git);
+        assert_eq!(source.url, "ssh://git@github.com/org/fleet");
+        assert_eq!(
+            source.reference,
+            GitReference::Commit {
+                sha: "0123456789abcdef0123456789abcdef01234567".into(),
+                branch: Some("main".into()),
+            }
+        );
+        assert_eq!(source.interval, Duration::from_secs(90));
+        assert_eq!(source.timeout, Duration::from_secs(90));
+        assert_eq!(source.retry_interval, Duration::from_secs(7200));
+        assert_eq!(source.git_implementation, GitImplementation::Gix);
+        assert_eq!(source.ignore.as_deref(), Some("/docs\n*.md\n"));
+        assert!(!source.suspend);
+        let publish = source.publish.as_ref().unwrap();
+        assert_eq!(publish.directory, Path::new("/etc/srv/app"));
+        assert_eq!(publish.link, "live");
+
+        let [infra, apps] = &cluster.kustomizations[..] else {
+            panic!("two kustomizations expected")
+        };
+        assert_eq!(infra.name, "infra");
+        assert_eq!(infra.path, "infrastructure");
+        assert!(infra.prune);
+        assert!(infra.depends_on.is_empty());
+        assert_eq!(infra.interval, DEFAULT_INTERVAL);
+        assert_eq!(infra.retry_interval, DEFAULT_INTERVAL);
+        assert_eq!(infra.timeout, DEFAULT_INTERVAL);
+        assert!(!infra.wait && !infra.force && !infra.suspend);
+        assert!(matches!(infra.target, Target::None));
+        assert_eq!(apps.path, "apps/edge");
+        assert_eq!(apps.depends_on, vec!["infra".to_string()]);
+        assert_eq!(apps.interval, Duration::from_secs(300));
+        assert_eq!(apps.retry_interval, Duration::from_secs(60));
+        assert_eq!(apps.timeout, Duration::from_secs(180));
+        assert!(apps.wait && apps.force && !apps.suspend && !apps.prune);
+        assert!(
+            matches!(&apps.target, Target::Directory(d) if d == Path::new("/etc/gitopsd/out/apps"))
+        );
+
+        let edge = &settings.configurations[1];
+        assert_eq!(edge.namespace, "default");
+        assert!(!edge.suspend);
+        assert_eq!(
+            edge.source.reference,
+            GitReference::Semver(">=1.0.0 <2.0.0".into())
+        );
+        assert_eq!(edge.source.interval, DEFAULT_INTERVAL);
+        assert_eq!(edge.source.git_implementation, GitImplementation::Auto);
+        assert!(edge.source.publish.is_none());
+        assert!(edge.source.ignore.is_none());
+        assert_eq!(edge.kustomizations[0].path, "web");
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let settings = load_test(
+            "configurations:\n  - name: a\n    source: {kind: git, url: 'git@host:org/repo'}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.state_dir, Path::new(validate::DEFAULT_STATE_DIR));
+        assert_eq!(settings.listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(settings.max_concurrent_fetches, 4);
+        let source = &settings.configurations[0].source;
+        assert_eq!(source.reference, GitReference::RemoteHead);
+        assert_eq!(source.timeout, DEFAULT_INTERVAL);
+        assert_eq!(source.retry_interval, DEFAULT_INTERVAL);
+        assert!(settings.configurations[0].kustomizations.is_empty());
+        assert!(load_test("configurations: []\n")
+            .unwrap()
+            .configurations
+            .is_empty());
+    }
+
+    #[test]
+    fn ref_precedence() {
+        let reference = |r: &str| {
+            let text = format!(
+                "configurations:\n  - name: a\n    source: {{kind: git, url: 'https://h/r', ref: {r}}}\n"
+            );
+            load_test(&text)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .configurations[0]
+                .source
+                .reference
+                .clone()
+        };
+        let sha = "a".repeat(40);
+        assert_eq!(
+            reference(&format!("{{commit: {sha}, name: refs/x, tag: v1}}")),
+            GitReference::Commit {
+                sha: sha.clone(),
+                branch: None
+            }
+        );
+        assert_eq!(
+            reference("{name: refs/pull/1/head, tag: v1, semver: '1.x', branch: b}"),
+            GitReference::Name("refs/pull/1/head".into())
+        );
+        assert_eq!(
+            reference("{tag: v1, semver: '1.x', branch: b}"),
+            GitReference::Tag("v1".into())
+        );
+        assert_eq!(
+            reference("{semver: '1.x', branch: b}"),
+            GitReference::Semver("1.x".into())
+        );
+        assert_eq!(reference("{branch: b}"), GitReference::Branch("b".into()));
+        assert_eq!(reference("{}"), GitReference::RemoteHead);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_its_position() {
+        let text = r#"stateDir: ./state
+configurations:
+  - name: edge
+    source:
+      kind: git
+      url: "https://exa mple.com/repo"
+      ref: { semver: "banana" }
+      interval: 10 minutes
+    kustomizations:
+      - name: a
+        dependsOn: [b]
+        wiat: true
+      - name: b
+        path: ../outside
+        dependsOn: [a]
+  - name: edge
+    source: { kind: git, url: "file:///srv/git/edge.git" }
+"#;
+        let found = problems(text);
+        let positions: Vec<(usize, usize)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
+        assert_eq!(
+            positions,
+            vec![
+                (6, 12),
+                (7, 22),
+                (8, 17),
+                (12, 9),
+                (14, 15),
+                (15, 21),
+                (16, 11)
+            ],
+            "{found:#?}"
+        );
+        let messages: Vec<&str> = found.iter().map(|(_, _, m)| m.as_str()).collect();
+        assert_eq!(
+            messages[0],
+            "invalid URL for source.url: it contains a space or control character"
+        );
+        assert!(
+            messages[1].starts_with("invalid semver range \"banana\" in source.ref: "),
+            "{}",
+            messages[1]
+        );
+        assert_eq!(
+            messages[2],
+            "invalid duration \"10 minutes\" for interval: expected a Go duration such as 90s, 10m or 1h30m"
+        );
+        assert!(
+            messages[3].starts_with(
+                "unknown field `wiat` in `kustomization` (did you mean `wait`?), expected one of `name`, `path`"
+            ),
+            "{}",
+            messages[3]
+        );
+        assert!(
+            messages[4].starts_with("path \"../outside\" escapes"),
+            "{}",
+            messages[4]
+        );
+        assert_eq!(messages[5], "dependsOn cycle: a -> b -> a");
+        assert_eq!(
+            messages[6],
+            "duplicate configuration `edge` in namespace `default` (first defined at line 3)"
+        );
+    }
+
+    #[test]
+    fn value_problems() {
+        let text = r#"maxConcurrentFetches: 0
+server:
+  listen: localhost:9090
+configurations:
+  - name: Bad_Name
+    namespace: ns
+    scope: everywhere
+    suspend: yes
+    source:
+      kind: bucket
+      url: ftp://host/repo
+      ref: { commit: abc, name: main, branch: "a b" }
+      timeout: 0s
+      retryInterval: -1m
+      gitImplementation: libgit2
+      publish: { directory: /srv, link: a/b }
+    kustomizations:
+      - name: x
+        dependsOn: [missing, x]
+        timeout: 5min
+      - name: x
+        target: { directory: "" }
+"#;
+        let found = problems(text);
+        let summary: Vec<(usize, usize, &str)> = found
+            .iter()
+            .map(|(l, c, m)| (*l, *c, m.split([':', '(']).next().unwrap()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, 23, "invalid value \"0\" for maxConcurrentFetches"),
+                (3, 11, "invalid listen address \"localhost"),
+                (5, 11, "invalid configuration name \"Bad_Name\""),
+                (7, 12, "invalid scope \"everywhere\""),
+                (8, 14, "invalid value \"yes\" for suspend"),
+                (10, 13, "source kind `bucket` is not supported yet; only `git` is"),
+                (11, 12, "invalid URL for source.url"),
+                (12, 22, "invalid commit \"abc\" in source.ref"),
+                (12, 33, "invalid ref name \"main\" in source.ref"),
+                (12, 47, "invalid branch \"a b\" in source.ref"),
+                (13, 16, "invalid duration \"0s\" for timeout"),
+                (14, 22, "invalid duration \"-1m\" for retryInterval"),
+                (15, 26, "invalid gitImplementation \"libgit2\""),
+                (16, 41, "invalid publish.link \"a/b\""),
+                (19, 21, "kustomization `x` depends on `missing`, which is not a kustomization of this configuration"),
+                (19, 30, "dependsOn cycle"),
+                (20, 18, "invalid duration \"5min\" for timeout"),
+                (21, 15, "duplicate kustomization `x` in this configuration "),
+                (22, 30, "target.directory must not be empty; expected a directory path"),
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn longer_cycles_are_named_in_order_and_names_are_per_namespace() {
+        let text = r#"configurations:
+  - name: one
+    source: { kind: git, url: "https://h/r" }
+    kustomizations:
+      - { name: a, dependsOn: [b] }
+      - { name: b, dependsOn: [c] }
+      - { name: c, dependsOn: [a] }
+      - { name: d, dependsOn: [a] }
+  - name: one
+    namespace: other
+    source: { kind: git, url: "https://h/r" }
+"#;
+        assert_eq!(
+            problems(text),
+            vec![(7, 32, "dependsOn cycle: a -> b -> c -> a".to_string())]
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_reported_at_the_scanner_position() {
+        let err = load_test("stateDir: ./s\nconfigurations: [1, 2\nserver: {}\n").unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!((err[0].line, err[0].column), (3, 7));
+        assert!(
+            err[0].message.starts_with("YAML syntax error: "),
+            "{}",
+            err[0].message
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_and_display() {
+        let err = load_test("configurations: []\nkubernetes:\n  kubeconfig: /x\n").unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!((err[0].line, err[0].column), (2, 1));
+        assert_eq!(
+            err.to_string(),
+            "gitopsd.yaml:2:1: unknown field `kubernetes` at the top level, expected one of \
+             `stateDir`, `server`, `maxConcurrentFetches`, `configurations`"
+        );
+    }
+
+    #[test]
+    fn display_has_one_line_per_problem() {
+        let err = load_test("configurations: {}\nstateDir: [a]\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gitopsd.yaml:1:17: expected a list for `configurations`, found a mapping\n\
+             gitopsd.yaml:2:11: expected a single value for `stateDir`, found a list"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let found = problems("configurations: []\nstateDir: /a\nstateDir: /b\n");
+        assert_eq!(
+            found,
+            vec![(
+                3,
+                1,
+                "duplicate key `stateDir` (first defined at line 2)".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn load_resolves_against_the_file_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gitopsd.yaml");
+        std::fs::write(&path, "stateDir: state\nconfigurations: []\n").unwrap();
+        let settings = load(&path).unwrap();
+        assert_eq!(settings.state_dir, dir.path().join("state"));
+
+        let missing = dir.path().join("absent.yaml");
+        let err = load(&missing).unwrap_err();
+        assert_eq!((err[0].line, err[0].column), (0, 0));
+        assert!(err.to_string().starts_with(&format!(
+            "{}: cannot read the config file",
+            missing.display()
+        )));
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
+        let settings = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = &settings.configurations[0].source;
+        assert_eq!(source.url, format!("file://{}", root.display()));
+    }
+}

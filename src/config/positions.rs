@@ -361,7 +361,11 @@ mod tests {
         let mut problems = Problems::new();
         let err = parse("a: 1\nb: [1, 2\nc: 3\n", &mut problems).unwrap_err();
         assert_eq!(err.pos, Pos::new(3, 2));
-        assert!(err.message.starts_with("YAML syntax error"), "{}", err.message);
+        assert!(
+            err.message.starts_with("YAML syntax error"),
+            "{}",
+            err.message
+        );
 
         let err = parse("a: \"abc\n", &mut problems).unwrap_err();
         assert_eq!(err.pos, Pos::new(1, 4));
@@ -373,7 +377,10 @@ mod tests {
         assert_eq!(entries(&root).len(), 2);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].pos, Pos::new(3, 1));
-        assert_eq!(problems[0].message, "duplicate key `a` (first defined at line 1)");
+        assert_eq!(
+            problems[0].message,
+            "duplicate key `a` (first defined at line 1)"
+        );
     }
 
     #[test]

@@ -9,7 +9,12 @@ use super::positions::{Entry, Node, NodeKind, Pos, Problems, Spanned};
 /// A scalar value as written, with the position of the value.
 pub type Text = Spanned<String>;
 
-pub const SETTINGS_FIELDS: &[&str] = &["stateDir", "server", "maxConcurrentFetches", "configurations"];
+pub const SETTINGS_FIELDS: &[&str] = &[
+    "stateDir",
+    "server",
+    "maxConcurrentFetches",
+    "configurations",
+];
 pub const SERVER_FIELDS: &[&str] = &["listen"];
 pub const CONFIGURATION_FIELDS: &[&str] = &[
     "name",
@@ -145,12 +150,19 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
             configurations: None,
         };
     };
-    let server = fields.mapping("server", SERVER_FIELDS, problems).map(|f| RawServer {
-        pos: f.pos,
-        listen: f.text("listen", problems),
-    });
+    let server = fields
+        .mapping("server", SERVER_FIELDS, problems)
+        .map(|f| RawServer {
+            pos: f.pos,
+            listen: f.text("listen", problems),
+        });
     let configurations = match fields.list("configurations", problems) {
-        Some(items) => Some(items.iter().filter_map(|item| configuration(item, problems)).collect()),
+        Some(items) => Some(
+            items
+                .iter()
+                .filter_map(|item| configuration(item, problems))
+                .collect(),
+        ),
         None => {
             fields.require("configurations", problems);
             None
@@ -253,16 +265,14 @@ fn kustomization(node: &Node, problems: &mut Problems) -> Option<RawKustomizatio
             }
         })
         .collect();
-    let target = fields
-        .mapping("target", TARGET_FIELDS, problems)
-        .map(|f| {
-            let directory = f.text("directory", problems);
-            f.require("directory", problems);
-            RawTarget {
-                pos: f.pos,
-                directory,
-            }
-        });
+    let target = fields.mapping("target", TARGET_FIELDS, problems).map(|f| {
+        let directory = f.text("directory", problems);
+        f.require("directory", problems);
+        RawTarget {
+            pos: f.pos,
+            directory,
+        }
+    });
     Some(RawKustomization {
         pos: fields.pos,
         name,
@@ -305,14 +315,20 @@ impl<'n> Fields<'n> {
                 };
                 problems.push(
                     node.pos,
-                    format!("expected {what} to be a mapping, found {}", other.describe()),
+                    format!(
+                        "expected {what} to be a mapping, found {}",
+                        other.describe()
+                    ),
                 );
                 return None;
             }
         };
         for entry in entries {
             if !known.contains(&entry.key.as_str()) {
-                problems.push(entry.key_pos, unknown_field_message(&entry.key, section, known));
+                problems.push(
+                    entry.key_pos,
+                    unknown_field_message(&entry.key, section, known),
+                );
             }
         }
         Some(Fields {
@@ -335,7 +351,10 @@ impl<'n> Fields<'n> {
             other => {
                 problems.push(
                     entry.value.pos,
-                    format!("expected a single value for `{key}`, found {}", other.describe()),
+                    format!(
+                        "expected a single value for `{key}`, found {}",
+                        other.describe()
+                    ),
                 );
                 None
             }
@@ -453,7 +472,9 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].0, Pos::new(3, 1));
         assert!(
-            problems[0].1.starts_with("unknown field `kubernetes` at the top level, expected one of `stateDir`"),
+            problems[0].1.starts_with(
+                "unknown field `kubernetes` at the top level, expected one of `stateDir`"
+            ),
             "{}",
             problems[0].1
         );
@@ -461,10 +482,17 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        let (_, problems) = decode_text("configurations: []\nstatedir: /x\nmaxConcurentFetches: 2\n");
-        assert!(problems[0].1.contains("did you mean `stateDir`?"), "{}", problems[0].1);
+        let (_, problems) =
+            decode_text("configurations: []\nstatedir: /x\nmaxConcurentFetches: 2\n");
         assert!(
-            problems[1].1.contains("did you mean `maxConcurrentFetches`?"),
+            problems[0].1.contains("did you mean `stateDir`?"),
+            "{}",
+            problems[0].1
+        );
+        assert!(
+            problems[1]
+                .1
+                .contains("did you mean `maxConcurrentFetches`?"),
             "{}",
             problems[1].1
         );
@@ -487,10 +515,16 @@ configurations:
         assert_eq!(
             found,
             vec![
-                (Pos::new(3, 13), "expected `source` to be a mapping, found a list"),
+                (
+                    Pos::new(3, 13),
+                    "expected `source` to be a mapping, found a list"
+                ),
                 (Pos::new(4, 5), "missing required field `name`"),
                 (Pos::new(7, 7), "`url` must have a value"),
-                (Pos::new(8, 5), "expected `configuration` to be a mapping, found a scalar"),
+                (
+                    Pos::new(8, 5),
+                    "expected `configuration` to be a mapping, found a scalar"
+                ),
             ]
         );
         assert_eq!(raw.configurations.unwrap().len(), 2);
@@ -501,7 +535,10 @@ configurations:
         let (_, problems) = decode_text("");
         assert_eq!(
             problems,
-            vec![(Pos::new(1, 1), "missing required field `configurations`".to_string())]
+            vec![(
+                Pos::new(1, 1),
+                "missing required field `configurations`".to_string()
+            )]
         );
     }
 

@@ -13,7 +13,7 @@ use crate::artifact::Artifact;
 use crate::config::{Configuration, Kustomization, Settings, Target};
 use crate::render::Renderer;
 use crate::source::{FetchOutcome, Revision};
-use crate::state::{set_condition, now_rfc3339, unix_now, StateStore};
+use crate::state::{now_rfc3339, set_condition, unix_now, StateStore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -106,7 +106,11 @@ impl Engine {
             let wanted: Vec<String> = settings
                 .configurations
                 .iter()
-                .flat_map(|c| c.kustomizations.iter().map(move |k| kustomization_key(c, k)))
+                .flat_map(|c| {
+                    c.kustomizations
+                        .iter()
+                        .map(move |k| kustomization_key(c, k))
+                })
                 .collect();
             st.kustomizations.retain(|k, _| wanted.contains(k));
             for c in &settings.configurations {
@@ -121,7 +125,10 @@ impl Engine {
                     s.artifact = None;
                 }
                 for k in &c.kustomizations {
-                    let ks = st.kustomizations.entry(kustomization_key(c, k)).or_default();
+                    let ks = st
+                        .kustomizations
+                        .entry(kustomization_key(c, k))
+                        .or_default();
                     ks.name = k.name.clone();
                     ks.configuration = c.name.clone();
                     ks.namespace = c.namespace.clone();
@@ -217,10 +224,14 @@ impl Engine {
                 continue;
             }
             let result = self.sync_kustomization(idx, ki).await;
-            let ks = self.state.read(|st| st.kustomizations.get(&kustomization_key(c, k)).cloned());
+            let ks = self
+                .state
+                .read(|st| st.kustomizations.get(&kustomization_key(c, k)).cloned());
             report.kustomizations.push(KustomizationReport {
                 name: k.name.clone(),
-                revision: ks.as_ref().and_then(|s| s.last_applied_revision.as_ref().map(|r| r.to_string())),
+                revision: ks
+                    .as_ref()
+                    .and_then(|s| s.last_applied_revision.as_ref().map(|r| r.to_string())),
                 target: Some(self.target_file(c, k)),
                 objects: ks.as_ref().map(|s| s.objects).unwrap_or(0),
                 error: result.err(),
@@ -302,7 +313,8 @@ impl Engine {
                     }
                     Err(_) => {
                         k_failures[ki] += 1;
-                        k_due[ki] = Instant::now() + schedule::backoff(k_failures[ki], k.retry_interval);
+                        k_due[ki] =
+                            Instant::now() + schedule::backoff(k_failures[ki], k.retry_interval);
                     }
                 }
             }
@@ -310,8 +322,11 @@ impl Engine {
     }
 
     fn current_artifact(&self, c: &Configuration) -> Option<Artifact> {
-        self.state
-            .read(|st| st.sources.get(&source_key(c)).and_then(|s| s.artifact.clone()))
+        self.state.read(|st| {
+            st.sources
+                .get(&source_key(c))
+                .and_then(|s| s.artifact.clone())
+        })
     }
 
     /// Fetch, and on a new revision pack, store, GC and publish. Errors are the status text.
@@ -325,7 +340,11 @@ impl Engine {
                 usable.then(|| s.revision.clone()).flatten()
             })
         });
-        let _permit = self.fetch_permits.acquire().await.map_err(|e| e.to_string())?;
+        let _permit = self
+            .fetch_permits
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
         let started = Instant::now();
         let span = tracing::info_span!("fetch", source = %key);
         let interrupt = Arc::new(AtomicBool::new(false));
@@ -367,8 +386,18 @@ impl Engine {
                         }
                         None => s.metrics.unchanged_total += 1,
                     }
-                    let rev = s.revision.as_ref().map(|r| r.to_string()).unwrap_or_default();
-                    set_condition(&mut s.conditions, "Ready", true, "Succeeded", &format!("stored artifact for revision '{rev}'"));
+                    let rev = s
+                        .revision
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default();
+                    set_condition(
+                        &mut s.conditions,
+                        "Ready",
+                        true,
+                        "Succeeded",
+                        &format!("stored artifact for revision '{rev}'"),
+                    );
                 }
                 Err(msg) => {
                     s.metrics.fetch_errors_total += 1;
@@ -407,7 +436,8 @@ impl Engine {
             &c.source,
             &self.settings.state_dir.join("git"),
         );
-        let scratch = ScratchDir::new(&self.settings.state_dir, &c.name).map_err(|e| e.to_string())?;
+        let scratch =
+            ScratchDir::new(&self.settings.state_dir, &c.name).map_err(|e| e.to_string())?;
         let (revision, dir) = match source
             .fetch(previous, scratch.path().to_path_buf(), interrupt)
             .map_err(|e| e.to_string())?
@@ -420,7 +450,15 @@ impl Engine {
         let kind = c.source.kind.as_str();
         let artifact = self
             .store
-            .store(kind, &c.namespace, &c.name, revision.digest_hex(), &revision, &dir, &rules)
+            .store(
+                kind,
+                &c.namespace,
+                &c.name,
+                revision.digest_hex(),
+                &revision,
+                &dir,
+                &rules,
+            )
             .map_err(|e| format!("cannot store artifact for {}: {e}", c.name))?;
         if let Err(e) = self
             .store
@@ -429,8 +467,15 @@ impl Engine {
             tracing::warn!(source = %c.name, error = %e, "artifact GC failed");
         }
         if let Some(publish) = &c.source.publish {
-            crate::artifact::publish::publish(publish, &artifact, revision.digest_hex())
-                .map_err(|e| format!("cannot publish {} into {}: {e}", c.name, publish.directory.display()))?;
+            crate::artifact::publish::publish(publish, &artifact, revision.digest_hex()).map_err(
+                |e| {
+                    format!(
+                        "cannot publish {} into {}: {e}",
+                        c.name,
+                        publish.directory.display()
+                    )
+                },
+            )?;
         }
         Ok(Some(artifact))
     }
@@ -463,7 +508,9 @@ impl Engine {
         let c = &self.settings.configurations[idx];
         let k = &c.kustomizations[ki];
         let key = kustomization_key(c, k);
-        let result = self.kustomization_inputs(c, k).map(|(artifact, previous)| (artifact, previous));
+        let result = self
+            .kustomization_inputs(c, k)
+            .map(|(artifact, previous)| (artifact, previous));
         let outcome = match result {
             Err(e) => Err(e),
             Ok((artifact, previous)) => {
@@ -477,7 +524,11 @@ impl Engine {
                 match tokio::time::timeout(k.timeout + Duration::from_secs(5), job).await {
                     Ok(Ok(r)) => r.map(|inv| (revision, inv)),
                     Ok(Err(e)) => Err(format!("kustomization {} crashed: {e}", k.name)),
-                    Err(_) => Err(format!("kustomization {} timed out after {}", k.name, humantime::format_duration(k.timeout))),
+                    Err(_) => Err(format!(
+                        "kustomization {} timed out after {}",
+                        k.name,
+                        humantime::format_duration(k.timeout)
+                    )),
                 }
             }
         };
@@ -493,11 +544,23 @@ impl Engine {
                     ks.inventory = inventory.clone();
                     ks.last_error = None;
                     ks.last_success_time = Some(now_rfc3339());
-                    set_condition(&mut ks.conditions, "Ready", true, "ReconciliationSucceeded", &format!("applied revision '{revision}'"));
+                    set_condition(
+                        &mut ks.conditions,
+                        "Ready",
+                        true,
+                        "ReconciliationSucceeded",
+                        &format!("applied revision '{revision}'"),
+                    );
                 }
                 Err(msg) => {
                     ks.last_error = Some(msg.clone());
-                    set_condition(&mut ks.conditions, "Ready", false, "ReconciliationFailed", msg);
+                    set_condition(
+                        &mut ks.conditions,
+                        "Ready",
+                        false,
+                        "ReconciliationFailed",
+                        msg,
+                    );
                 }
             }
         });
@@ -514,7 +577,11 @@ impl Engine {
     }
 
     /// The artifact to render and the previous inventory, once dependencies are ready.
-    fn kustomization_inputs(&self, c: &Configuration, k: &Kustomization) -> Result<(Artifact, Inventory), String> {
+    fn kustomization_inputs(
+        &self,
+        c: &Configuration,
+        k: &Kustomization,
+    ) -> Result<(Artifact, Inventory), String> {
         let artifact = self
             .current_artifact(c)
             .ok_or_else(|| format!("source {} has no artifact yet", c.name))?;
@@ -525,9 +592,15 @@ impl Engine {
                     .iter()
                     .find(|d| &d.name == dep)
                     .and_then(|d| st.kustomizations.get(&kustomization_key(c, d)))
-                    .is_some_and(|d| d.last_error.is_none() && d.last_applied_revision.as_ref() == Some(&artifact.revision));
+                    .is_some_and(|d| {
+                        d.last_error.is_none()
+                            && d.last_applied_revision.as_ref() == Some(&artifact.revision)
+                    });
                 if !ready {
-                    return Err(format!("dependency '{dep}' is not ready at revision '{}'", artifact.revision));
+                    return Err(format!(
+                        "dependency '{dep}' is not ready at revision '{}'",
+                        artifact.revision
+                    ));
                 }
             }
             let previous = st
@@ -539,9 +612,16 @@ impl Engine {
         })
     }
 
-    fn render_and_apply(&self, c: &Configuration, k: &Kustomization, artifact: &Artifact, previous: &Inventory) -> Result<Inventory, String> {
+    fn render_and_apply(
+        &self,
+        c: &Configuration,
+        k: &Kustomization,
+        artifact: &Artifact,
+        previous: &Inventory,
+    ) -> Result<Inventory, String> {
         let renderer = self.renderer()?;
-        let scratch = ScratchDir::new(&self.settings.state_dir, &k.name).map_err(|e| e.to_string())?;
+        let scratch =
+            ScratchDir::new(&self.settings.state_dir, &k.name).map_err(|e| e.to_string())?;
         let root = scratch.path().join("src");
         crate::artifact::pack::extract(&artifact.path, &artifact.digest, &root)
             .map_err(|e| format!("cannot extract artifact {}: {e}", artifact.path.display()))?;
@@ -552,7 +632,9 @@ impl Engine {
             directory: self.target_dir(c, k),
             file_name: format!("{}.yaml", k.name),
         };
-        let report = target.apply(&rendered, previous).map_err(|e| e.to_string())?;
+        let report = target
+            .apply(&rendered, previous)
+            .map_err(|e| e.to_string())?;
         Ok(report.inventory)
     }
 }
@@ -574,9 +656,11 @@ struct ScratchDir(PathBuf);
 
 impl ScratchDir {
     fn new(state_dir: &Path, label: &str) -> std::io::Result<ScratchDir> {
-        let dir = state_dir
-            .join("tmp")
-            .join(format!("{label}-{}-{}", std::process::id(), crate::atomic::unique()));
+        let dir = state_dir.join("tmp").join(format!(
+            "{label}-{}-{}",
+            std::process::id(),
+            crate::atomic::unique()
+        ));
         std::fs::create_dir_all(&dir)?;
         Ok(ScratchDir(dir))
     }

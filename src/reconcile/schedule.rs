@@ -75,8 +75,15 @@ mod tests {
 
     #[test]
     fn dependencies_come_first() {
-        let ks = vec![k("apps", &["infra", "crds"]), k("infra", &["crds"]), k("crds", &[])];
-        let names: Vec<_> = dependency_order(&ks).into_iter().map(|i| ks[i].name.clone()).collect();
+        let ks = vec![
+            k("apps", &["infra", "crds"]),
+            k("infra", &["crds"]),
+            k("crds", &[]),
+        ];
+        let names: Vec<_> = dependency_order(&ks)
+            .into_iter()
+            .map(|i| ks[i].name.clone())
+            .collect();
         assert_eq!(names, ["crds", "infra", "apps"]);
     }
 

@@ -31,12 +31,22 @@ pub(crate) const GENERATED_FILE_NAME: &str = "kustomization.yaml";
 #[derive(Debug)]
 pub(crate) enum GenerateProblem {
     /// `file` (relative to the kustomization dir, `./...`) is YAML but not Kubernetes.
-    NotKubernetes { file: String, reason: String },
+    NotKubernetes {
+        file: String,
+        reason: String,
+    },
     /// `file` is a symlink that leads outside the artifact.
-    SymlinkEscapes { file: String },
+    SymlinkEscapes {
+        file: String,
+    },
     /// A name that is not UTF-8 cannot be written into the kustomization.
-    NonUtf8Name { file: String },
-    Io { file: String, source: io::Error },
+    NonUtf8Name {
+        file: String,
+    },
+    Io {
+        file: String,
+        source: io::Error,
+    },
 }
 
 /// Whether `dir` already has a kustomization file of its own.

@@ -132,9 +132,20 @@ pub enum RenderError {
         /// kustomize's stderr, trimmed to its first lines.
         stderr: String,
     },
-    #[error("kustomize build of {} timed out after {after:?} and was killed", shown(path))]
-    Timeout { path: String, after: Duration },
-    #[error("kustomize build of {} printed output gitopsd cannot read: {reason}", shown(path))]
+    #[error(
+        "kustomize build of {} timed out after {after:?} and was killed{}",
+        shown(path),
+        if stderr.is_empty() { String::new() } else { format!("; its stderr so far: {stderr}") }
+    )]
+    Timeout {
+        path: String,
+        after: Duration,
+        stderr: String,
+    },
+    #[error(
+        "kustomize build of {} printed output gitopsd cannot read: {reason}",
+        shown(path)
+    )]
     InvalidOutput { path: String, reason: String },
 }
 
@@ -150,10 +161,7 @@ impl Renderer {
     /// Use `$GITOPSD_KUSTOMIZE` if set (a path, or a name looked up on `PATH`), else
     /// `kustomize` on `PATH`, else `kubectl` on `PATH` driven as `kubectl kustomize`.
     pub fn detect() -> Result<Renderer, RenderError> {
-        detect_from(
-            std::env::var_os(KUSTOMIZE_ENV),
-            std::env::var_os("PATH"),
-        )
+        detect_from(std::env::var_os(KUSTOMIZE_ENV), std::env::var_os("PATH"))
     }
 
     /// Use `binary` as `tool`, without looking at the environment.
@@ -186,7 +194,12 @@ impl Renderer {
     /// `root` is a private scratch copy of the artifact: a generated `kustomization.yaml` is
     /// written into it, and symlinks leading outside it are removed. The build is killed if it
     /// runs longer than `timeout`.
-    pub fn build(&self, root: &Path, path: &str, timeout: Duration) -> Result<Rendered, RenderError> {
+    pub fn build(
+        &self,
+        root: &Path,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Rendered, RenderError> {
         let owned = || path.to_string();
         let (root, dir) = paths::resolve_inside(root, path).map_err(|problem| match problem {
             PathProblem::Escapes => RenderError::PathEscapes { path: owned() },
@@ -205,7 +218,11 @@ impl Renderer {
                     path: owned(),
                     source,
                 })?;
-            tracing::debug!(path, resources = resources.len(), "generated kustomization.yaml");
+            tracing::debug!(
+                path,
+                resources = resources.len(),
+                "generated kustomization.yaml"
+            );
             if resources.is_empty() {
                 // Flux builds an empty directory to zero objects; no need to run kustomize.
                 return Ok(Rendered::default());
@@ -229,9 +246,14 @@ impl Renderer {
                 tool: self.describe(),
                 source,
             },
-            RunError::TimedOut { .. } => RenderError::Timeout {
+            RunError::TimedOut { stderr } => RenderError::Timeout {
                 path: owned(),
                 after: timeout,
+                stderr: if stderr.is_empty() {
+                    String::new()
+                } else {
+                    summarize_stderr(&stderr)
+                },
             },
         })?;
         if !finished.status.success() {
@@ -286,7 +308,10 @@ fn generate_error(path: &str, problem: GenerateProblem) -> RenderError {
     }
 }
 
-fn detect_from(explicit: Option<OsString>, search_path: Option<OsString>) -> Result<Renderer, RenderError> {
+fn detect_from(
+    explicit: Option<OsString>,
+    search_path: Option<OsString>,
+) -> Result<Renderer, RenderError> {
     if let Some(explicit) = explicit.filter(|v| !v.is_empty()) {
         let named = PathBuf::from(&explicit);
         let binary = if named.components().count() > 1 || named.is_absolute() {
@@ -339,7 +364,12 @@ fn summarize_stderr(stderr: &[u8]) -> String {
         .map(|line| strip_klog_prefix(line).trim_end())
         .filter(|line| !line.is_empty())
         .collect();
-    let mut summary = lines.iter().take(MAX_LINES).copied().collect::<Vec<_>>().join("\n");
+    let mut summary = lines
+        .iter()
+        .take(MAX_LINES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
     if lines.len() > MAX_LINES {
         summary.push_str(&format!("\n... ({} more lines)", lines.len() - MAX_LINES));
     }

@@ -121,15 +121,39 @@ mod tests {
         let (croot, dir) = resolve_inside(&root, "apps/web").unwrap();
         assert_eq!(dir, croot.join("apps/web"));
         assert_eq!(resolve_inside(&root, "").unwrap().1, croot);
-        assert_eq!(resolve_inside(&root, "/apps").unwrap().1, croot.join("apps"));
-        assert_eq!(resolve_inside(&root, "inner/web").unwrap().1, croot.join("apps/web"));
+        assert_eq!(
+            resolve_inside(&root, "/apps").unwrap().1,
+            croot.join("apps")
+        );
+        assert_eq!(
+            resolve_inside(&root, "inner/web").unwrap().1,
+            croot.join("apps/web")
+        );
 
-        assert!(matches!(resolve_inside(&root, ".."), Err(PathProblem::Escapes)));
-        assert!(matches!(resolve_inside(&root, "apps/../../"), Err(PathProblem::Escapes)));
-        assert!(matches!(resolve_inside(&root, "../nope"), Err(PathProblem::Escapes)));
-        assert!(matches!(resolve_inside(&root, "out"), Err(PathProblem::Escapes)));
-        assert!(matches!(resolve_inside(&root, "nope"), Err(PathProblem::Missing)));
-        assert!(matches!(resolve_inside(&root, "file.yaml"), Err(PathProblem::NotADirectory)));
+        assert!(matches!(
+            resolve_inside(&root, ".."),
+            Err(PathProblem::Escapes)
+        ));
+        assert!(matches!(
+            resolve_inside(&root, "apps/../../"),
+            Err(PathProblem::Escapes)
+        ));
+        assert!(matches!(
+            resolve_inside(&root, "../nope"),
+            Err(PathProblem::Escapes)
+        ));
+        assert!(matches!(
+            resolve_inside(&root, "out"),
+            Err(PathProblem::Escapes)
+        ));
+        assert!(matches!(
+            resolve_inside(&root, "nope"),
+            Err(PathProblem::Missing)
+        ));
+        assert!(matches!(
+            resolve_inside(&root, "file.yaml"),
+            Err(PathProblem::NotADirectory)
+        ));
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub(crate) enum RunError {
     Spawn(io::Error),
     Wait(io::Error),
     /// The deadline passed; the process group was killed. Carries what stderr had so far.
-    TimedOut { stderr: Vec<u8> },
+    TimedOut {
+        stderr: Vec<u8>,
+    },
 }
 
 /// Run `command` with stdin closed, capturing stdout and stderr, and kill it if it is still

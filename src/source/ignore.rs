@@ -348,7 +348,13 @@ mod tests {
         ] {
             assert!(excluded(&rules, path), "{path} should be excluded");
         }
-        for path in ["deploy.yaml", "apps/", "apps/x.yml", ".sourceignore", "github/"] {
+        for path in [
+            "deploy.yaml",
+            "apps/",
+            "apps/x.yml",
+            ".sourceignore",
+            "github/",
+        ] {
             assert!(!excluded(&rules, path), "{path} should be kept");
         }
     }
@@ -370,7 +376,10 @@ mod tests {
 
         touch(dir.path(), "deep/er/.sourceignore", "*.bak\n");
         let rules = IgnoreRules::for_git(dir.path(), None).unwrap();
-        assert!(!rules.uses_defaults(), "a nested .sourceignore drops the defaults");
+        assert!(
+            !rules.uses_defaults(),
+            "a nested .sourceignore drops the defaults"
+        );
         assert!(!excluded(&rules, "logo.png"));
         assert!(excluded(&rules, "sub/.gitignore"));
     }
@@ -394,11 +403,17 @@ mod tests {
         assert!(excluded(&rules, "apps/db.secret"));
         assert!(excluded(&rules, "apps/team/db.secret"));
         assert!(excluded(&rules, "apps/local.yaml"));
-        assert!(!excluded(&rules, "apps/team/local.yaml"), "anchored at apps/");
+        assert!(
+            !excluded(&rules, "apps/team/local.yaml"),
+            "anchored at apps/"
+        );
         assert!(!excluded(&rules, "db.secret"), "outside apps/");
         assert!(!excluded(&rules, "infra/db.secret"));
         assert!(!excluded(&rules, "apps/"));
-        assert!(!excluded(&rules, "apps/.sourceignore"), "packed, as in Flux");
+        assert!(
+            !excluded(&rules, "apps/.sourceignore"),
+            "packed, as in Flux"
+        );
     }
 
     #[test]
@@ -432,10 +447,19 @@ mod tests {
         let rules =
             IgnoreRules::for_git(dir.path(), Some("/secrets/\nbuild/\n!keep.yaml\n")).unwrap();
         assert!(excluded(&rules, "secrets/"));
-        assert!(excluded(&rules, "secrets/keep.yaml"), "git: no re-include below");
+        assert!(
+            excluded(&rules, "secrets/keep.yaml"),
+            "git: no re-include below"
+        );
         assert!(excluded(&rules, "secrets/a/b/c.yaml"));
-        assert!(!excluded(&rules, "apps/secrets/x.yaml"), "anchored at the root");
-        assert!(!excluded(&rules, "secrets"), "dir-only pattern, a file of that name");
+        assert!(
+            !excluded(&rules, "apps/secrets/x.yaml"),
+            "anchored at the root"
+        );
+        assert!(
+            !excluded(&rules, "secrets"),
+            "dir-only pattern, a file of that name"
+        );
         assert!(excluded(&rules, "x/build/out.bin"));
         assert!(!excluded(&rules, "keep.yaml"));
         assert!(!excluded(&rules, "a/b/keep.yaml"));
@@ -446,8 +470,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         touch(dir.path(), ".git/.sourceignore", "*.yaml\n");
         touch(dir.path(), "outside.txt", "*.yaml\n");
-        std::os::unix::fs::symlink(dir.path().join("outside.txt"), dir.path().join(".sourceignore"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("outside.txt"),
+            dir.path().join(".sourceignore"),
+        )
+        .unwrap();
         let rules = IgnoreRules::for_git(dir.path(), None).unwrap();
         assert!(rules.uses_defaults());
         assert!(!excluded(&rules, "a.yaml"));

@@ -81,7 +81,6 @@ pub trait Source: Send + Sync {
     ) -> Result<FetchOutcome, SourceError>;
 }
 
-#[cfg(feature = "wip")]
 /// Build the source a configuration names. `cache_root` is `<stateDir>/git`.
 pub fn from_settings(
     namespace: &str,

@@ -140,9 +140,14 @@ impl StateStore {
             let result = f(&mut state);
             (result, serde_json::to_vec_pretty(&*state))
         };
-        match bytes.map_err(std::io::Error::other).and_then(|b| crate::atomic::write(&self.path, &b)) {
+        match bytes
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::atomic::write(&self.path, &b))
+        {
             Ok(()) => {}
-            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "cannot persist state"),
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot persist state")
+            }
         }
         result
     }
@@ -150,7 +155,13 @@ impl StateStore {
 
 /// Set (or replace) the condition of `kind`, keeping its transition time when the status
 /// did not change.
-pub fn set_condition(conditions: &mut Vec<Condition>, kind: &str, ok: bool, reason: &str, message: &str) {
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) {
     let status = if ok { "True" } else { "False" };
     let now = now_rfc3339();
     match conditions.iter_mut().find(|c| c.kind == kind) {

@@ -61,9 +61,7 @@ pub fn fetch(
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| network_error(url, &e))?;
     if wanted.shallow {
-        prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(
-            NonZeroU32::MIN,
-        ));
+        prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(NonZeroU32::MIN));
     } else if repo.is_shallow().unwrap_or(false) {
         // A commit pinned on a branch needs the branch's history to find the commit in it.
         prepare = prepare.with_shallow(gix::remote::fetch::Shallow::undo());
@@ -106,8 +104,7 @@ pub fn materialise(repo: &gix::Repository, commit: &str, dest: &Path) -> Result<
                 .objects
                 .find_blob(&entry.oid, &mut buf)
                 .map_err(|e| describe(&e))?;
-            write_file(&path, blob.data, entry.mode.is_executable())
-                .map_err(|e| describe(&e))?;
+            write_file(&path, blob.data, entry.mode.is_executable()).map_err(|e| describe(&e))?;
         }
     }
     Ok(())

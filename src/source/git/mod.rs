@@ -5,18 +5,12 @@
 //! only that commit's objects, and a poll that finds none downloads nothing: the remote's refs
 //! are listed first and compared with the current revision.
 
-#[cfg(feature = "wip")]
 pub mod gitoxide;
-#[cfg(feature = "wip")]
 pub mod refs;
 pub mod semver;
 
-#[cfg(feature = "wip")]
 use super::{FetchOutcome, Revision, Source, SourceError};
 
-#[cfg(feature = "wip")]
-mod imp {
-use super::*;
 use crate::config::{GitImplementation, GitReference};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -151,7 +145,3 @@ pub fn summarise(chain: &str) -> String {
         }
     }
 }
-
-}
-#[cfg(feature = "wip")]
-pub use imp::*;

@@ -83,7 +83,9 @@ pub fn resolve(reference: &GitReference, url: &str, refs: &[RemoteRef]) -> Resul
                 .filter(|h| !h.commit.is_empty())
                 .ok_or_else(|| format!("{url} has no HEAD: the repository is empty or its default branch is unborn; set a branch, tag or commit"))?;
             let target = head.symref_target.as_deref().ok_or_else(|| {
-                format!("{url} does not say which branch its HEAD points at; set a branch explicitly")
+                format!(
+                    "{url} does not say which branch its HEAD points at; set a branch explicitly"
+                )
             })?;
             let branch = target.strip_prefix("refs/heads/").unwrap_or(target);
             Ok(single(target.to_string(), branch, &head.commit))
@@ -114,9 +116,10 @@ pub fn resolve(reference: &GitReference, url: &str, refs: &[RemoteRef]) -> Resul
                 .filter_map(|b| tags.iter().find(|(t, _)| t == b))
                 .map(|(t, r)| (t.to_string(), r.commit.clone()))
                 .collect();
-            let (tag, commit) = tie.first().cloned().ok_or_else(|| {
-                format!("no tag in {url} matches semver range '{range_text}'")
-            })?;
+            let (tag, commit) = tie
+                .first()
+                .cloned()
+                .ok_or_else(|| format!("no tag in {url} matches semver range '{range_text}'"))?;
             let mut wanted = single(format!("refs/tags/{tag}"), &tag, &commit);
             if tie.len() > 1 {
                 wanted.refs = tie.iter().map(|(t, _)| format!("refs/tags/{t}")).collect();
@@ -205,7 +208,10 @@ mod tests {
             symref_target: Some("refs/heads/trunk".into()),
         }];
         let w = resolve(&GitReference::RemoteHead, "u", &refs).unwrap();
-        assert_eq!(w.revision.as_str(), format!("trunk@sha1:{}", "a".repeat(40)));
+        assert_eq!(
+            w.revision.as_str(),
+            format!("trunk@sha1:{}", "a".repeat(40))
+        );
         assert_eq!(w.refs, vec!["refs/heads/trunk"]);
     }
 
@@ -213,8 +219,12 @@ mod tests {
     fn missing_refs_name_url_and_ref() {
         let e = resolve(&GitReference::Branch("dev".into()), "git://h/r.git", &[]).unwrap_err();
         assert_eq!(e, "branch 'dev' not found in git://h/r.git");
-        let e = resolve(&GitReference::Semver(">=9.0.0".into()), "u", &[r("refs/tags/v1.0.0", "c")])
-            .unwrap_err();
+        let e = resolve(
+            &GitReference::Semver(">=9.0.0".into()),
+            "u",
+            &[r("refs/tags/v1.0.0", "c")],
+        )
+        .unwrap_err();
         assert_eq!(e, "no tag in u matches semver range '>=9.0.0'");
     }
 
@@ -229,7 +239,10 @@ mod tests {
 
     #[test]
     fn semver_tie_goes_to_the_newest_commit() {
-        let refs = vec![r("refs/tags/v1.0.0+a", "old"), r("refs/tags/v1.0.0+b", "new")];
+        let refs = vec![
+            r("refs/tags/v1.0.0+a", "old"),
+            r("refs/tags/v1.0.0+b", "new"),
+        ];
         let mut w = resolve(&GitReference::Semver("1.x".into()), "u", &refs).unwrap();
         assert_eq!(w.refs.len(), 2);
         pick_newest(&mut w, |c| Some(if c == "new" { 2 } else { 1 }));

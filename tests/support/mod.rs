@@ -1,0 +1,32 @@
+//! Integration-test harness: real git repositories and real git servers on loopback.
+//!
+//! Every integration test file pulls this in with `mod support;`. Each test binary uses a
+//! different subset, hence the `dead_code` allowance.
+//!
+//! - [`Repo`] builds history with the git CLI in a temp dir and mirrors it into a bare
+//!   [`BareRepo`], which is what every server serves ([`Repo::push_all`] publishes).
+//! - [`file_url`], [`GitDaemon`] (`git://`) and [`HttpGitServer`] (smart HTTP through nginx,
+//!   fcgiwrap and `git http-backend`) serve bare repositories.
+//!
+//! Every server gets its own temp dir and a free loopback port, so tests may run in parallel
+//! threads and several test binaries at once. Every process the harness starts runs in a
+//! process group of its own, which is stopped (and reaped) on drop, also when a test panics; a
+//! watchdog kills the group should the test process die without unwinding.
+#![allow(dead_code, unused_imports)]
+
+mod daemon;
+mod git;
+mod http;
+mod process;
+
+use std::path::PathBuf;
+
+pub use daemon::GitDaemon;
+pub use git::{file_url, git, git_command, git_output, BareRepo, Repo};
+pub use http::{HttpGitServer, HttpGitServerBuilder};
+pub use process::{free_port, port_in_use, ServerProcess};
+
+/// The `gitopsd` binary that cargo built for this test run.
+pub fn gitopsd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gitopsd"))
+}
