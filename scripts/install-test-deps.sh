@@ -97,7 +97,7 @@ else
         log "building kustomize $kustomize_version with go install (cached in $cache_dir)"
         gobin="$(mktemp -d)"
         # GOTOOLCHAIN=auto lets an older go fetch the toolchain kustomize asks for, as a module.
-        env GOBIN="$gobin" GOTOOLCHAIN=auto \
+        env GOBIN="$gobin" GOTOOLCHAIN=auto GOFLAGS=-modcacherw \
             GOPATH="$cache_dir/go" GOMODCACHE="$cache_dir/go/pkg/mod" GOCACHE="$cache_dir/go/build" \
             go install "$kustomize_module@$kustomize_version"
         mkdir -p "$cache_dir/bin"

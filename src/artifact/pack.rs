@@ -768,6 +768,29 @@ mod tests {
         assert_eq!(first, third);
     }
 
+    /// Pins the byte format: a change here means every artifact digest changes (a tar layout
+    /// change, or a gzip backend/level/version change). Update deliberately, never casually.
+    #[test]
+    fn golden_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", b"apiVersion: v1\nkind: ConfigMap\n");
+        write(dir.path(), "bin/run.sh", b"#!/bin/sh\nexit 0\n");
+        fs::set_permissions(
+            dir.path().join("bin/run.sh"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        write(
+            dir.path(),
+            &format!("deep/{}.yaml", "x".repeat(110)),
+            &[b'z'; 3000],
+        );
+        fs::create_dir_all(dir.path().join("empty")).unwrap();
+        let (bytes, packed) = pack(dir.path(), &no_rules());
+        assert_eq!(packed.size, bytes.len() as u64);
+        assert_eq!(packed.digest, "GOLDEN");
+    }
+
     #[test]
     fn headers_order_and_types() {
         let dir = sample_tree();

@@ -72,6 +72,15 @@ pub fn fetch(
     Ok(())
 }
 
+/// Whether the fetch brought the commit (a server may answer a want for an unknown id with
+/// nothing rather than an error).
+pub fn has_commit(repo: &gix::Repository, commit: &str) -> bool {
+    gix::ObjectId::from_hex(commit.as_bytes())
+        .ok()
+        .and_then(|id| repo.find_commit(id).ok())
+        .is_some()
+}
+
 /// Committer time (seconds) of a fetched commit, for semver tie-breaks.
 pub fn commit_time(repo: &gix::Repository, commit: &str) -> Option<i64> {
     let id = gix::ObjectId::from_hex(commit.as_bytes()).ok()?;
@@ -137,10 +146,11 @@ fn remote<'r>(
         .map_err(|e| format!("invalid ref for {safe}: {}", chain(&e)))
 }
 
-/// A listing refspec: the prefix as source, no destination (nothing is written).
+/// A listing refspec for a prefix. Only used to list (ls-refs), never to fetch, so the
+/// destination is never written; gix wants one for a glob.
 fn listing_spec(prefix: &str) -> String {
     if prefix.ends_with('/') {
-        format!("{prefix}*")
+        format!("{prefix}*:refs/gitopsd/list/*")
     } else {
         prefix.to_string()
     }

@@ -50,6 +50,19 @@ impl Source for GitSource {
             return Ok(FetchOutcome::Unchanged);
         }
         gitoxide::fetch(&repo, url, &wanted, interrupt).map_err(fail)?;
+        if !gitoxide::has_commit(&repo, &wanted.commit) {
+            let place = match &self.reference {
+                GitReference::Commit {
+                    branch: Some(b), ..
+                } => format!("on branch '{b}' in"),
+                _ => "in".into(),
+            };
+            return Err(SourceError::Git(format!(
+                "commit {} not found {place} {}",
+                wanted.commit,
+                refs::redact_url(url)
+            )));
+        }
         if !wanted.tie.is_empty() {
             refs::pick_newest(&mut wanted, |c| gitoxide::commit_time(&repo, c));
             if previous == Some(&wanted.revision) {
@@ -120,7 +133,10 @@ fn remove_stale_locks(dir: &Path) {
 /// Shorten a low-level error chain to something a person can act on.
 pub fn summarise(chain: &str) -> String {
     let lower = chain.to_ascii_lowercase();
-    let hint = if lower.contains("connection refused") || lower.contains("couldn't connect") {
+    let hint = if lower.contains("connection refused")
+        || lower.contains("couldn't connect")
+        || lower.contains("could not connect")
+    {
         Some("connection refused, is the server running?")
     } else if lower.contains("could not resolve") || lower.contains("name or service not known") {
         Some("host name could not be resolved")
