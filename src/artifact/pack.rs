@@ -788,7 +788,10 @@ mod tests {
         fs::create_dir_all(dir.path().join("empty")).unwrap();
         let (bytes, packed) = pack(dir.path(), &no_rules());
         assert_eq!(packed.size, bytes.len() as u64);
-        assert_eq!(packed.digest, "GOLDEN");
+        assert_eq!(
+            packed.digest,
+            "sha256:7d43f7ed8936f674b3bff16b6bfa1fa91240b29ffa7a695eb589ce6c28f66817"
+        );
     }
 
     #[test]
