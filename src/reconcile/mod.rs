@@ -275,12 +275,12 @@ impl Engine {
             let now = Instant::now();
             if forced || now >= source_due {
                 if c.suspend || c.source.suspend {
-                    source_due = now + jittered_interval(c.source.interval);
+                    source_due = now + schedule::jittered(c.source.interval);
                 } else {
                     match self.sync_source(idx).await {
                         Ok(()) => {
                             source_failures = 0;
-                            source_due = Instant::now() + jittered_interval(c.source.interval);
+                            source_due = Instant::now() + schedule::jittered(c.source.interval);
                         }
                         Err(_) => {
                             source_failures += 1;
@@ -309,7 +309,7 @@ impl Engine {
                 match self.sync_kustomization(idx, ki).await {
                     Ok(()) => {
                         k_failures[ki] = 0;
-                        k_due[ki] = Instant::now() + jittered_interval(k.interval);
+                        k_due[ki] = Instant::now() + schedule::jittered(k.interval);
                     }
                     Err(_) => {
                         k_failures[ki] += 1;
@@ -508,9 +508,7 @@ impl Engine {
         let c = &self.settings.configurations[idx];
         let k = &c.kustomizations[ki];
         let key = kustomization_key(c, k);
-        let result = self
-            .kustomization_inputs(c, k)
-            .map(|(artifact, previous)| (artifact, previous));
+        let result = self.kustomization_inputs(c, k);
         let outcome = match result {
             Err(e) => Err(e),
             Ok((artifact, previous)) => {
@@ -645,10 +643,6 @@ fn display_path(p: &str) -> String {
     } else {
         format!("./{p}")
     }
-}
-
-fn jittered_interval(d: Duration) -> Duration {
-    schedule::jittered(d)
 }
 
 /// A private directory under `<stateDir>/tmp`, removed when dropped.
