@@ -173,8 +173,9 @@ fn idle_memory(work: &Path, repo: &Path) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     let ready = wait_ready(port, Duration::from_secs(300));
-    // Let the first fetches' buffers settle before reading the resident set.
-    std::thread::sleep(Duration::from_secs(3));
+    // Idle means after the first syncs: their blocking threads have exited (2 s keep-alive)
+    // and nothing is scheduled for an hour.
+    std::thread::sleep(Duration::from_secs(10));
     let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .ok()
         .and_then(|s| {

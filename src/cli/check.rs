@@ -22,7 +22,7 @@ pub fn check(config: &Path) -> anyhow::Result<i32> {
             Ok(0)
         }
         Err(diagnostics) => {
-            eprint!("{diagnostics}");
+            eprintln!("{diagnostics}");
             Ok(INVALID_CONFIG)
         }
     }

@@ -11,11 +11,15 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
     let settings = match crate::config::load(config) {
         Ok(s) => s,
         Err(diagnostics) => {
-            eprint!("{diagnostics}");
+            eprintln!("{diagnostics}");
             return Ok(INVALID_CONFIG);
         }
     };
+    // Two workers are plenty for a daemon whose heavy work runs on blocking threads; idle
+    // blocking threads go away quickly so that an idle daemon stays small.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -367,6 +367,7 @@ impl Engine {
             }
         };
         let elapsed = started.elapsed().as_secs_f64();
+        release_memory();
         self.state.update(|st| {
             let s = st.sources.entry(key.clone()).or_default();
             s.last_attempt_time = Some(now_rfc3339());
@@ -530,6 +531,7 @@ impl Engine {
                 }
             }
         };
+        release_memory();
         let target = self.target_file(c, k);
         self.state.update(|st| {
             let ks = st.kustomizations.entry(key.clone()).or_default();
@@ -642,6 +644,17 @@ fn display_path(p: &str) -> String {
         "./".into()
     } else {
         format!("./{p}")
+    }
+}
+
+/// Give memory freed by a fetch back to the OS. glibc keeps freed heap in per-thread arenas,
+/// and a fetch touches tens of MB (packs, trees): without this an idle daemon would keep the
+/// high-water mark of its largest sync resident forever.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
