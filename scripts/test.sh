@@ -35,7 +35,16 @@ fi
 echo "test.sh: target dir ${CARGO_TARGET_DIR:-$repo_root/target}"
 echo "test.sh: $(git --version), $(nginx -v 2>&1), $(cargo --version)"
 
-if [ "$#" -gt 0 ]; then
-    exec cargo test "$@"
+if [ "$#" -eq 0 ]; then
+    set -- --all-targets
 fi
-exec cargo test --all-targets
+# Keep cargo's own output, and close with one summary line over every test binary.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
