@@ -260,6 +260,9 @@ impl Engine {
         let mut source_failures = 0u32;
         let mut k_due = vec![now; c.kustomizations.len()];
         let mut k_failures = vec![0u32; c.kustomizations.len()];
+        // The revision each kustomization last tried: a new one runs at once, a failed one
+        // waits for its backoff.
+        let mut k_attempted: Vec<Option<Revision>> = vec![None; c.kustomizations.len()];
         let order = schedule::dependency_order(&c.kustomizations);
         loop {
             let next = k_due.iter().copied().fold(source_due, Instant::min);
@@ -296,16 +299,12 @@ impl Engine {
                     return;
                 }
                 let k = &c.kustomizations[ki];
-                let applied = self.state.read(|st| {
-                    st.kustomizations
-                        .get(&kustomization_key(c, k))
-                        .and_then(|s| s.last_applied_revision.clone())
-                });
-                let new_revision = current.is_some() && applied != current;
+                let new_revision = current.is_some() && k_attempted[ki] != current;
                 let now = Instant::now();
                 if c.suspend || k.suspend || !(forced || new_revision || now >= k_due[ki]) {
                     continue;
                 }
+                k_attempted[ki].clone_from(&current);
                 match self.sync_kustomization(idx, ki).await {
                     Ok(()) => {
                         k_failures[ki] = 0;
