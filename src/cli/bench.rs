@@ -77,8 +77,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         match s {
             Scenario::FetchPack => fetch_pack(&work, &url, args.runs)?,
             Scenario::UnchangedPoll => {
-                // git daemon answers small requests after a delayed ACK (~40 ms on Linux),
-                // whoever the client is; file:// shows the client's own cost.
+                // Over git:// the git CLI waits for a delayed ACK (~40 ms) on its small
+                // request packets; gitopsd turns Nagle off. file:// has no network at all.
                 unchanged_poll(&work, &url, args.runs.max(20))?;
                 unchanged_poll(
                     &work,
