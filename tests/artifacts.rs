@@ -215,6 +215,8 @@ fn same_commit_gives_identical_bytes_and_the_default_exclusions_apply() {
     repo.write("logo.png", b"\x89PNG\r\n\x1a\nnot really an image");
     repo.write(".github/workflows/ci.yml", "on: push\n");
     repo.write(".gitignore", "*.log\n");
+    // git keeps no empty directory: it must not show up in the artifact either.
+    repo.mkdir("empty/dir");
     let commit = repo.commit("fixture");
     repo.push_all();
 
@@ -250,6 +252,7 @@ fn same_commit_gives_identical_bytes_and_the_default_exclusions_apply() {
         .filter(|n| n != "logo.png" && n != ".gitignore" && !n.starts_with(".github"))
         .collect();
     assert_eq!(packed, expected);
+    assert!(!packed.iter().any(|n| n.starts_with("empty")), "no empty directory");
 }
 
 #[test]
