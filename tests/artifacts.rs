@@ -5,25 +5,11 @@
 mod support;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{free_port, gitopsd_bin, Repo};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
-}
+use support::{describe, free_port, gitopsd_bin, sha256_file, text, Repo};
 
 /// A state dir and a config for one git source `web` (namespace `default`) reading `url`.
 /// `extra` is appended to the source's mapping (indented YAML lines).
@@ -84,11 +70,6 @@ configurations:
         assert_eq!(source["artifact"]["digest"], sha256_file(&path).as_str());
         path
     }
-}
-
-fn sha256_file(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
 /// Runs `command` and returns stdout; panics with stderr on failure.
@@ -252,7 +233,10 @@ fn same_commit_gives_identical_bytes_and_the_default_exclusions_apply() {
         .filter(|n| n != "logo.png" && n != ".gitignore" && !n.starts_with(".github"))
         .collect();
     assert_eq!(packed, expected);
-    assert!(!packed.iter().any(|n| n.starts_with("empty")), "no empty directory");
+    assert!(
+        !packed.iter().any(|n| n.starts_with("empty")),
+        "no empty directory"
+    );
 }
 
 #[test]

@@ -4,11 +4,13 @@
 mod support;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, gitopsd_bin, port_in_use, GitDaemon, HttpGitServer, Repo};
+use support::{
+    describe, free_port, gitopsd_bin, port_in_use, sha256_file, text, GitDaemon, HttpGitServer,
+    Repo,
+};
 
 /// Runs `gitopsd <args>` to completion (with no git or proxy settings of the caller leaking
 /// in) and returns its output.
@@ -23,29 +25,11 @@ fn gitopsd(args: &[&str]) -> Output {
         .expect("run gitopsd")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
-}
-
 /// Writes `gitopsd.yaml` into `dir` and returns its path.
 fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("gitopsd.yaml");
     std::fs::write(&path, yaml).expect("write config");
     path
-}
-
-fn sha256_file(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
 /// The object's keys, sorted.

@@ -14,7 +14,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, gitopsd_bin, GitDaemon, HttpGitServer, Repo};
+use support::{
+    describe, free_port, gitopsd_bin, sha256_file, text, GitDaemon, HttpGitServer, Repo,
+};
 
 /// How long anything the daemon does in the background may take before a test gives up.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -41,23 +43,6 @@ fn wait_for<T>(
 
 fn sha256_hex(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-fn sha256_file(path: &Path) -> String {
-    sha256_hex(&fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
 }
 
 /// An HTTP client that returns every status as a response rather than an error.

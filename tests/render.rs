@@ -8,20 +8,7 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{free_port, gitopsd_bin, GitDaemon, Repo};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
-}
+use support::{describe, free_port, gitopsd_bin, text, GitDaemon, Repo};
 
 /// A state dir and a config for one source `web` reading `url`, with the given
 /// kustomizations (YAML list items, indented for the `kustomizations:` key).

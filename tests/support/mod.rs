@@ -17,6 +17,7 @@
 mod daemon;
 mod git;
 mod http;
+mod output;
 mod process;
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 pub use daemon::GitDaemon;
 pub use git::{file_url, git, git_command, git_output, BareRepo, Repo};
 pub use http::{HttpGitServer, HttpGitServerBuilder};
+pub use output::{describe, sha256_file, text};
 pub use process::{free_port, port_in_use, ServerProcess};
 
 /// The `gitopsd` binary that cargo built for this test run.
