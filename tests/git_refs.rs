@@ -85,6 +85,7 @@ impl Fetcher {
             reference,
             implementation: GitImplementation::Gix,
             cache_dir: state.path().join("cache.git"),
+            auth: Default::default(),
         };
         Fetcher { state, source }
     }

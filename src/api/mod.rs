@@ -41,10 +41,34 @@ pub struct StatusDocument {
 }
 
 async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
-    Json(engine.state().read(|st| StatusDocument {
+    let mut document = engine.state().read(|st| StatusDocument {
         sources: st.sources.values().cloned().collect(),
         kustomizations: st.kustomizations.values().cloned().collect(),
-    }))
+    });
+    let settings = engine.settings();
+    for source in &mut document.sources {
+        source.repository_public_key = repository_public_key(settings, source);
+    }
+    Json(document)
+}
+
+/// The generated deploy key of a git source that uses one (read from `<stateDir>/keys/`).
+fn repository_public_key(
+    settings: &crate::config::Settings,
+    source: &crate::state::SourceStatus,
+) -> Option<String> {
+    use crate::source::git::auth;
+    let c = settings
+        .configurations
+        .iter()
+        .find(|c| c.name == source.name && c.namespace == source.namespace)?;
+    if c.source.kind != crate::config::SourceKind::Git
+        || !auth::uses_generated_key(&c.source.git_auth, &c.source.url)
+    {
+        return None;
+    }
+    let path = auth::generated_key_path(&settings.state_dir.join("git"), &c.namespace, &c.name);
+    auth::generated_public_key(&path)
 }
 
 /// Ready once every active source has an artifact to serve (possibly one kept from before

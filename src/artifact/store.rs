@@ -472,5 +472,4 @@ mod tests {
             assert_eq!(store.resolve(bad), None, "{bad}");
         }
     }
-
 }

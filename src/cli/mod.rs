@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod client;
 mod run;
+mod show_key;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -53,6 +54,16 @@ pub enum Command {
     },
     /// Measure sync throughput against the git CLI and tar | gzip on generated data.
     Bench(bench::BenchArgs),
+    /// Print the public SSH key gitopsd generated for a configuration (add it as a deploy key).
+    ShowKey {
+        /// The configuration's name.
+        name: String,
+        #[arg(short, long, env = "GITOPSD_CONFIG")]
+        config: PathBuf,
+        /// The configuration's namespace, when several share the name.
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Ask the running daemon to sync a configuration now.
     Reconcile {
         /// The configuration's name.
@@ -98,6 +109,11 @@ pub fn main(cli: Cli) -> i32 {
         Command::Status { server, output } => client::status(&server, output),
         Command::Reconcile { name, server } => client::reconcile(&server, &name),
         Command::Bench(args) => bench::bench(&args),
+        Command::ShowKey {
+            name,
+            config,
+            namespace,
+        } => show_key::show_key(&config, &name, namespace.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -424,7 +424,7 @@ configurations:
     scope: everywhere
     suspend: yes
     source:
-      kind: bucket
+      kind: svn
       url: ftp://host/repo
       ref: { commit: abc, name: main, branch: "a b" }
       timeout: 0s
@@ -451,7 +451,7 @@ configurations:
                 (5, 11, "invalid configuration name \"Bad_Name\""),
                 (7, 12, "invalid scope \"everywhere\""),
                 (8, 14, "invalid value \"yes\" for suspend"),
-                (10, 13, "source kind `bucket` is not supported yet; only `git` is"),
+                (10, 13, "unknown source kind \"svn\""),
                 (11, 12, "invalid URL for source.url"),
                 (12, 22, "invalid commit \"abc\" in source.ref"),
                 (12, 33, "invalid ref name \"main\" in source.ref"),

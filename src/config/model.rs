@@ -33,6 +33,10 @@ pub struct Configuration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
     Git,
+    /// Azure Blob Storage (Flux's Bucket with `provider: azure`).
+    AzureBlob,
+    /// An S3-compatible bucket (Flux's Bucket with the `generic` provider).
+    Bucket,
 }
 
 impl SourceKind {
@@ -40,6 +44,8 @@ impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Git => "git",
+            SourceKind::AzureBlob => "azblob",
+            SourceKind::Bucket => "bucket",
         }
     }
 }
@@ -83,6 +89,12 @@ pub struct SourceSettings {
     pub ignore: Option<String>,
     pub suspend: bool,
     pub publish: Option<Publish>,
+    /// Set when `kind` is [`SourceKind::AzureBlob`].
+    pub azure_blob: Option<AzureBlobSettings>,
+    /// Set when `kind` is [`SourceKind::Bucket`].
+    pub bucket: Option<BucketSettings>,
+    /// Credentials of a `git` source (empty for other kinds): see `source::git::auth`.
+    pub git_auth: crate::source::git::auth::GitAuthSettings,
 }
 
 /// Publish the newest revision's files as `<directory>/<link>` → `.revisions/<commit>`.
@@ -114,4 +126,95 @@ pub enum Target {
     Directory(PathBuf),
     /// Render only; the output is kept under the state dir (`<stateDir>/rendered/...`).
     None,
+}
+
+/// An `azblob` source: `url` is the account endpoint (`https://<account>.blob.core.windows.net`,
+/// or `http://127.0.0.1:10000/devstoreaccount1` for Azurite).
+#[derive(Debug, Clone)]
+pub struct AzureBlobSettings {
+    pub container: String,
+    /// Only objects under this key prefix are fetched (keys keep the prefix, as in Flux).
+    pub prefix: Option<String>,
+    pub auth: AzureAuth,
+    /// Token endpoint base (`https://login.microsoftonline.com` unless set), for sovereign
+    /// clouds; `localAuthRef`'s `authorityHost` key overrides it.
+    pub authority_host: Option<String>,
+    /// Managed-identity token endpoint; unset: `IDENTITY_ENDPOINT`/`MSI_ENDPOINT` from the
+    /// environment, else the instance metadata service.
+    pub msi_endpoint: Option<String>,
+    /// Extra PEM CA certificates trusted for the endpoint and the token endpoints.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How an `azblob` source signs in; exactly one is configured.
+#[derive(Debug, Clone)]
+pub enum AzureAuth {
+    /// No credential: a container with public read access.
+    Anonymous,
+    AccountKey(SecretValue),
+    SasToken(SecretValue),
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        secret: SecretValue,
+    },
+    ClientCertificate {
+        tenant_id: String,
+        client_id: String,
+        /// PEM or PKCS#12: inline base64-encoded (as the az CLI takes it), a file raw.
+        certificate: SecretValue,
+        password: Option<SecretValue>,
+        send_chain: bool,
+    },
+    ManagedIdentity {
+        client_id: Option<String>,
+    },
+    /// A directory of Flux's secret keys (`accountKey`, `sasKey`, `tenantId`, `clientId`,
+    /// `clientSecret`, `clientCertificate`, ...), read again at every sync.
+    LocalAuthRef(PathBuf),
+}
+
+/// A secret value from the config. `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A `bucket` source (S3-compatible): `url` is the endpoint, `http(s)://host[:port]`.
+#[derive(Debug, Clone)]
+pub struct BucketSettings {
+    pub bucket_name: String,
+    /// Only keys starting with this string are fetched; they keep it (as in Flux).
+    pub prefix: Option<String>,
+    /// `us-east-1` unless set.
+    pub region: String,
+    /// Plain http allowed (Flux's `insecure`).
+    pub insecure: bool,
+    pub credentials: BucketCredentials,
+    /// Extra PEM CA certificates trusted for an https endpoint.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How a `bucket` source signs its requests.
+#[derive(Debug, Clone)]
+pub enum BucketCredentials {
+    /// Unsigned requests: a bucket with public read access.
+    Anonymous,
+    Keys {
+        access_key: SecretValue,
+        secret_key: SecretValue,
+    },
+    /// A directory holding Flux's `accesskey` and `secretkey` files.
+    LocalAuthRef(PathBuf),
+}
+
+/// A secret given inline or as a file read again at every sync.
+#[derive(Debug, Clone)]
+pub enum SecretValue {
+    Inline(Secret),
+    File(PathBuf),
 }

@@ -36,6 +36,75 @@ pub const SOURCE_FIELDS: &[&str] = &[
     "suspend",
     "publish",
 ];
+/// The `azblob` kind's source keys (see [`RawAzureBlob`]).
+pub const AZURE_BLOB_SOURCE_FIELDS: &[&str] = &[
+    "containerName",
+    "prefix",
+    "accountKey",
+    "accountKeyFile",
+    "sasToken",
+    "sasTokenFile",
+    "spClientId",
+    "spTenantId",
+    "spClientSecret",
+    "spClientSecretFile",
+    "spClientCert",
+    "spClientCertFile",
+    "spClientCertPassword",
+    "spClientCertPasswordFile",
+    "spClientCertSendChain",
+    "miClientId",
+    "miEndpoint",
+    "authorityHost",
+    "localAuthRef",
+    "caFile",
+];
+pub const LOCAL_AUTH_REF_FIELDS: &[&str] = &["directory"];
+/// The `bucket` kind's own source keys (see [`RawBucket`]); `prefix`, `localAuthRef` and
+/// `caFile` are shared with `azblob` and parsed once, into [`RawAzureBlob`].
+pub const BUCKET_SOURCE_FIELDS: &[&str] = &[
+    "bucketName",
+    "region",
+    "bucketInsecure",
+    "bucketAccessKey",
+    "bucketSecretKey",
+    "bucketAccessKeyFile",
+    "bucketSecretKeyFile",
+];
+/// The `git` kind's credential keys, named after `az k8s-configuration flux create`'s
+/// arguments (see [`RawGitAuth`]); `localAuthRef` is shared with the other kinds.
+pub const GIT_AUTH_SOURCE_FIELDS: &[&str] = &[
+    "httpsUser",
+    "httpsKey",
+    "httpsKeyFile",
+    "bearerToken",
+    "bearerTokenFile",
+    "httpsCACert",
+    "httpsCACertFile",
+    "tlsClientCertFile",
+    "tlsClientKeyFile",
+    "sshPrivateKey",
+    "sshPrivateKeyFile",
+    "sshPassphrase",
+    "sshPassphraseFile",
+    "knownHosts",
+    "knownHostsFile",
+];
+
+/// Every key a `source` mapping may have: the common ones, then each kind's own.
+pub fn source_fields() -> Vec<&'static str> {
+    let mut fields: Vec<&'static str> = SOURCE_FIELDS.to_vec();
+    for field in AZURE_BLOB_SOURCE_FIELDS
+        .iter()
+        .chain(GIT_AUTH_SOURCE_FIELDS)
+        .chain(BUCKET_SOURCE_FIELDS)
+    {
+        if !fields.contains(field) {
+            fields.push(field);
+        }
+    }
+    fields
+}
 pub const REF_FIELDS: &[&str] = &["branch", "tag", "semver", "commit", "name"];
 pub const PUBLISH_FIELDS: &[&str] = &["directory", "link"];
 pub const KUSTOMIZATION_FIELDS: &[&str] = &[
@@ -97,6 +166,61 @@ pub struct RawSource {
     pub ignore: Option<Text>,
     pub suspend: Option<Text>,
     pub publish: Option<RawPublish>,
+    pub azure_blob: RawAzureBlob,
+    pub git_auth: RawGitAuth,
+    pub bucket: RawBucket,
+}
+
+/// The `bucket` keys of a source, as written; `validate.rs` decides what combines.
+#[derive(Debug, Clone, Default)]
+pub struct RawBucket {
+    pub bucket_name: Option<Text>,
+    pub region: Option<Text>,
+    pub insecure: Option<Text>,
+    pub access_key: Option<Text>,
+    pub secret_key: Option<Text>,
+    pub access_key_file: Option<Text>,
+    pub secret_key_file: Option<Text>,
+}
+
+/// The `git` credential keys of a source, as written (one entry per key of
+/// [`GIT_AUTH_SOURCE_FIELDS`], same order); `source::git::auth::validate` checks them.
+#[derive(Debug, Clone, Default)]
+pub struct RawGitAuth {
+    pub fields: Vec<(&'static str, Text)>,
+}
+
+impl RawGitAuth {
+    pub fn get(&self, key: &str) -> Option<&Text> {
+        self.fields.iter().find(|(k, _)| *k == key).map(|(_, t)| t)
+    }
+}
+
+/// The `azblob` keys of a source, as written. Which of them may be combined is decided in
+/// `validate.rs`.
+#[derive(Debug, Clone, Default)]
+pub struct RawAzureBlob {
+    pub container_name: Option<Text>,
+    pub prefix: Option<Text>,
+    pub account_key: Option<Text>,
+    pub account_key_file: Option<Text>,
+    pub sas_token: Option<Text>,
+    pub sas_token_file: Option<Text>,
+    pub sp_client_id: Option<Text>,
+    pub sp_tenant_id: Option<Text>,
+    pub sp_client_secret: Option<Text>,
+    pub sp_client_secret_file: Option<Text>,
+    pub sp_client_cert: Option<Text>,
+    pub sp_client_cert_file: Option<Text>,
+    pub sp_client_cert_password: Option<Text>,
+    pub sp_client_cert_password_file: Option<Text>,
+    pub sp_client_cert_send_chain: Option<Text>,
+    pub mi_client_id: Option<Text>,
+    pub mi_endpoint: Option<Text>,
+    pub authority_host: Option<Text>,
+    /// `localAuthRef.directory`, positioned at the value.
+    pub local_auth_ref: Option<Text>,
+    pub ca_file: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +306,7 @@ fn configuration(node: &Node, problems: &mut Problems) -> Option<RawConfiguratio
     let name = fields.text("name", problems);
     fields.require("name", problems);
     let source = fields
-        .mapping("source", SOURCE_FIELDS, problems)
+        .mapping("source", &source_fields(), problems)
         .map(|f| source(&f, problems));
     fields.require("source", problems);
     let kustomizations = fields
@@ -240,6 +364,65 @@ fn source(fields: &Fields<'_>, problems: &mut Problems) -> RawSource {
         ignore: fields.text("ignore", problems),
         suspend: fields.text("suspend", problems),
         publish,
+        azure_blob: azure_blob(fields, problems),
+        bucket: bucket(fields, problems),
+        git_auth: RawGitAuth {
+            fields: GIT_AUTH_SOURCE_FIELDS
+                .iter()
+                .filter_map(|key| Some((*key, fields.text(key, problems)?)))
+                .collect(),
+        },
+    }
+}
+
+fn bucket(fields: &Fields<'_>, problems: &mut Problems) -> RawBucket {
+    RawBucket {
+        bucket_name: fields.text("bucketName", problems),
+        region: fields.text("region", problems),
+        insecure: fields.text("bucketInsecure", problems),
+        access_key: fields.text("bucketAccessKey", problems),
+        secret_key: fields.text("bucketSecretKey", problems),
+        access_key_file: fields.text("bucketAccessKeyFile", problems),
+        secret_key_file: fields.text("bucketSecretKeyFile", problems),
+    }
+}
+
+fn azure_blob(fields: &Fields<'_>, problems: &mut Problems) -> RawAzureBlob {
+    // An empty credential key must not quietly mean "no credential" (anonymous access).
+    for key in AZURE_BLOB_SOURCE_FIELDS {
+        if let Some(entry) = fields.entries.iter().find(|e| e.key == *key) {
+            if entry.value.kind == NodeKind::Null {
+                problems.push(entry.key_pos, format!("`{key}` must have a value"));
+            }
+        }
+    }
+    let local_auth_ref = fields
+        .mapping("localAuthRef", LOCAL_AUTH_REF_FIELDS, problems)
+        .and_then(|f| {
+            f.require("directory", problems);
+            f.text("directory", problems)
+        });
+    RawAzureBlob {
+        container_name: fields.text("containerName", problems),
+        prefix: fields.text("prefix", problems),
+        account_key: fields.text("accountKey", problems),
+        account_key_file: fields.text("accountKeyFile", problems),
+        sas_token: fields.text("sasToken", problems),
+        sas_token_file: fields.text("sasTokenFile", problems),
+        sp_client_id: fields.text("spClientId", problems),
+        sp_tenant_id: fields.text("spTenantId", problems),
+        sp_client_secret: fields.text("spClientSecret", problems),
+        sp_client_secret_file: fields.text("spClientSecretFile", problems),
+        sp_client_cert: fields.text("spClientCert", problems),
+        sp_client_cert_file: fields.text("spClientCertFile", problems),
+        sp_client_cert_password: fields.text("spClientCertPassword", problems),
+        sp_client_cert_password_file: fields.text("spClientCertPasswordFile", problems),
+        sp_client_cert_send_chain: fields.text("spClientCertSendChain", problems),
+        mi_client_id: fields.text("miClientId", problems),
+        mi_endpoint: fields.text("miEndpoint", problems),
+        authority_host: fields.text("authorityHost", problems),
+        local_auth_ref,
+        ca_file: fields.text("caFile", problems),
     }
 }
 

@@ -154,38 +154,36 @@ fn configuration(
 fn source(raw: &RawSource, base_dir: &Path, problems: &mut Problems) -> Option<SourceSettings> {
     let kind = raw.kind.as_ref().and_then(|kind| match kind.as_str() {
         "git" => Some(SourceKind::Git),
-        "bucket" | "azblob" => {
-            problems.push(
-                kind.pos,
-                format!(
-                    "source kind `{}` is not supported yet; only `git` is",
-                    kind.value
-                ),
-            );
-            None
-        }
+        "azblob" => Some(SourceKind::AzureBlob),
+        "bucket" => Some(SourceKind::Bucket),
         other => {
             problems.push(
                 kind.pos,
-                format!(
-                    "unknown source kind {other:?}: expected `git` (`bucket` and `azblob` are \
-                     not supported yet)"
-                ),
+                format!("unknown source kind {other:?}: expected `git`, `bucket` or `azblob`"),
             );
             None
         }
     });
-    let url = raw
-        .url
-        .as_ref()
-        .and_then(|url| match git_url(&url.value, base_dir) {
+    let is_azblob = kind == Some(SourceKind::AzureBlob);
+    let is_bucket = kind == Some(SourceKind::Bucket);
+    let bucket_insecure = boolean(&raw.bucket.insecure, "bucketInsecure", problems);
+    let url = raw.url.as_ref().and_then(|url| {
+        let checked = if is_azblob {
+            azblob::account_endpoint(&url.value)
+        } else if is_bucket {
+            bucket::endpoint(&url.value, bucket_insecure)
+        } else {
+            git_url(&url.value, base_dir)
+        };
+        match checked {
             Ok(url) => Some(url),
             Err(reason) => {
                 // The URL itself is not repeated: it may carry credentials.
                 problems.push(url.pos, format!("invalid URL for source.url: {reason}"));
                 None
             }
-        });
+        }
+    });
     let reference = match &raw.reference {
         Some(reference) => git_reference(reference, problems),
         None => Some(GitReference::RemoteHead),
@@ -215,6 +213,24 @@ fn source(raw: &RawSource, base_dir: &Path, problems: &mut Problems) -> Option<S
         Some(publish) => Some(self::publish(publish, base_dir, problems)?),
         None => None,
     };
+    let git_auth = crate::source::git::auth::validate(
+        &raw.git_auth,
+        raw.azure_blob.local_auth_ref.as_ref(),
+        kind.is_none_or(|k| k == SourceKind::Git),
+        url.as_deref(),
+        base_dir,
+        problems,
+    );
+    let bucket = match is_bucket {
+        true => {
+            bucket::reject_git_keys(raw, problems);
+            Some(bucket::settings(raw, bucket_insecure, base_dir, problems)?)
+        }
+        false => {
+            bucket::reject_keys(&raw.bucket, problems);
+            None
+        }
+    };
     Some(SourceSettings {
         kind: kind?,
         url: url?,
@@ -226,7 +242,273 @@ fn source(raw: &RawSource, base_dir: &Path, problems: &mut Problems) -> Option<S
         ignore: raw.ignore.as_ref().map(|text| text.value.clone()),
         suspend,
         publish,
+        git_auth,
+        azure_blob: match is_azblob {
+            true => Some(azblob::settings(
+                &raw.azure_blob,
+                raw.pos,
+                base_dir,
+                problems,
+            )?),
+            false => {
+                azblob::reject_keys(&raw.azure_blob, problems);
+                None
+            }
+        },
+        bucket,
     })
+}
+
+/// The `bucket` kind: an S3-compatible endpoint, a bucket, and static keys or none.
+mod bucket {
+    use std::path::Path;
+
+    use super::super::model::{BucketCredentials, BucketSettings, Secret, SecretValue};
+    use super::super::positions::Problems;
+    use super::super::schema::{RawBucket, RawSource, Text};
+    use super::resolve;
+
+    /// S3's default region, which S3-compatible servers accept.
+    pub const DEFAULT_REGION: &str = "us-east-1";
+
+    /// `http(s)://host[:port]`, or Flux's bare `host[:port]` (https, or http with
+    /// `bucketInsecure`). Plain http needs `bucketInsecure: true`, as Flux's `insecure`.
+    /// Returned without a trailing `/`; the reason never quotes the URL.
+    pub fn endpoint(url: &str, insecure: bool) -> Result<String, String> {
+        const EXPECTED: &str = "expected the S3 endpoint, such as https://s3.example.com or \
+                                http://127.0.0.1:8333 (with bucketInsecure: true)";
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("it contains a space or control character".into());
+        }
+        let (scheme, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+            None if insecure => ("http".to_string(), url),
+            None => ("https".to_string(), url),
+        };
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("only http and https are supported; {EXPECTED}"));
+        }
+        if scheme == "http" && !insecure {
+            return Err("plain http needs `bucketInsecure: true`".into());
+        }
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('@') {
+            return Err("it must not contain credentials; use bucketAccessKey and \
+                        bucketSecretKey, their ...File variants, or localAuthRef"
+                .into());
+        }
+        if rest.contains(['/', '?', '#']) {
+            return Err(format!(
+                "it must be only scheme, host and port (give the bucket as bucketName and a \
+                 key prefix as prefix); {EXPECTED}"
+            ));
+        }
+        if rest.is_empty() || rest.starts_with(':') {
+            return Err(format!("it has no host; {EXPECTED}"));
+        }
+        if let Some((_, port)) = rest.rsplit_once(':') {
+            if !rest.ends_with(']') && port.parse::<u16>().is_err() {
+                return Err(format!("its port is not a number; {EXPECTED}"));
+            }
+        }
+        Ok(format!("{scheme}://{rest}"))
+    }
+
+    /// Keys that only a `bucket` source may have, reported on any other kind.
+    pub fn reject_keys(raw: &RawBucket, problems: &mut Problems) {
+        let keys = [
+            (&raw.bucket_name, "bucketName"),
+            (&raw.region, "region"),
+            (&raw.insecure, "bucketInsecure"),
+            (&raw.access_key, "bucketAccessKey"),
+            (&raw.secret_key, "bucketSecretKey"),
+            (&raw.access_key_file, "bucketAccessKeyFile"),
+            (&raw.secret_key_file, "bucketSecretKeyFile"),
+        ];
+        for (text, key) in keys {
+            if let Some(text) = text {
+                problems.push(
+                    text.pos,
+                    format!("`{key}` applies only to sources of kind `bucket`"),
+                );
+            }
+        }
+    }
+
+    /// Git's own keys on a bucket source.
+    pub fn reject_git_keys(raw: &RawSource, problems: &mut Problems) {
+        if let Some(reference) = &raw.reference {
+            problems.push(
+                reference.pos,
+                "`ref` applies only to sources of kind `git`; a bucket source follows the \
+                 objects under its prefix",
+            );
+        }
+        if let Some(text) = &raw.git_implementation {
+            problems.push(
+                text.pos,
+                "`gitImplementation` applies only to sources of kind `git`",
+            );
+        }
+    }
+
+    pub fn settings(
+        raw: &RawSource,
+        insecure: bool,
+        base_dir: &Path,
+        problems: &mut Problems,
+    ) -> Option<BucketSettings> {
+        let keys = &raw.bucket;
+        let bucket_name = match &keys.bucket_name {
+            None => {
+                problems.push(
+                    raw.pos,
+                    "missing required field `bucketName` for a source of kind `bucket`",
+                );
+                None
+            }
+            Some(text) if !is_bucket_name(&text.value) => {
+                problems.push(
+                    text.pos,
+                    format!(
+                        "invalid bucketName {:?}: expected 3 to 63 letters, digits, '.', '-' \
+                         or '_', without '/'",
+                        text.value
+                    ),
+                );
+                None
+            }
+            Some(text) => Some(text.value.clone()),
+        };
+        let region = match &keys.region {
+            Some(text) if text.value.trim().is_empty() => {
+                problems.push(text.pos, "region must not be empty");
+                None
+            }
+            Some(text) => Some(text.value.trim().to_string()),
+            None => Some(DEFAULT_REGION.to_string()),
+        };
+        let prefix = raw
+            .azure_blob
+            .prefix
+            .as_ref()
+            .map(|p| p.value.trim_start_matches('/').to_string())
+            .filter(|p| !p.is_empty());
+        let ca_file = raw
+            .azure_blob
+            .ca_file
+            .as_ref()
+            .map(|text| resolve(base_dir, Path::new(&text.value)));
+        let credentials = credentials(raw, base_dir, problems);
+        Some(BucketSettings {
+            bucket_name: bucket_name?,
+            prefix,
+            region: region?,
+            insecure,
+            credentials: credentials?,
+            ca_file,
+        })
+    }
+
+    /// Static keys (each inline or as a file), `localAuthRef`, or nothing (anonymous).
+    /// Messages name keys, never values.
+    fn credentials(
+        raw: &RawSource,
+        base_dir: &Path,
+        problems: &mut Problems,
+    ) -> Option<BucketCredentials> {
+        let keys = &raw.bucket;
+        let one = |inline: &Option<Text>,
+                   file: &Option<Text>,
+                   names: (&str, &str),
+                   problems: &mut Problems|
+         -> Result<Option<SecretValue>, ()> {
+            match (inline, file) {
+                (Some(_), Some(file)) => {
+                    problems.push(
+                        file.pos,
+                        format!("give either `{}` or `{}`, not both", names.0, names.1),
+                    );
+                    Err(())
+                }
+                (Some(text), None) if text.value.trim().is_empty() => {
+                    problems.push(text.pos, format!("`{}` must not be empty", names.0));
+                    Err(())
+                }
+                (Some(text), None) => Ok(Some(SecretValue::Inline(Secret(text.value.clone())))),
+                (None, Some(text)) if text.value.is_empty() => {
+                    problems.push(text.pos, format!("`{}` must not be empty", names.1));
+                    Err(())
+                }
+                (None, Some(text)) => Ok(Some(SecretValue::File(resolve(
+                    base_dir,
+                    Path::new(&text.value),
+                )))),
+                (None, None) => Ok(None),
+            }
+        };
+        let access = one(
+            &keys.access_key,
+            &keys.access_key_file,
+            ("bucketAccessKey", "bucketAccessKeyFile"),
+            problems,
+        );
+        let secret = one(
+            &keys.secret_key,
+            &keys.secret_key_file,
+            ("bucketSecretKey", "bucketSecretKeyFile"),
+            problems,
+        );
+        let (Ok(access), Ok(secret)) = (access, secret) else {
+            return None;
+        };
+        let local_auth_ref = &raw.azure_blob.local_auth_ref;
+        if let (Some(dir), true) = (local_auth_ref, access.is_some() || secret.is_some()) {
+            problems.push(
+                dir.pos,
+                "a bucket source takes either keys (bucketAccessKey/bucketSecretKey or their \
+                 ...File variants) or localAuthRef, not both",
+            );
+            return None;
+        }
+        match (access, secret) {
+            (Some(access_key), Some(secret_key)) => Some(BucketCredentials::Keys {
+                access_key,
+                secret_key,
+            }),
+            (Some(_), None) => {
+                problems.push(
+                    raw.pos,
+                    "an access key needs a secret key: add `bucketSecretKey` or \
+                     `bucketSecretKeyFile`",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(
+                    raw.pos,
+                    "a secret key needs an access key: add `bucketAccessKey` or \
+                     `bucketAccessKeyFile`",
+                );
+                None
+            }
+            (None, None) => match local_auth_ref {
+                Some(dir) => Some(BucketCredentials::LocalAuthRef(resolve(
+                    base_dir,
+                    Path::new(&dir.value),
+                ))),
+                None => Some(BucketCredentials::Anonymous),
+            },
+        }
+    }
+
+    /// S3's naming rules, loosened for S3-compatible servers (upper case and `_` allowed).
+    fn is_bucket_name(name: &str) -> bool {
+        (3..=63).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    }
 }
 
 /// Checks every ref field that is set, then applies Flux's precedence:
@@ -737,6 +1019,439 @@ fn check_commit(sha: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("expected a full 40-character hexadecimal SHA-1".into())
+    }
+}
+
+/// The `azblob` kind: account endpoint, container, and exactly one way to sign in.
+mod azblob {
+    use std::path::Path;
+
+    use super::super::model::{AzureAuth, AzureBlobSettings, Secret, SecretValue};
+    use super::super::positions::{Pos, Problems};
+    use super::super::schema::{RawAzureBlob, Text};
+    use super::{boolean, resolve};
+
+    /// `http(s)://host[:port][/path]` without credentials, query or fragment; returned without
+    /// a trailing `/`. The reason never quotes the URL.
+    pub fn account_endpoint(url: &str) -> Result<String, String> {
+        const EXPECTED: &str = "expected the storage account endpoint, such as \
+                                https://<account>.blob.core.windows.net, or \
+                                http://127.0.0.1:10000/devstoreaccount1 for Azurite";
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("it contains a space or control character".into());
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!("it has no scheme; {EXPECTED}"));
+        };
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+            return Err(format!("only http and https are supported; {EXPECTED}"));
+        }
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if authority.is_empty() || authority.starts_with(':') {
+            return Err(format!("it has no host; {EXPECTED}"));
+        }
+        if authority.contains('@') {
+            return Err(
+                "it must not contain credentials; use accountKey, sasToken or localAuthRef".into(),
+            );
+        }
+        if rest.contains(['?', '#']) {
+            return Err(
+                "it must not contain a query or fragment; give a SAS token as sasToken \
+                         instead"
+                    .into(),
+            );
+        }
+        if let Some((_, port)) = authority.rsplit_once(':') {
+            if !authority.ends_with(']') && port.parse::<u16>().is_err() {
+                return Err(format!("its port is not a number; {EXPECTED}"));
+            }
+        }
+        Ok(url.trim_end_matches('/').to_string())
+    }
+
+    /// Keys that only an `azblob` source may have, reported on any other kind.
+    pub fn reject_keys(raw: &RawAzureBlob, problems: &mut Problems) {
+        let keys = [
+            (&raw.container_name, "containerName"),
+            (&raw.account_key, "accountKey"),
+            (&raw.account_key_file, "accountKeyFile"),
+            (&raw.sas_token, "sasToken"),
+            (&raw.sas_token_file, "sasTokenFile"),
+            (&raw.sp_client_secret_file, "spClientSecretFile"),
+            (&raw.sp_client_cert_file, "spClientCertFile"),
+            (
+                &raw.sp_client_cert_password_file,
+                "spClientCertPasswordFile",
+            ),
+            (&raw.sp_client_id, "spClientId"),
+            (&raw.sp_tenant_id, "spTenantId"),
+            (&raw.sp_client_secret, "spClientSecret"),
+            (&raw.sp_client_cert, "spClientCert"),
+            (&raw.sp_client_cert_password, "spClientCertPassword"),
+            (&raw.sp_client_cert_send_chain, "spClientCertSendChain"),
+            (&raw.mi_client_id, "miClientId"),
+            (&raw.mi_endpoint, "miEndpoint"),
+            (&raw.authority_host, "authorityHost"),
+        ];
+        for (text, key) in keys {
+            if let Some(text) = text {
+                problems.push(
+                    text.pos,
+                    format!("`{key}` applies only to sources of kind `azblob`"),
+                );
+            }
+        }
+    }
+
+    pub fn settings(
+        raw: &RawAzureBlob,
+        source_pos: Pos,
+        base_dir: &Path,
+        problems: &mut Problems,
+    ) -> Option<AzureBlobSettings> {
+        let container = match &raw.container_name {
+            None => {
+                problems.push(
+                    source_pos,
+                    "missing required field `containerName` for a source of kind `azblob`",
+                );
+                None
+            }
+            Some(text) if !is_container_name(&text.value) => {
+                problems.push(
+                    text.pos,
+                    format!(
+                        "invalid containerName {:?}: expected 3 to 63 lowercase letters, digits \
+                         and single '-', starting and ending with a letter or digit",
+                        text.value
+                    ),
+                );
+                None
+            }
+            Some(text) => Some(text.value.clone()),
+        };
+        let prefix = raw
+            .prefix
+            .as_ref()
+            .map(|p| p.value.trim_start_matches('/').to_string())
+            .filter(|p| !p.is_empty());
+        let auth = auth(raw, source_pos, base_dir, problems);
+        let authority_host = raw
+            .authority_host
+            .as_ref()
+            .and_then(|text| http_url(text, "authorityHost", problems));
+        let msi_endpoint = raw
+            .mi_endpoint
+            .as_ref()
+            .and_then(|text| http_url(text, "miEndpoint", problems));
+        let ca_file = raw
+            .ca_file
+            .as_ref()
+            .map(|text| resolve(base_dir, Path::new(&text.value)));
+        Some(AzureBlobSettings {
+            container: container?,
+            prefix,
+            auth: auth?,
+            authority_host,
+            msi_endpoint,
+            ca_file,
+        })
+    }
+
+    /// A secret given inline (`key`) or as a file (`keyFile`), not both: its value and the
+    /// position of whichever was given. `Err` when the pair is wrong (already reported).
+    fn secret(
+        inline: &Option<Text>,
+        file: &Option<Text>,
+        key: &str,
+        base_dir: &Path,
+        problems: &mut Problems,
+    ) -> Result<Option<(Pos, SecretValue)>, ()> {
+        match (inline, file) {
+            (Some(_), Some(file)) => {
+                problems.push(
+                    file.pos,
+                    format!("give either `{key}` or `{key}File`, not both"),
+                );
+                Err(())
+            }
+            (Some(text), None) => Ok(Some((
+                text.pos,
+                SecretValue::Inline(Secret(text.value.clone())),
+            ))),
+            (None, Some(text)) => Ok(Some((
+                text.pos,
+                SecretValue::File(resolve(base_dir, Path::new(&text.value))),
+            ))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Exactly one sign-in mode, complete. Messages name keys, never values.
+    fn auth(
+        raw: &RawAzureBlob,
+        source_pos: Pos,
+        base_dir: &Path,
+        problems: &mut Problems,
+    ) -> Option<AzureAuth> {
+        let account_key = secret(
+            &raw.account_key,
+            &raw.account_key_file,
+            "accountKey",
+            base_dir,
+            problems,
+        );
+        let sas_token = secret(
+            &raw.sas_token,
+            &raw.sas_token_file,
+            "sasToken",
+            base_dir,
+            problems,
+        );
+        let client_secret = secret(
+            &raw.sp_client_secret,
+            &raw.sp_client_secret_file,
+            "spClientSecret",
+            base_dir,
+            problems,
+        );
+        let client_cert = secret(
+            &raw.sp_client_cert,
+            &raw.sp_client_cert_file,
+            "spClientCert",
+            base_dir,
+            problems,
+        );
+        let cert_password = secret(
+            &raw.sp_client_cert_password,
+            &raw.sp_client_cert_password_file,
+            "spClientCertPassword",
+            base_dir,
+            problems,
+        );
+        let (Ok(account_key), Ok(sas_token), Ok(client_secret), Ok(client_cert), Ok(cert_password)) = (
+            account_key,
+            sas_token,
+            client_secret,
+            client_cert,
+            cert_password,
+        ) else {
+            return None;
+        };
+        let pos_of = |t: &Option<Text>| t.as_ref().map(|t| t.pos);
+        let pos_of_secret = |s: &Option<(Pos, SecretValue)>| s.as_ref().map(|(p, _)| *p);
+        let with_cert = client_cert.is_some()
+            || cert_password.is_some()
+            || raw.sp_client_cert_send_chain.is_some();
+        // (mode, position of its first key)
+        let mut modes: Vec<(&str, Pos)> = Vec::new();
+        let mut note = |name: &'static str, positions: &[Option<Pos>]| {
+            if let Some(pos) = positions.iter().flatten().next() {
+                modes.push((name, *pos));
+            }
+        };
+        note("accountKey", &[pos_of_secret(&account_key)]);
+        note("sasToken", &[pos_of_secret(&sas_token)]);
+        if with_cert {
+            note(
+                "a service principal with a client certificate (spClientCert)",
+                &[
+                    pos_of(&raw.sp_client_id),
+                    pos_of(&raw.sp_tenant_id),
+                    pos_of_secret(&client_cert),
+                    pos_of_secret(&cert_password),
+                    pos_of(&raw.sp_client_cert_send_chain),
+                ],
+            );
+        }
+        if client_secret.is_some() || !with_cert {
+            let positions: Vec<Option<Pos>> = if with_cert {
+                vec![pos_of_secret(&client_secret)]
+            } else {
+                vec![
+                    pos_of(&raw.sp_client_id),
+                    pos_of(&raw.sp_tenant_id),
+                    pos_of_secret(&client_secret),
+                ]
+            };
+            note(
+                "a service principal with a client secret (spClientSecret)",
+                &positions,
+            );
+        }
+        note(
+            "a managed identity (miClientId)",
+            &[pos_of(&raw.mi_client_id)],
+        );
+        note("localAuthRef", &[pos_of(&raw.local_auth_ref)]);
+        if modes.len() > 1 {
+            let names: Vec<&str> = modes.iter().map(|(n, _)| *n).collect();
+            problems.push(
+                modes[1].1,
+                format!(
+                    "an azblob source takes exactly one way to sign in, found {}",
+                    names.join(" and ")
+                ),
+            );
+            return None;
+        }
+        let missing = |keys: &[(bool, &str)], mode: &str, problems: &mut Problems| {
+            let absent: Vec<String> = keys
+                .iter()
+                .filter(|(present, _)| !present)
+                .map(|(_, k)| format!("`{k}`"))
+                .collect();
+            if absent.is_empty() {
+                return false;
+            }
+            problems.push(
+                source_pos,
+                format!("{mode} also needs {}", absent.join(" and ")),
+            );
+            true
+        };
+        if let Some((_, key)) = account_key {
+            return Some(AzureAuth::AccountKey(key));
+        }
+        if let Some((_, sas)) = sas_token {
+            return Some(AzureAuth::SasToken(sas));
+        }
+        if with_cert {
+            if missing(
+                &[
+                    (raw.sp_client_id.is_some(), "spClientId"),
+                    (raw.sp_tenant_id.is_some(), "spTenantId"),
+                    (client_cert.is_some(), "spClientCert` or `spClientCertFile"),
+                ],
+                "a service principal with a client certificate",
+                problems,
+            ) {
+                return None;
+            }
+            let (pos, certificate) = client_cert?;
+            if let SecretValue::Inline(inline) = &certificate {
+                if decode_base64(&inline.0).is_none() {
+                    problems.push(
+                        pos,
+                        "spClientCert must be the base64 encoding of a PEM or PKCS#12 \
+                         certificate with its private key",
+                    );
+                    return None;
+                }
+            }
+            return Some(AzureAuth::ClientCertificate {
+                tenant_id: raw.sp_tenant_id.as_ref()?.value.clone(),
+                client_id: raw.sp_client_id.as_ref()?.value.clone(),
+                certificate,
+                password: cert_password.map(|(_, p)| p),
+                send_chain: boolean(
+                    &raw.sp_client_cert_send_chain,
+                    "spClientCertSendChain",
+                    problems,
+                ),
+            });
+        }
+        if raw.sp_client_id.is_some() || raw.sp_tenant_id.is_some() || client_secret.is_some() {
+            if missing(
+                &[
+                    (raw.sp_client_id.is_some(), "spClientId"),
+                    (raw.sp_tenant_id.is_some(), "spTenantId"),
+                    (
+                        client_secret.is_some(),
+                        "spClientSecret` or `spClientSecretFile",
+                    ),
+                ],
+                "a service principal with a client secret",
+                problems,
+            ) {
+                return None;
+            }
+            return Some(AzureAuth::ClientSecret {
+                tenant_id: raw.sp_tenant_id.as_ref()?.value.clone(),
+                client_id: raw.sp_client_id.as_ref()?.value.clone(),
+                secret: client_secret?.1,
+            });
+        }
+        if let Some(text) = &raw.mi_client_id {
+            return Some(AzureAuth::ManagedIdentity {
+                client_id: Some(text.value.clone()).filter(|id| !id.is_empty()),
+            });
+        }
+        if let Some(text) = &raw.local_auth_ref {
+            return Some(AzureAuth::LocalAuthRef(resolve(
+                base_dir,
+                Path::new(&text.value),
+            )));
+        }
+        if raw.mi_endpoint.is_some() {
+            // A managed-identity endpoint alone means the system-assigned identity.
+            return Some(AzureAuth::ManagedIdentity { client_id: None });
+        }
+        Some(AzureAuth::Anonymous)
+    }
+
+    fn http_url(text: &Text, key: &str, problems: &mut Problems) -> Option<String> {
+        match account_endpoint(&text.value) {
+            Ok(url) => Some(url),
+            Err(reason) => {
+                problems.push(text.pos, format!("invalid URL for {key}: {reason}"));
+                None
+            }
+        }
+    }
+
+    /// Azure's container naming rules.
+    fn is_container_name(name: &str) -> bool {
+        let b = name.as_bytes();
+        let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        (3..=63).contains(&b.len())
+            && b.iter().all(|c| alnum(c) || *c == b'-')
+            && alnum(&b[0])
+            && alnum(&b[b.len() - 1])
+            && !name.contains("--")
+    }
+
+    /// Standard base64 (whitespace ignored).
+    pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        openssl::base64::decode_block(&compact)
+            .ok()
+            .filter(|b| !b.is_empty())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn account_endpoints() {
+            for ok in [
+                "https://acct.blob.core.windows.net",
+                "https://acct.blob.core.windows.net/",
+                "http://127.0.0.1:10000/devstoreaccount1",
+            ] {
+                assert!(account_endpoint(ok).is_ok(), "{ok}");
+            }
+            for bad in [
+                "acct.blob.core.windows.net",
+                "ftp://host",
+                "https://",
+                "https://user:pw@host",
+                "https://host/?sv=x",
+                "https://host:port",
+            ] {
+                assert!(account_endpoint(bad).is_err(), "{bad}");
+            }
+        }
+
+        #[test]
+        fn container_names() {
+            assert!(is_container_name("fleet-config"));
+            assert!(!is_container_name("ab"));
+            assert!(!is_container_name("Fleet"));
+            assert!(!is_container_name("a--b"));
+        }
     }
 }
 

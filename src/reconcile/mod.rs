@@ -445,8 +445,18 @@ impl Engine {
             FetchOutcome::Unchanged => return Ok(None),
             FetchOutcome::Fetched { revision, dir } => (revision, dir),
         };
-        let rules = crate::source::ignore::IgnoreRules::for_git(&dir, c.source.ignore.as_deref())
-            .map_err(|e| format!("ignore rules of {}: {e}", c.name))?;
+        let rules = match c.source.kind {
+            crate::config::SourceKind::Git => {
+                crate::source::ignore::IgnoreRules::for_git(&dir, c.source.ignore.as_deref())
+            }
+            // Object sources applied the root `.sourceignore` object and the `ignore` field
+            // to the keys while listing (they are part of the revision); the snapshot holds
+            // only what is packed.
+            crate::config::SourceKind::Bucket | crate::config::SourceKind::AzureBlob => {
+                crate::source::ignore::IgnoreRules::for_bucket(None, None)
+            }
+        }
+        .map_err(|e| format!("ignore rules of {}: {e}", c.name))?;
         let kind = c.source.kind.as_str();
         let artifact = self
             .store

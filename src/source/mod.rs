@@ -3,8 +3,11 @@
 //! A source knows nothing about artifacts; it hands back a directory whose files are exactly
 //! what the revision contains (before exclusions), and the `artifact` module packs it.
 
+pub mod azblob;
+pub mod bucket;
 pub mod git;
 pub mod ignore;
+pub mod objects;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -54,6 +57,12 @@ pub enum FetchOutcome {
 pub enum SourceError {
     #[error("{0}")]
     Git(String),
+    /// An `azblob` source: one sentence naming the endpoint and container.
+    #[error("{0}")]
+    Azure(String),
+    /// A `bucket` (S3-compatible) source: one sentence naming the endpoint and bucket.
+    #[error("{0}")]
+    Bucket(String),
     #[error("fetch of {url} timed out after {after:?}")]
     Timeout {
         url: String,
@@ -95,6 +104,28 @@ pub fn from_settings(
             reference: settings.reference.clone(),
             implementation: settings.git_implementation,
             cache_dir: cache_root.join(namespace).join(format!("{name}.git")),
+            auth: git::auth::SourceAuth {
+                settings: settings.git_auth.clone(),
+                generated_key: Some(git::auth::generated_key_path(cache_root, namespace, name)),
+            },
+        }),
+        crate::config::SourceKind::Bucket => Box::new(bucket::BucketSource {
+            id: format!("{namespace}/{name}"),
+            endpoint: settings.url.clone(),
+            settings: settings
+                .bucket
+                .clone()
+                .expect("validation sets bucket for bucket sources"),
+            ignore: settings.ignore.clone(),
+        }),
+        crate::config::SourceKind::AzureBlob => Box::new(azblob::AzureBlobSource {
+            id: format!("{namespace}/{name}"),
+            endpoint: settings.url.clone(),
+            settings: settings
+                .azure_blob
+                .clone()
+                .expect("validation sets azure_blob for azblob sources"),
+            ignore: settings.ignore.clone(),
         }),
     }
 }

@@ -57,6 +57,11 @@ pub struct SourceStatus {
     pub last_attempt_time: Option<String>,
     pub last_success_time: Option<String>,
     pub metrics: SourceMetrics,
+    /// The public half of the SSH key gitopsd generated for this source (an ssh URL without a
+    /// configured key), for the user to add as a deploy key. Filled in by the status API from
+    /// `<stateDir>/keys/`, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_public_key: Option<String>,
 }
 
 /// Counters exported on `/metrics`.

@@ -24,6 +24,17 @@ const READY_PATH: &str = "/gitopsd-harness-ready";
 #[derive(Debug, Default, Clone)]
 pub struct HttpGitServerBuilder {
     basic_auth: Option<(String, String)>,
+    bearer_token: Option<String>,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files for the TLS listener: the server's certificate and key, and the CA whose client
+/// certificates `/mtls/git/` accepts.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 impl HttpGitServerBuilder {
@@ -35,6 +46,23 @@ impl HttpGitServerBuilder {
             "user may not contain ':' and neither may contain a newline"
         );
         self.basic_auth = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// Also serve every repository under `/bearer/git/`, for requests carrying
+    /// `Authorization: Bearer <token>` only (see [`HttpGitServer::bearer_url`]).
+    pub fn bearer_token(mut self, token: &str) -> Self {
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)));
+        self.bearer_token = Some(token.to_string());
+        self
+    }
+
+    /// Also listen with TLS on a second port (see [`HttpGitServer::https_base_url`]); there,
+    /// `/mtls/git/` additionally requires a client certificate signed by `client_ca`.
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
         self
     }
 
@@ -63,6 +91,7 @@ pub struct HttpGitServer {
     port: u16,
     repos: PathBuf,
     basic_auth: Option<(String, String)>,
+    tls_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -105,7 +134,8 @@ impl HttpGitServer {
         let backend = http_backend_path();
         let fcgiwrap = start_fcgiwrap(dir.path(), &socket, &backend);
 
-        let (nginx, port) = start_on_free_port("nginx", |port| {
+        let (nginx, port, tls_port) = start_on_free_port("nginx", |port| {
+            let tls_port = options.tls.as_ref().map(|_| super::process::free_port());
             let token = unique_token(port);
             let conf = nginx_conf(&NginxSite {
                 dir: dir.path(),
@@ -115,11 +145,13 @@ impl HttpGitServer {
                 repos: &repos,
                 ready_token: &token,
                 htpasswd: htpasswd.as_deref(),
+                bearer_token: options.bearer_token.as_deref(),
+                tls: options.tls.as_ref().zip(tls_port),
             });
             let conf_path = dir.path().join("nginx.conf");
             fs::write(&conf_path, conf).expect("write nginx.conf");
             let nginx = spawn_nginx(dir.path(), &conf_path, port, &token)?;
-            Ok((nginx, port))
+            Ok((nginx, port, tls_port))
         });
 
         HttpGitServer {
@@ -128,6 +160,7 @@ impl HttpGitServer {
             port,
             repos,
             basic_auth: options.basic_auth,
+            tls_port,
             dir,
         }
     }
@@ -174,6 +207,34 @@ impl HttpGitServer {
         self.basic_auth
             .as_ref()
             .map(|(user, password)| (user.as_str(), password.as_str()))
+    }
+
+    /// `https://127.0.0.1:TLS_PORT`; panics unless built with [`HttpGitServerBuilder::tls`].
+    pub fn https_base_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}",
+            self.tls_port.expect("server was started without TLS")
+        )
+    }
+
+    /// `http://127.0.0.1:PORT/bearer/git/<name>.git`: behind the bearer token.
+    pub fn bearer_url(&self, name: &str) -> String {
+        format!("{}/bearer/git/{}", self.base_url(), repo_file_name(name))
+    }
+
+    /// `https://127.0.0.1:TLS_PORT/<prefix>/git/<name>.git` for prefix `""` (open), `auth`,
+    /// `bearer` or `mtls` (client certificate required).
+    pub fn https_url(&self, prefix: &str, name: &str) -> String {
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{prefix}")
+        };
+        format!(
+            "{}{prefix}/git/{}",
+            self.https_base_url(),
+            repo_file_name(name)
+        )
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -342,6 +403,8 @@ struct NginxSite<'a> {
     repos: &'a Path,
     ready_token: &'a str,
     htpasswd: Option<&'a Path>,
+    bearer_token: Option<&'a str>,
+    tls: Option<(&'a TlsFiles, u16)>,
 }
 
 /// The whole nginx configuration: every path nginx would otherwise take from its built-in
@@ -375,6 +438,33 @@ fn nginx_conf(site: &NginxSite<'_>) -> String {
     let _ = writeln!(conf, "    client_max_body_size 0;");
     let _ = writeln!(conf, "    server {{");
     let _ = writeln!(conf, "        listen 127.0.0.1:{};", site.port);
+    if let Some((tls, tls_port)) = site.tls {
+        let _ = writeln!(conf, "        listen 127.0.0.1:{tls_port} ssl;");
+        let _ = writeln!(conf, "        ssl_certificate {};", tls.cert.display());
+        let _ = writeln!(conf, "        ssl_certificate_key {};", tls.key.display());
+        let _ = writeln!(
+            conf,
+            "        ssl_client_certificate {};",
+            tls.client_ca.display()
+        );
+        let _ = writeln!(conf, "        ssl_verify_client optional;");
+        let _ = writeln!(conf, "        location ~ ^/mtls/git(/.*)$ {{");
+        let _ = writeln!(
+            conf,
+            "            if ($ssl_client_verify != SUCCESS) {{ return 403; }}"
+        );
+        write_backend(&mut conf, site);
+        let _ = writeln!(conf, "        }}");
+    }
+    if let Some(token) = site.bearer_token {
+        let _ = writeln!(conf, "        location ~ ^/bearer/git(/.*)$ {{");
+        let _ = writeln!(
+            conf,
+            "            if ($http_authorization != \"Bearer {token}\") {{ return 401; }}"
+        );
+        write_backend(&mut conf, site);
+        let _ = writeln!(conf, "        }}");
+    }
     let _ = writeln!(conf, "        server_name 127.0.0.1;");
     let _ = writeln!(
         conf,

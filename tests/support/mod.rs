@@ -14,19 +14,26 @@
 //! watchdog kills the group should the test process die without unwinding.
 #![allow(dead_code, unused_imports)]
 
+pub mod azurite;
 mod daemon;
 mod git;
 mod http;
 mod output;
 mod process;
+pub mod seaweed;
+mod sshd;
+mod tls;
+pub mod token_server;
 
 use std::path::PathBuf;
 
 pub use daemon::GitDaemon;
 pub use git::{file_url, git, git_command, git_output, BareRepo, Repo};
-pub use http::{HttpGitServer, HttpGitServerBuilder};
+pub use http::{HttpGitServer, HttpGitServerBuilder, TlsFiles};
 pub use output::{describe, sha256_file, text};
 pub use process::{free_port, port_in_use, ServerProcess};
+pub use sshd::{fingerprint, keygen, SshServer};
+pub use tls::TestPki;
 
 /// The `gitopsd` binary that cargo built for this test run.
 pub fn gitopsd_bin() -> PathBuf {

@@ -19,16 +19,17 @@ pub fn list_refs(
     repo: &gix::Repository,
     url: &str,
     reference: &GitReference,
+    session: &Session,
 ) -> Result<Vec<RemoteRef>, Failure> {
     let Some(prefixes) = refs::listing_prefixes(reference) else {
         return Ok(Vec::new());
     };
     let specs: Vec<String> = prefixes.iter().map(|p| listing_spec(p)).collect();
     let remote = remote(repo, url, &specs)?;
-    let connection = connect(&remote, url)?;
+    let connection = connect(&remote, url, session)?;
     let (ref_map, _handshake) = connection
         .ref_map(gix::progress::Discard, Default::default())
-        .map_err(|e| network_error(url, &e))?;
+        .map_err(|e| session.failure(url, &e))?;
     Ok(ref_map.remote_refs.iter().map(to_remote_ref).collect())
 }
 
@@ -39,6 +40,7 @@ pub fn fetch(
     url: &str,
     wanted: &Wanted,
     interrupt: &AtomicBool,
+    session: &Session,
 ) -> Result<(), Failure> {
     let specs: Vec<String> = if wanted.refs.is_empty() {
         // A bare commit: protocol v2 servers hand out any reachable object by id.
@@ -52,10 +54,10 @@ pub fn fetch(
             .collect()
     };
     let remote = remote(repo, url, &specs)?;
-    let connection = connect(&remote, url)?;
+    let connection = connect(&remote, url, session)?;
     let mut prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| network_error(url, &e))?;
+        .map_err(|e| session.failure(url, &e))?;
     if wanted.shallow {
         prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(NonZeroU32::MIN));
     } else if repo.is_shallow().unwrap_or(false) {
@@ -64,7 +66,7 @@ pub fn fetch(
     }
     prepare
         .receive(gix::progress::Discard, interrupt)
-        .map_err(|e| network_error(url, &e))?;
+        .map_err(|e| session.failure(url, &e))?;
     Ok(())
 }
 
@@ -140,7 +142,11 @@ type Connection<'a, 'r> = gix::remote::Connection<
 /// client sends its request as several small packets, and with Nagle on, each waits for the
 /// server's delayed ACK (40 ms on Linux), which made an unchanged poll cost ~50 ms instead of
 /// a few.
-fn connect<'a, 'r>(remote: &'a gix::Remote<'r>, url: &str) -> Result<Connection<'a, 'r>, Failure> {
+fn connect<'a, 'r>(
+    remote: &'a gix::Remote<'r>,
+    url: &str,
+    session: &Session,
+) -> Result<Connection<'a, 'r>, Failure> {
     let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok();
     if let Some(parsed) = parsed.filter(|u| u.scheme == gix::url::Scheme::Git) {
         let transport = git_daemon_transport(&parsed).map_err(|e| {
@@ -152,9 +158,63 @@ fn connect<'a, 'r>(remote: &'a gix::Remote<'r>, url: &str) -> Result<Connection<
         })?;
         return Ok(remote.to_connection_with_transport(transport));
     }
-    remote
+    if let Some((cert, key)) = &session.client_tls {
+        use gix::protocol::transport::client::blocking_io::http;
+        use gix::protocol::transport::client::TransportWithoutIO;
+        let fail = |e: String| format!("cannot fetch from {}: {e}", refs::redact_url(url));
+        let client =
+            mtls::Client::new(cert, key.expose(), session.ca_pem.as_deref()).map_err(fail)?;
+        let parsed =
+            gix::url::parse(gix::bstr::BStr::new(url)).map_err(|_| fail("invalid URL".into()))?;
+        let mut transport = http::Transport::new_http(
+            client,
+            parsed,
+            gix::protocol::transport::Protocol::V2,
+            false,
+        );
+        if let Some((username, password)) = &session.basic {
+            transport
+                .set_identity(gix::sec::identity::Account {
+                    username: username.clone(),
+                    password: password.clone(),
+                    oauth_refresh_token: None,
+                })
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let transport: Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send> =
+            Box::new(transport);
+        let connection = remote.to_connection_with_transport(transport);
+        return Ok(connection.with_credentials(credentials_callback(session.basic.clone())));
+    }
+    let connection = remote
         .connect(Direction::Fetch)
-        .map_err(|e| network_error(url, &e))
+        .map_err(|e| session.failure(url, &e))?;
+    Ok(connection.with_credentials(credentials_callback(session.basic.clone())))
+}
+
+/// Always our own callback: gix's default would run the machine's git credential helpers and
+/// could prompt, which a daemon must never do.
+fn credentials_callback(
+    basic: Option<(String, String)>,
+) -> impl FnMut(
+    gix::credentials::helper::Action,
+) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    move |action| {
+        use gix::credentials::helper::{Action, NextAction};
+        match (action, &basic) {
+            (Action::Get(context), Some((username, password))) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: username.clone(),
+                        password: password.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: NextAction::from(context),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 fn git_daemon_transport(
@@ -264,4 +324,717 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = err.source();
     }
     parts.join(": ")
+}
+
+/// One sync's credentials, set up for gix: config overrides (bearer header, CA file, the ssh
+/// program), the basic-auth identity for the credentials callback, and the private files the
+/// `ssh` program reads. The files live in a 0700 directory removed on drop.
+pub struct Session {
+    basic: Option<(String, String)>,
+    /// Mutual TLS: certificate and key, with the CA to trust; served by [`mtls`].
+    client_tls: Option<(Vec<u8>, super::auth::SecretBytes)>,
+    ca_pem: Option<Vec<u8>>,
+    /// `key=value` config overrides, applied in memory only (never written to the cache's
+    /// config file). May hold a token: never logged, and errors about them are generic.
+    overrides: Vec<String>,
+    ssh: Option<SshSession>,
+    dir: Option<std::path::PathBuf>,
+}
+
+struct SshSession {
+    /// `ssh -E`: everything ssh logs (at debug1, which names the host key it was offered).
+    log: std::path::PathBuf,
+    /// `host` or `[host]:port`, as known_hosts writes it.
+    host: String,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Session {
+    /// No credentials at all (public repositories, tests).
+    pub fn anonymous() -> Session {
+        Session {
+            basic: None,
+            client_tls: None,
+            ca_pem: None,
+            overrides: Vec::new(),
+            ssh: None,
+            dir: None,
+        }
+    }
+
+    /// Prepare `credentials` for a sync of `url`; private files go below `private_parent`.
+    pub fn prepare(
+        credentials: super::auth::Credentials,
+        url: &str,
+        private_parent: &Path,
+    ) -> Result<Session, Failure> {
+        let safe = refs::redact_url(url);
+        let mut session = Session::anonymous();
+        if credentials.client_tls.is_some() {
+            if !url.to_ascii_lowercase().starts_with("https://") {
+                return Err(format!(
+                    "cannot fetch from {safe}: a client certificate (mutual TLS) needs an https URL"
+                ));
+            }
+            session.client_tls = credentials.client_tls.clone();
+            session.ca_pem = credentials.ca_pem.clone();
+        }
+        if let Some((user, password)) = &credentials.basic {
+            let password = password.expose_str().ok_or_else(|| {
+                format!("cannot fetch from {safe}: the HTTPS password or token is not UTF-8 text")
+            })?;
+            if url.to_ascii_lowercase().starts_with("http://") {
+                // gix only answers a 401 with credentials over https; over plain http (a
+                // LAN server, as git and Flux allow) they go preemptively as a header.
+                tracing::warn!(url = %safe, "sending basic-auth credentials over plain http");
+                use openssl::base64::encode_block;
+                let pair = format!("{user}:{password}");
+                session.overrides.push(format!(
+                    "http.extraHeader=Authorization: Basic {}",
+                    encode_block(pair.as_bytes())
+                ));
+            }
+            session.basic = Some((user.clone(), password.to_string()));
+        }
+        if let Some(token) = &credentials.bearer {
+            let token = token
+                .expose_str()
+                .filter(|t| t.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    format!(
+                        "cannot fetch from {safe}: the bearer token has characters that cannot \
+                         go into an HTTP header"
+                    )
+                })?;
+            session
+                .overrides
+                .push(format!("http.extraHeader=Authorization: Bearer {token}"));
+        }
+        let needs_dir = credentials.ca_pem.is_some() || credentials.ssh.is_some();
+        if needs_dir {
+            let parent = if is_shell_safe(private_parent) {
+                private_parent.to_path_buf()
+            } else {
+                std::env::temp_dir()
+            };
+            fs::create_dir_all(&parent).map_err(|e| format!("cannot fetch from {safe}: {e}"))?;
+            let dir = super::auth::tempfile_dir(&parent)
+                .map_err(|e| format!("cannot fetch from {safe}: {e}"))?;
+            session.dir = Some(dir);
+        }
+        let dir = session.dir.clone().unwrap_or_default();
+        let write = |name: &str, bytes: &[u8], mode: u32| -> Result<std::path::PathBuf, Failure> {
+            let path = dir.join(name);
+            write_private(&path, bytes, mode)
+                .map_err(|e| format!("cannot fetch from {safe}: cannot write {name}: {e}"))?;
+            Ok(path)
+        };
+        if let Some(pem) = &credentials.ca_pem {
+            let path = write("ca.pem", pem, 0o600)?;
+            session
+                .overrides
+                .push(format!("http.sslCAInfo={}", path.display()));
+        }
+        if let Some(ssh) = &credentials.ssh {
+            let mut key = ssh.private_key.expose().to_vec();
+            if !key.ends_with(b"\n") {
+                key.push(b'\n'); // ssh refuses a key file without the final newline
+            }
+            let key_path = write("identity", &key, 0o600)?;
+            key.iter_mut().for_each(|b| *b = 0);
+            let known_hosts = write("known_hosts", ssh.known_hosts.as_bytes(), 0o600)?;
+            let log = dir.join("ssh.log");
+            let mut script = String::from("#!/bin/sh\n");
+            let mut options = vec![
+                "-F /dev/null".to_string(),
+                format!("-i {}", key_path.display()),
+                "-o IdentitiesOnly=yes".into(),
+                "-o IdentityAgent=none".into(),
+                format!("-o UserKnownHostsFile={}", known_hosts.display()),
+                "-o GlobalKnownHostsFile=/dev/null".into(),
+                "-o StrictHostKeyChecking=yes".into(),
+                "-o UpdateHostKeys=no".into(),
+                "-o CheckHostIP=no".into(),
+                "-o PasswordAuthentication=no".into(),
+                "-o KbdInteractiveAuthentication=no".into(),
+                "-o ConnectTimeout=30".into(),
+                "-v".into(),
+                format!("-E {}", log.display()),
+            ];
+            match &ssh.passphrase {
+                Some(passphrase) => {
+                    // ssh asks the askpass program, which prints the passphrase from a 0600
+                    // file: never on a command line, never in the environment of others.
+                    let file = write("passphrase", passphrase.expose(), 0o600)?;
+                    let askpass = write(
+                        "askpass",
+                        format!("#!/bin/sh\ncat {}\n", file.display()).as_bytes(),
+                        0o700,
+                    )?;
+                    script.push_str(&format!(
+                        "SSH_ASKPASS={}\nSSH_ASKPASS_REQUIRE=force\nDISPLAY=gitopsd:0\n\
+                         export SSH_ASKPASS SSH_ASKPASS_REQUIRE DISPLAY\n",
+                        askpass.display()
+                    ));
+                    options.push("-o NumberOfPasswordPrompts=1".into());
+                    options.push("-o BatchMode=no".into());
+                }
+                None => options.push("-o BatchMode=yes".into()),
+            }
+            script.push_str(&format!("exec ssh {} \"$@\"\n", options.join(" ")));
+            let wrapper = write("ssh", script.as_bytes(), 0o700)?;
+            session
+                .overrides
+                .push(format!("core.sshCommand={}", wrapper.display()));
+            session.overrides.push("ssh.variant=ssh".into());
+            session.ssh = Some(SshSession {
+                log,
+                host: known_hosts_name(url),
+            });
+        }
+        Ok(session)
+    }
+
+    /// Put the overrides into `repo`'s in-memory configuration.
+    pub fn apply(&self, repo: &mut gix::Repository, url: &str) -> Result<(), Failure> {
+        if self.overrides.is_empty() {
+            return Ok(());
+        }
+        let mut config = repo.config_snapshot_mut();
+        // The error would quote the value, which may be a token: say only what failed.
+        config
+            .append_config(
+                self.overrides.iter().map(String::as_str),
+                gix::config::Source::Api,
+            )
+            .map_err(|_| {
+                format!(
+                    "cannot fetch from {}: the credentials could not be applied to the git \
+                     configuration",
+                    refs::redact_url(url)
+                )
+            })?;
+        config.commit().map_err(|_| {
+            format!(
+                "cannot fetch from {}: the credentials could not be applied to the git \
+                 configuration",
+                refs::redact_url(url)
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A network error, worded from what ssh logged when there is an ssh log.
+    fn failure(&self, url: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
+        if let Some(ssh) = &self.ssh {
+            let log = fs::read_to_string(&ssh.log).unwrap_or_default();
+            if let Some(reason) = ssh_failure(&log, &ssh.host) {
+                return format!("cannot fetch from {}: {reason}", refs::redact_url(url));
+            }
+        }
+        let mut failure = network_error(url, e);
+        for (_, secret) in self.basic.iter() {
+            if !secret.is_empty() {
+                failure = failure.replace(secret.as_str(), "<redacted>");
+            }
+        }
+        failure
+    }
+}
+
+/// Only characters that need no quoting in a shell command (gix runs `core.sshCommand`
+/// through `sh` when it has anything else).
+fn is_shell_safe(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// `host`, or `[host]:port` for a port other than 22: how known_hosts names the server.
+fn known_hosts_name(url: &str) -> String {
+    match gix::url::parse(gix::bstr::BStr::new(url)) {
+        Ok(parsed) => {
+            let host = parsed.host().unwrap_or("?").to_string();
+            match parsed.port {
+                Some(port) if port != 22 => format!("[{host}]:{port}"),
+                _ => host,
+            }
+        }
+        Err(_) => "the server".into(),
+    }
+}
+
+/// The reason an ssh connection failed, from ssh's debug log; `None` when the log does not
+/// say (the transport's own error is used then).
+pub fn ssh_failure(log: &str, host: &str) -> Option<String> {
+    // "debug1: Server host key: ssh-ed25519 SHA256:..."
+    let offered = log.lines().find_map(|l| {
+        l.split_once("Server host key: ")
+            .map(|(_, k)| k.trim().to_string())
+    });
+    let offered = offered.unwrap_or_else(|| "an unknown key".into());
+    if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        return Some(format!(
+            "the host key of {host} has changed: the server offered {offered}, which does not \
+             match the known hosts (update knownHosts if the change is expected)"
+        ));
+    }
+    if log.contains("Host key verification failed") || log.contains("host key is known for") {
+        return Some(format!(
+            "the host key of {host} is not in the known hosts: the server offered {offered} \
+             (add it to knownHosts after checking the fingerprint)"
+        ));
+    }
+    if log.contains("incorrect passphrase") || log.contains("bad passphrase") {
+        return Some("the SSH private key could not be decrypted: wrong passphrase".into());
+    }
+    if log.contains("invalid format") || log.contains("error in libcrypto") {
+        return Some(
+            "the SSH private key could not be loaded (invalid format or corrupt key)".into(),
+        );
+    }
+    if log.contains("Permission denied") {
+        // The server would take the key, but ssh could not use it: it is encrypted.
+        return Some(if log.contains("Server accepts key") {
+            if log.contains("read_passphrase") {
+                "the SSH private key could not be decrypted: wrong passphrase".into()
+            } else {
+                "the SSH private key is encrypted and no passphrase was given (sshPassphrase)"
+                    .into()
+            }
+        } else {
+            format!(
+                "{host} refused the SSH key (permission denied): add its public key to the \
+                 repository as a deploy key"
+            )
+        });
+    }
+    if log.contains("Connection refused") {
+        return Some("connection refused, is the server running?".into());
+    }
+    if log.contains("Could not resolve hostname") {
+        return Some("host name could not be resolved".into());
+    }
+    if log.contains("Connection timed out") {
+        return Some("connection timed out".into());
+    }
+    None
+}
+
+/// Mutual TLS for smart HTTP. gix's curl transport cannot present a client certificate, so a
+/// source that has one talks HTTP/1.1 through this small client instead: OpenSSL with the
+/// certificate, key and CA of the source, one connection per request (`Connection: close`).
+/// Responses are read whole into memory before gix sees them, which is fine for the
+/// advertisement and negotiation and costs the pack's size in memory for a fetch.
+mod mtls {
+    use gix::protocol::transport::client::blocking_io::http::{
+        GetResponse, Http, Options, PostBodyDataKind, PostResponse,
+    };
+    use openssl::ssl::{SslConnector, SslMethod};
+    use openssl::x509::store::X509StoreBuilder;
+    use openssl::x509::X509;
+    use std::io::{self, BufRead, Cursor, Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    pub struct Client {
+        connector: Arc<SslConnector>,
+        extra_headers: Vec<String>,
+    }
+
+    impl Client {
+        /// `cert_pem` may hold a chain (leaf first). `ca_pem`, when given, replaces the
+        /// system's trust store.
+        pub fn new(
+            cert_pem: &[u8],
+            key_pem: &[u8],
+            ca_pem: Option<&[u8]>,
+        ) -> Result<Client, String> {
+            let mut builder = SslConnector::builder(SslMethod::tls_client())
+                .map_err(|e| format!("cannot set up TLS: {e}"))?;
+            let chain = X509::stack_from_pem(cert_pem)
+                .map_err(|_| "the client certificate (tls.crt) is not PEM".to_string())?;
+            let mut chain = chain.into_iter();
+            let leaf = chain
+                .next()
+                .ok_or_else(|| "the client certificate (tls.crt) is empty".to_string())?;
+            builder
+                .set_certificate(&leaf)
+                .map_err(|_| "the client certificate (tls.crt) cannot be used".to_string())?;
+            for extra in chain {
+                builder
+                    .add_extra_chain_cert(extra)
+                    .map_err(|_| "the client certificate chain cannot be used".to_string())?;
+            }
+            let key = openssl::pkey::PKey::private_key_from_pem(key_pem)
+                .map_err(|_| "the client key (tls.key) is not a PEM private key".to_string())?;
+            builder
+                .set_private_key(&key)
+                // OpenSSL refuses a key here when it does not match the certificate.
+                .map_err(|_| {
+                    "the client key (tls.key) does not belong to the client certificate".to_string()
+                })?;
+            builder.check_private_key().map_err(|_| {
+                "the client key (tls.key) does not belong to the client certificate".to_string()
+            })?;
+            if let Some(ca) = ca_pem {
+                let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
+                for cert in X509::stack_from_pem(ca)
+                    .map_err(|_| "the CA certificate is not PEM".to_string())?
+                {
+                    store.add_cert(cert).map_err(|e| e.to_string())?;
+                }
+                builder
+                    .set_verify_cert_store(store.build())
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Client {
+                connector: Arc::new(builder.build()),
+                extra_headers: Vec::new(),
+            })
+        }
+
+        fn pending(
+            &self,
+            method: &'static str,
+            url: &str,
+            headers: Vec<String>,
+        ) -> Arc<Mutex<Pending>> {
+            let mut all = headers;
+            all.extend(self.extra_headers.iter().cloned());
+            Arc::new(Mutex::new(Pending {
+                connector: self.connector.clone(),
+                method,
+                url: url.to_string(),
+                headers: all,
+                body: Arc::new(Mutex::new(Vec::new())),
+                result: None,
+            }))
+        }
+    }
+
+    impl Http for Client {
+        type Headers = Lazy;
+        type ResponseBody = Lazy;
+        type PostBody = BodyWriter;
+
+        fn get(
+            &mut self,
+            url: &str,
+            _base_url: &str,
+            headers: impl IntoIterator<Item = impl AsRef<str>>,
+        ) -> gix::error::Result<GetResponse<Lazy, Lazy>> {
+            let headers = headers
+                .into_iter()
+                .map(|h| h.as_ref().to_string())
+                .collect();
+            let pending = self.pending("GET", url, headers);
+            // Fail here, as gix expects a GET to report the status itself.
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .run()
+                .map_err(gix::error::Error::from_error)?;
+            Ok(GetResponse {
+                headers: Lazy::new(pending.clone(), Part::Headers),
+                body: Lazy::new(pending, Part::Body),
+            })
+        }
+
+        fn post(
+            &mut self,
+            url: &str,
+            _base_url: &str,
+            headers: impl IntoIterator<Item = impl AsRef<str>>,
+            _body: PostBodyDataKind,
+        ) -> gix::error::Result<PostResponse<Lazy, Lazy, BodyWriter>> {
+            let headers = headers
+                .into_iter()
+                .map(|h| h.as_ref().to_string())
+                .collect();
+            let pending = self.pending("POST", url, headers);
+            let body = pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .body
+                .clone();
+            Ok(PostResponse {
+                post_body: BodyWriter(body),
+                headers: Lazy::new(pending.clone(), Part::Headers),
+                body: Lazy::new(pending, Part::Body),
+            })
+        }
+
+        fn configure(&mut self, config: &dyn std::any::Any) -> gix::error::Result<()> {
+            if let Some(options) = config.downcast_ref::<Options>() {
+                self.extra_headers = options.extra_headers.clone();
+            }
+            Ok(())
+        }
+    }
+
+    /// The request body, collected until the response is first read.
+    pub struct BodyWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for BodyWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A response's header block and body, or the failure (kind and message).
+    type Exchange = Result<(Vec<u8>, Vec<u8>), (io::ErrorKind, String)>;
+
+    struct Pending {
+        connector: Arc<SslConnector>,
+        method: &'static str,
+        url: String,
+        headers: Vec<String>,
+        body: Arc<Mutex<Vec<u8>>>,
+        result: Option<Exchange>,
+    }
+
+    impl Pending {
+        fn run(&mut self) -> io::Result<()> {
+            if self.result.is_none() {
+                let body =
+                    std::mem::take(&mut *self.body.lock().unwrap_or_else(|p| p.into_inner()));
+                let body = (self.method == "POST").then_some(body);
+                self.result = Some(
+                    exchange(&self.connector, self.method, &self.url, &self.headers, body)
+                        .map_err(|e| (e.kind(), e.to_string())),
+                );
+            }
+            match self.result.as_ref().expect("set above") {
+                Ok(_) => Ok(()),
+                Err((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            }
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub enum Part {
+        Headers,
+        Body,
+    }
+
+    /// A response part, fetched on first read.
+    pub struct Lazy {
+        pending: Arc<Mutex<Pending>>,
+        part: Part,
+        data: Option<Cursor<Vec<u8>>>,
+    }
+
+    impl Lazy {
+        fn new(pending: Arc<Mutex<Pending>>, part: Part) -> Lazy {
+            Lazy {
+                pending,
+                part,
+                data: None,
+            }
+        }
+
+        fn load(&mut self) -> io::Result<&mut Cursor<Vec<u8>>> {
+            if self.data.is_none() {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.run()?;
+                let Some(Ok((headers, body))) = pending.result.as_mut() else {
+                    unreachable!("run succeeded");
+                };
+                let bytes = match self.part {
+                    Part::Headers => std::mem::take(headers),
+                    Part::Body => std::mem::take(body),
+                };
+                self.data = Some(Cursor::new(bytes));
+            }
+            Ok(self.data.as_mut().expect("loaded"))
+        }
+    }
+
+    impl Read for Lazy {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.load()?.read(buf)
+        }
+    }
+
+    impl BufRead for Lazy {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            self.load()?.fill_buf()
+        }
+        fn consume(&mut self, amount: usize) {
+            if let Some(data) = self.data.as_mut() {
+                data.consume(amount);
+            }
+        }
+    }
+
+    /// One request over a new TLS connection; the response's header block (one header per
+    /// line) and its decoded body. A status other than 2xx is an error naming the status.
+    fn exchange(
+        connector: &SslConnector,
+        method: &str,
+        url: &str,
+        headers: &[String],
+        body: Option<Vec<u8>>,
+    ) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| io::Error::other("mutual TLS needs an https URL"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
+            let end = stripped.find(']').unwrap_or(stripped.len());
+            let port = stripped[end..]
+                .strip_prefix("]:")
+                .and_then(|p| p.parse().ok());
+            (&stripped[..end], port.unwrap_or(443))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().unwrap_or(443)),
+                None => (authority, 443),
+            }
+        };
+        let address = (host, port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("could not resolve {host}")))?;
+        let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(30))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(300)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(300)))?;
+        let mut tls = connector.connect(host, tcp).map_err(|e| {
+            let text = e.to_string();
+            io::Error::other(if text.contains("certificate verify failed") {
+                format!("SSL certificate problem: {text}")
+            } else {
+                format!("TLS handshake failed: {text}")
+            })
+        })?;
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+        for header in headers {
+            request.push_str(header.trim());
+            request.push_str("\r\n");
+        }
+        if let Some(body) = &body {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        tls.write_all(request.as_bytes())?;
+        if let Some(body) = &body {
+            tls.write_all(body)?;
+        }
+        tls.flush()?;
+        let mut response = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match tls.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+                // Servers often close without a TLS close_notify; completeness is checked below.
+                Err(_) if !response.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| io::Error::other("incomplete HTTP response"))?;
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let raw_body = &response[split + 4..];
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::other("malformed HTTP status line"))?;
+        if !(200..300).contains(&status) {
+            let kind = if status == 401 || status == 403 {
+                io::ErrorKind::PermissionDenied
+            } else {
+                io::ErrorKind::Other
+            };
+            return Err(io::Error::new(
+                kind,
+                format!("Received HTTP status {status}"),
+            ));
+        }
+        let header = |name: &str| {
+            head.split("\r\n").skip(1).find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            dechunk(raw_body)?
+        } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok())
+        {
+            if raw_body.len() < length {
+                return Err(io::Error::other("the HTTP response was cut short"));
+            }
+            raw_body[..length].to_vec()
+        } else {
+            raw_body.to_vec()
+        };
+        let mut header_block = Vec::new();
+        for line in lines {
+            header_block.extend_from_slice(line.as_bytes());
+            header_block.push(b'\n');
+        }
+        Ok((header_block, body))
+    }
+
+    fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
+        let cut = || io::Error::other("the chunked HTTP response was cut short");
+        let mut out = Vec::new();
+        loop {
+            let end = data.windows(2).position(|w| w == b"\r\n").ok_or_else(cut)?;
+            let size_text = String::from_utf8_lossy(&data[..end]);
+            let size_text = size_text.split(';').next().unwrap_or("").trim().to_string();
+            let size = usize::from_str_radix(&size_text, 16)
+                .map_err(|_| io::Error::other("malformed chunked HTTP response"))?;
+            data = &data[end + 2..];
+            if size == 0 {
+                return Ok(out);
+            }
+            if data.len() < size + 2 {
+                return Err(cut());
+            }
+            out.extend_from_slice(&data[..size]);
+            data = &data[size + 2..];
+        }
+    }
 }

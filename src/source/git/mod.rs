@@ -5,7 +5,10 @@
 //! only that commit's objects, and a poll that finds none downloads nothing: the remote's refs
 //! are listed first and compared with the current revision.
 
+pub mod auth;
 pub mod gitoxide;
+pub mod known_hosts;
+pub mod libgit2;
 pub mod refs;
 pub mod semver;
 
@@ -22,6 +25,8 @@ pub struct GitSource {
     pub reference: GitReference,
     pub implementation: GitImplementation,
     pub cache_dir: PathBuf,
+    /// Credentials, read again at every fetch.
+    pub auth: auth::SourceAuth,
 }
 
 impl Source for GitSource {
@@ -38,18 +43,26 @@ impl Source for GitSource {
                 return Ok(FetchOutcome::Unchanged);
             }
         }
-        let repo = open_cache(&self.cache_dir, url).map_err(|e| SourceError::Io {
+        let fail = |msg: String| SourceError::Git(self.failure(msg));
+        let credentials = self
+            .auth
+            .resolve(url)
+            .map_err(|e| fail(format!("cannot fetch from {}: {e}", refs::redact_url(url))))?;
+        let private_parent = self.cache_dir.parent().unwrap_or(Path::new("."));
+        let session = gitoxide::Session::prepare(credentials, url, private_parent).map_err(fail)?;
+        let mut repo = open_cache(&self.cache_dir, url).map_err(|e| SourceError::Io {
             url: refs::redact_url(url),
             source: e,
         })?;
-        let fail = |msg: String| SourceError::Git(self.failure(msg));
-        let advertised = gitoxide::list_refs(&repo, url, &self.reference).map_err(fail)?;
+        session.apply(&mut repo, url).map_err(fail)?;
+        let advertised =
+            gitoxide::list_refs(&repo, url, &self.reference, &session).map_err(fail)?;
         let mut wanted = refs::resolve(&self.reference, &refs::redact_url(url), &advertised)
             .map_err(SourceError::Git)?;
         if wanted.tie.is_empty() && previous == Some(&wanted.revision) {
             return Ok(FetchOutcome::Unchanged);
         }
-        gitoxide::fetch(&repo, url, &wanted, interrupt).map_err(fail)?;
+        gitoxide::fetch(&repo, url, &wanted, interrupt, &session).map_err(fail)?;
         if !gitoxide::has_commit(&repo, &wanted.commit) {
             let place = match &self.reference {
                 GitReference::Commit {
@@ -133,7 +146,22 @@ fn remove_stale_locks(dir: &Path) {
 /// Shorten a low-level error chain to something a person can act on.
 pub fn summarise(chain: &str) -> String {
     let lower = chain.to_ascii_lowercase();
-    let hint = if lower.contains("connection refused")
+    let hint = if lower.contains("no credentials were returned")
+        || lower.contains("http status 401")
+        || lower.contains("refuses to use a given identity")
+    {
+        Some("authentication failed (HTTP 401): check the user and password or token")
+    } else if lower.contains("http status 403") {
+        Some("access denied (HTTP 403): the credentials are not allowed to read this repository")
+    } else if lower.contains("ssl certificate problem")
+        || lower.contains("ssl peer certificate")
+        || lower.contains("certificate verify")
+    {
+        Some(
+            "the server's TLS certificate could not be verified: give the CA that signed it as \
+             httpsCACert or httpsCACertFile",
+        )
+    } else if lower.contains("connection refused")
         || lower.contains("couldn't connect")
         || lower.contains("could not connect")
     {

@@ -1,0 +1,942 @@
+//! Git credentials, independent of the git library that uses them.
+//!
+//! A source's [`GitAuthSettings`] say where each secret comes from: inline in the config
+//! (already decoded at load), a file (`...File`), or a `localAuthRef` directory holding Flux's
+//! secret keys. [`SourceAuth::resolve`] reads them again at every sync, so a rotated token or
+//! key works without a restart, and returns [`Credentials`]: plain bytes a backend hands to
+//! its transport (gix: `http.extraHeader`, `http.sslCAInfo`, a credentials callback, the
+//! `ssh` program; a git2 backend: `RemoteCallbacks::credentials`, `certificate_check`, the
+//! same bytes). An ssh URL without any key uses a key gitopsd generates once per
+//! configuration ([`ensure_generated_key`]).
+//!
+//! Nothing here ever formats a secret: [`SecretBytes`] has no `Display`, its `Debug` is
+//! redacted, and it is wiped when dropped.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::positions::Problems;
+use crate::config::schema::{RawGitAuth, Text};
+
+/// Secret bytes: never printed, zeroed on drop.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretBytes(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The value as text (tokens, passwords); `None` when not UTF-8.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// Without a trailing line break: a file written with `echo` or `kubectl create secret
+    /// --from-file` ends in one that is not part of the token.
+    fn trim_line_end(mut self) -> Self {
+        while matches!(self.0.last(), Some(b'\n' | b'\r')) {
+            self.0.pop();
+        }
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        for byte in self.0.iter_mut() {
+            // SAFETY: a volatile write to a valid, exclusively borrowed byte; it keeps the
+            // compiler from dropping the wipe as a dead store.
+            unsafe { std::ptr::write_volatile(byte, 0) };
+        }
+    }
+}
+
+/// Where one secret comes from.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// Given in the config (base64 values already decoded).
+    Inline(SecretBytes),
+    /// Read at every sync.
+    File(PathBuf),
+}
+
+/// A git source's credential settings, as validated from the config. All optional; an empty
+/// value means "public repository" (or, for an ssh URL, "use the generated key").
+#[derive(Clone, Debug, Default)]
+pub struct GitAuthSettings {
+    pub https_user: Option<String>,
+    pub https_key: Option<SecretSource>,
+    pub bearer_token: Option<SecretSource>,
+    /// PEM, one or more CA certificates; replaces the system's trust store for this source.
+    pub ca_cert: Option<SecretSource>,
+    /// Mutual TLS: client certificate and key (PEM) files.
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
+    pub ssh_private_key: Option<SecretSource>,
+    pub ssh_passphrase: Option<SecretSource>,
+    /// `known_hosts` text; absent: [`super::known_hosts::BUILT_IN`].
+    pub known_hosts: Option<SecretSource>,
+    /// A directory of Flux's secret keys (`username`, `password`, `bearerToken`, `ca.crt`,
+    /// `tls.crt`, `tls.key`, `identity`, `known_hosts`), e.g. a mounted Kubernetes Secret.
+    pub local_auth_ref: Option<PathBuf>,
+}
+
+/// What a [`super::GitSource`] needs to authenticate: the settings and where the generated
+/// key lives (`<stateDir>/keys/<namespace>/<name>`).
+#[derive(Clone, Debug, Default)]
+pub struct SourceAuth {
+    pub settings: GitAuthSettings,
+    /// Used for ssh URLs when no key is configured; `None` (tests, bench): no generated key.
+    pub generated_key: Option<PathBuf>,
+}
+
+/// How a URL reaches its server, as far as credentials go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UrlKind {
+    Http,
+    Https,
+    Ssh,
+    /// `file://`, `git://`: no credentials.
+    Other,
+}
+
+impl UrlKind {
+    pub fn of(url: &str) -> UrlKind {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("https://") {
+            UrlKind::Https
+        } else if lower.starts_with("http://") {
+            UrlKind::Http
+        } else if lower.starts_with("ssh://")
+            || lower.starts_with("git+ssh://")
+            || (!lower.contains("://") && is_scp_like(url))
+        {
+            UrlKind::Ssh
+        } else {
+            UrlKind::Other
+        }
+    }
+
+    fn is_http(self) -> bool {
+        matches!(self, UrlKind::Http | UrlKind::Https)
+    }
+}
+
+/// `[user@]host:path`, with a host of more than one letter (`C:` is a drive).
+fn is_scp_like(url: &str) -> bool {
+    let Some((host, _)) = url.split_once(':') else {
+        return false;
+    };
+    let host = host.rsplit('@').next().unwrap_or(host);
+    host.len() > 1 && !host.contains('/') && !url.starts_with('/') && !url.starts_with('.')
+}
+
+/// Credentials for one sync, read from their sources just now.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// HTTP basic: user and password or token.
+    pub basic: Option<(String, SecretBytes)>,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer: Option<SecretBytes>,
+    /// PEM CA certificates to trust instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Mutual TLS: PEM certificate (chain) and private key.
+    pub client_tls: Option<(Vec<u8>, SecretBytes)>,
+    pub ssh: Option<SshCredentials>,
+}
+
+#[derive(Debug)]
+pub struct SshCredentials {
+    /// The private key file's content (OpenSSH or PEM format).
+    pub private_key: SecretBytes,
+    pub passphrase: Option<SecretBytes>,
+    /// `known_hosts` text: the configured one, or the built-in list.
+    pub known_hosts: String,
+    /// Whether the key is the one gitopsd generated.
+    pub generated: bool,
+}
+
+/// Flux's keys in a `localAuthRef` directory.
+pub mod flux_keys {
+    pub const USERNAME: &str = "username";
+    pub const PASSWORD: &str = "password";
+    pub const BEARER_TOKEN: &str = "bearerToken";
+    pub const CA_CRT: &str = "ca.crt";
+    pub const TLS_CRT: &str = "tls.crt";
+    pub const TLS_KEY: &str = "tls.key";
+    pub const IDENTITY: &str = "identity";
+    pub const KNOWN_HOSTS: &str = "known_hosts";
+}
+
+impl SourceAuth {
+    /// Read every configured secret for a sync of `url`. Errors are one clause without any
+    /// secret (the caller adds the URL).
+    pub fn resolve(&self, url: &str) -> Result<Credentials, String> {
+        let kind = UrlKind::of(url);
+        let s = &self.settings;
+        let mut creds = Credentials::default();
+        let dir = s.local_auth_ref.as_deref();
+        if let Some(dir) = dir {
+            if !dir.is_dir() {
+                return Err(format!(
+                    "localAuthRef directory {} does not exist or is not a directory",
+                    dir.display()
+                ));
+            }
+        }
+        let from_dir = |key: &str| -> Result<Option<SecretBytes>, String> {
+            match dir {
+                Some(dir) => read_optional(&dir.join(key), &format!("localAuthRef key {key}")),
+                None => Ok(None),
+            }
+        };
+        if kind.is_http() {
+            let password = match &s.https_key {
+                Some(src) => Some(read(src, "httpsKey")?.trim_line_end()),
+                None => from_dir(flux_keys::PASSWORD)?.map(SecretBytes::trim_line_end),
+            };
+            let user = match &s.https_user {
+                Some(user) => Some(user.clone()),
+                None => from_dir(flux_keys::USERNAME)?
+                    .map(SecretBytes::trim_line_end)
+                    .map(|u| String::from_utf8_lossy(u.expose()).into_owned()),
+            };
+            match (user, password) {
+                (Some(user), Some(password)) => creds.basic = Some((user, password)),
+                (Some(_), None) if dir.is_some() => {
+                    return Err("localAuthRef has `username` but no `password`".into())
+                }
+                (None, Some(_)) if dir.is_some() && s.https_key.is_none() => {
+                    // Flux: `password` alone is an ssh key passphrase; nothing to do over http.
+                }
+                _ => {}
+            }
+            creds.bearer = match &s.bearer_token {
+                Some(src) => Some(read(src, "bearerToken")?.trim_line_end()),
+                None => from_dir(flux_keys::BEARER_TOKEN)?.map(SecretBytes::trim_line_end),
+            };
+            if creds.bearer.as_ref().is_some_and(SecretBytes::is_empty) {
+                return Err("the bearer token is empty".into());
+            }
+            if creds.bearer.is_some() && creds.basic.is_some() {
+                return Err("both a bearer token and a user/password are given; use one".into());
+            }
+            creds.ca_pem = match &s.ca_cert {
+                Some(src) => Some(read(src, "httpsCACert")?.expose().to_vec()),
+                None => from_dir(flux_keys::CA_CRT)?.map(|c| c.expose().to_vec()),
+            };
+            if let Some(pem) = &creds.ca_pem {
+                if !pem
+                    .windows(b"-----BEGIN CERTIFICATE-----".len())
+                    .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+                {
+                    return Err("the CA certificate is not a PEM certificate".into());
+                }
+            }
+            let cert = match &s.tls_client_cert_file {
+                Some(path) => Some(read_file(path, "tlsClientCertFile")?),
+                None => from_dir(flux_keys::TLS_CRT)?,
+            };
+            let key = match &s.tls_client_key_file {
+                Some(path) => Some(read_file(path, "tlsClientKeyFile")?),
+                None => from_dir(flux_keys::TLS_KEY)?,
+            };
+            creds.client_tls = match (cert, key) {
+                (Some(cert), Some(key)) => Some((cert.expose().to_vec(), key)),
+                (None, None) => None,
+                _ => return Err("a client certificate needs both tls.crt and tls.key".into()),
+            };
+        }
+        if kind == UrlKind::Ssh {
+            let configured = match &s.ssh_private_key {
+                Some(src) => Some(read(src, "sshPrivateKey")?),
+                None => from_dir(flux_keys::IDENTITY)?,
+            };
+            let (private_key, generated) = match configured {
+                Some(key) => (key, false),
+                None => match &self.generated_key {
+                    Some(path) => (ensure_generated_key(path)?, true),
+                    None => return Err("no SSH private key is configured".into()),
+                },
+            };
+            if !looks_like_private_key(private_key.expose()) {
+                return Err(
+                    "the SSH private key is not a PEM or OpenSSH private key (corrupt key?)".into(),
+                );
+            }
+            let passphrase = match &s.ssh_passphrase {
+                Some(src) => Some(read(src, "sshPassphrase")?.trim_line_end()),
+                // Flux: `password` also decrypts an encrypted `identity`.
+                None if !generated => {
+                    from_dir(flux_keys::PASSWORD)?.map(SecretBytes::trim_line_end)
+                }
+                None => None,
+            };
+            let known_hosts = match &s.known_hosts {
+                Some(src) => Some(read(src, "knownHosts")?),
+                None => from_dir(flux_keys::KNOWN_HOSTS)?,
+            };
+            let known_hosts = match known_hosts {
+                Some(text) => String::from_utf8(text.expose().to_vec())
+                    .map_err(|_| "the known hosts are not text".to_string())?,
+                None => super::known_hosts::BUILT_IN.to_string(),
+            };
+            creds.ssh = Some(SshCredentials {
+                private_key,
+                passphrase,
+                known_hosts,
+                generated,
+            });
+        }
+        Ok(creds)
+    }
+}
+
+fn read(source: &SecretSource, key: &str) -> Result<SecretBytes, String> {
+    match source {
+        SecretSource::Inline(bytes) => Ok(bytes.clone()),
+        SecretSource::File(path) => read_file(path, &format!("{key}File")),
+    }
+}
+
+fn read_file(path: &Path, what: &str) -> Result<SecretBytes, String> {
+    fs::read(path)
+        .map(SecretBytes::new)
+        .map_err(|e| format!("cannot read {what} {}: {}", path.display(), io_reason(&e)))
+}
+
+fn read_optional(path: &Path, what: &str) -> Result<Option<SecretBytes>, String> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(SecretBytes::new(bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read {what} {}: {}",
+            path.display(),
+            io_reason(&e)
+        )),
+    }
+}
+
+/// The OS reason without Rust's " (os error N)" suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn looks_like_private_key(bytes: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    let text = text.trim();
+    text.starts_with("-----BEGIN ")
+        && text.contains("PRIVATE KEY-----")
+        && text.ends_with("-----")
+        && text.lines().count() >= 3
+}
+
+/// The generated key pair's private half at `path` (public half at `path.pub`), created on
+/// first use: an ed25519 key in OpenSSH format, mode 0600, written atomically.
+pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, String> {
+    if let Ok(bytes) = fs::read(path) {
+        if !pub_path(path).exists() {
+            // Only the public half was lost (or never written): derive it again.
+            write_public_key(path)?;
+        }
+        return Ok(SecretBytes::new(bytes));
+    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {}", parent.display(), io_reason(&e)))?;
+    let scratch = tempfile_dir(parent)?;
+    let temp_key = scratch.join("key");
+    let comment = format!(
+        "gitopsd:{}",
+        path.strip_prefix(parent.parent().and_then(Path::parent).unwrap_or(parent))
+            .unwrap_or(path)
+            .display()
+    );
+    let output = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f"])
+        .arg(&temp_key)
+        .output();
+    let result = match output {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "ssh-keygen failed to generate a key: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!(
+            "cannot run ssh-keygen to generate a key (install openssh-client): {}",
+            io_reason(&e)
+        )),
+    };
+    let written = result.and_then(|()| {
+        let private = SecretBytes::new(
+            fs::read(&temp_key).map_err(|e| format!("cannot read the new key: {e}"))?,
+        );
+        let public = fs::read(temp_key.with_extension("pub"))
+            .map_err(|e| format!("cannot read the new public key: {e}"))?;
+        write_private(path, private.expose())?;
+        crate::atomic::write(&pub_path(path), &public)
+            .map_err(|e| format!("cannot write {}.pub: {}", path.display(), io_reason(&e)))?;
+        Ok(private)
+    });
+    let _ = fs::remove_dir_all(&scratch);
+    if written.is_ok() {
+        tracing::info!(key = %path.display(), "generated an ssh key pair; add the public key as a deploy key");
+    }
+    written
+}
+
+/// Where a configuration's generated key lives: `<stateDir>/keys/<namespace>/<name>`, given
+/// the git cache root `<stateDir>/git` (or any other directory directly below the state dir).
+pub fn generated_key_path(cache_root: &Path, namespace: &str, name: &str) -> PathBuf {
+    cache_root
+        .parent()
+        .unwrap_or(cache_root)
+        .join("keys")
+        .join(namespace)
+        .join(name)
+}
+
+/// Whether a git source with these settings authenticates with the generated key: an ssh
+/// URL and no key configured (inline, file, or `identity` in its localAuthRef).
+pub fn uses_generated_key(settings: &GitAuthSettings, url: &str) -> bool {
+    UrlKind::of(url) == UrlKind::Ssh
+        && settings.ssh_private_key.is_none()
+        && settings
+            .local_auth_ref
+            .as_ref()
+            .is_none_or(|dir| !dir.join(flux_keys::IDENTITY).exists())
+}
+
+fn pub_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// The public half of a generated key, if it exists (`<path>.pub`), as one line.
+pub fn generated_public_key(path: &Path) -> Option<String> {
+    fs::read_to_string(pub_path(path))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn write_public_key(path: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-y", "-P", "", "-f"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run ssh-keygen: {}", io_reason(&e)))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the generated key {} is unreadable; delete it to generate a new one",
+            path.display()
+        ));
+    }
+    crate::atomic::write(&pub_path(path), &out.stdout)
+        .map_err(|e| format!("cannot write {}.pub: {}", path.display(), io_reason(&e)))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| format!("cannot write {}: {}", path.display(), io_reason(&e));
+    let mut file = crate::atomic::AtomicFile::create(path).map_err(fail)?;
+    file.file()
+        .set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
+    file.file().write_all(bytes).map_err(fail)?;
+    file.commit().map_err(fail)
+}
+
+/// A private (0700) directory for one sync's files, below `parent`.
+pub fn tempfile_dir(parent: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..16 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = parent.join(format!(
+            ".gitopsd-auth-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(format!(
+                    "cannot create a private directory in {}: {}",
+                    parent.display(),
+                    io_reason(&e)
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "cannot create a private directory in {}",
+        parent.display()
+    ))
+}
+
+/// Strict standard base64 (with or without padding; whitespace and line breaks ignored), as
+/// the az CLI produces for `--ssh-private-key`, `--known-hosts` and `--https-ca-cert`.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    let mut padding = 0;
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => {
+                padding += 1;
+                continue;
+            }
+            _ => return None,
+        };
+        if padding > 0 {
+            return None; // data after padding
+        }
+        acc = (acc << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    // Leftover bits must be zero and padding must complete a quantum.
+    if padding > 2 || acc & ((1 << bits) - 1) != 0 || bits == 6 {
+        return None;
+    }
+    if padding > 0 && (bits / 2) != padding {
+        return None;
+    }
+    Some(out)
+}
+
+/// Validates the git credential keys of a source (see `config::schema::GIT_AUTH_SOURCE_FIELDS`).
+/// `url` is the validated source URL (absent when it was invalid); `is_git` whether the
+/// source is of kind `git`; `local_auth_ref` the shared `localAuthRef.directory`.
+pub fn validate(
+    raw: &RawGitAuth,
+    local_auth_ref: Option<&Text>,
+    is_git: bool,
+    url: Option<&str>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> GitAuthSettings {
+    let mut settings = GitAuthSettings::default();
+    if !is_git {
+        for (key, text) in &raw.fields {
+            problems.push(
+                text.pos,
+                format!("`{key}` applies only to sources of kind `git`"),
+            );
+        }
+        return settings;
+    }
+    let kind = url.map(UrlKind::of);
+    for (key, text) in &raw.fields {
+        if text.value.is_empty() {
+            problems.push(text.pos, format!("`{key}` must not be empty"));
+        }
+        let ssh_key = key.starts_with("ssh") || key.starts_with("knownHosts");
+        match kind {
+            Some(kind) if ssh_key && kind != UrlKind::Ssh => problems.push(
+                text.pos,
+                format!("`{key}` applies only to ssh URLs (ssh://... or user@host:path)"),
+            ),
+            Some(kind) if !ssh_key && !kind.is_http() => {
+                problems.push(text.pos, format!("`{key}` applies only to http(s) URLs"))
+            }
+            _ => {}
+        }
+        if let Some(dir) = local_auth_ref {
+            problems.push(
+                text.pos,
+                format!(
+                    "`{key}` cannot be combined with `localAuthRef` (line {}); put every \
+                     credential in one place",
+                    dir.pos.line
+                ),
+            );
+        }
+    }
+    let path = |text: &Text| crate::config::validate::resolve(base_dir, Path::new(&text.value));
+    let file = |key: &str| raw.get(key).map(|text| SecretSource::File(path(text)));
+    // An inline value and its file variant: exactly one may be given.
+    let pick = |inline: &str,
+                decode: &dyn Fn(&Text) -> Option<SecretBytes>,
+                problems: &mut Problems|
+     -> Option<SecretSource> {
+        let file_key = format!("{inline}File");
+        match (raw.get(inline), raw.get(&file_key)) {
+            (Some(_), Some(second)) => {
+                problems.push(
+                    second.pos,
+                    format!("`{inline}` and `{file_key}` are both set; give one of them"),
+                );
+                None
+            }
+            (Some(text), None) => decode(text).map(SecretSource::Inline),
+            (None, Some(_)) => file(&file_key),
+            (None, None) => None,
+        }
+    };
+    let plain = |text: &Text| Some(SecretBytes::new(text.value.clone().into_bytes()));
+    let base64 = |what: &'static str, check: fn(&[u8]) -> bool| {
+        move |text: &Text, problems: &mut Problems| -> Option<SecretBytes> {
+            match decode_base64(&text.value) {
+                None => {
+                    problems.push(
+                        text.pos,
+                        format!("invalid base64 for {what}: expected the base64 encoding of the file's content (e.g. `base64 -w0 FILE`)"),
+                    );
+                    None
+                }
+                Some(bytes) if !check(&bytes) => {
+                    problems.push(
+                        text.pos,
+                        format!("the base64 value does not decode to {what}"),
+                    );
+                    None
+                }
+                Some(bytes) => Some(SecretBytes::new(bytes)),
+            }
+        }
+    };
+    settings.https_user = raw.get("httpsUser").map(|t| t.value.clone());
+    settings.https_key = pick("httpsKey", &plain, problems);
+    settings.bearer_token = pick("bearerToken", &plain, problems);
+    let ca = base64("a PEM CA certificate", |b| {
+        b.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    });
+    settings.ca_cert = match (raw.get("httpsCACert"), raw.get("httpsCACertFile")) {
+        (Some(_), Some(second)) => {
+            problems.push(
+                second.pos,
+                "`httpsCACert` and `httpsCACertFile` are both set; give one of them",
+            );
+            None
+        }
+        (Some(text), None) => ca(text, problems).map(SecretSource::Inline),
+        (None, Some(_)) => file("httpsCACertFile"),
+        (None, None) => None,
+    };
+    let key = base64("an SSH private key", looks_like_private_key);
+    settings.ssh_private_key = match (raw.get("sshPrivateKey"), raw.get("sshPrivateKeyFile")) {
+        (Some(_), Some(second)) => {
+            problems.push(
+                second.pos,
+                "`sshPrivateKey` and `sshPrivateKeyFile` are both set; give one of them",
+            );
+            None
+        }
+        (Some(text), None) => key(text, problems).map(SecretSource::Inline),
+        (None, Some(_)) => file("sshPrivateKeyFile"),
+        (None, None) => None,
+    };
+    settings.ssh_passphrase = pick("sshPassphrase", &plain, problems);
+    let hosts = base64("known_hosts lines", |b| std::str::from_utf8(b).is_ok());
+    settings.known_hosts = match (raw.get("knownHosts"), raw.get("knownHostsFile")) {
+        (Some(_), Some(second)) => {
+            problems.push(
+                second.pos,
+                "`knownHosts` and `knownHostsFile` are both set; give one of them",
+            );
+            None
+        }
+        (Some(text), None) => hosts(text, problems).map(SecretSource::Inline),
+        (None, Some(_)) => file("knownHostsFile"),
+        (None, None) => None,
+    };
+    settings.tls_client_cert_file = raw.get("tlsClientCertFile").map(path);
+    settings.tls_client_key_file = raw.get("tlsClientKeyFile").map(path);
+    settings.local_auth_ref = local_auth_ref.map(path);
+
+    // Combinations.
+    let key_given = raw.get("httpsKey").or(raw.get("httpsKeyFile"));
+    match (raw.get("httpsUser"), key_given) {
+        (Some(user), None) => problems.push(
+            user.pos,
+            "`httpsUser` needs `httpsKey` or `httpsKeyFile` (the password or token)",
+        ),
+        (None, Some(key)) => problems.push(key.pos, "`httpsKey` needs `httpsUser`"),
+        _ => {}
+    }
+    if let (Some(_), Some(token)) = (
+        raw.get("httpsUser"),
+        raw.get("bearerToken").or(raw.get("bearerTokenFile")),
+    ) {
+        problems.push(
+            token.pos,
+            "a bearer token cannot be combined with `httpsUser`; use one of them",
+        );
+    }
+    match (raw.get("tlsClientCertFile"), raw.get("tlsClientKeyFile")) {
+        (Some(cert), None) => {
+            problems.push(cert.pos, "`tlsClientCertFile` needs `tlsClientKeyFile`")
+        }
+        (None, Some(key)) => problems.push(key.pos, "`tlsClientKeyFile` needs `tlsClientCertFile`"),
+        _ => {}
+    }
+    if let Some(passphrase) = raw.get("sshPassphrase").or(raw.get("sshPassphraseFile")) {
+        if raw.get("sshPrivateKey").is_none() && raw.get("sshPrivateKeyFile").is_none() {
+            problems.push(
+                passphrase.pos,
+                "`sshPassphrase` needs `sshPrivateKey` or `sshPrivateKeyFile` (a generated key \
+                 has no passphrase)",
+            );
+        }
+    }
+    if let (Some(url_text), Some(_)) = (url, raw.get("httpsUser")) {
+        if let Some(rest) = url_text.split_once("://").map(|(_, r)| r) {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            if authority.contains('@') {
+                let user = raw.get("httpsUser").expect("checked");
+                problems.push(
+                    user.pos,
+                    "`httpsUser` is set and the URL has credentials too; remove them from the URL",
+                );
+            }
+        }
+    }
+    settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_rejects_garbage() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVs\nbG8h").unwrap(), b"hello!");
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert!(decode_base64("aGVsbG8*").is_none());
+        assert!(decode_base64("a").is_none());
+        assert!(decode_base64("aGVsbG8=x").is_none());
+        assert!(decode_base64("aGVsbG9=").is_none());
+    }
+
+    #[test]
+    fn url_kinds() {
+        assert_eq!(UrlKind::of("https://h/r"), UrlKind::Https);
+        assert_eq!(UrlKind::of("http://h/r"), UrlKind::Http);
+        assert_eq!(UrlKind::of("ssh://git@h/r"), UrlKind::Ssh);
+        assert_eq!(UrlKind::of("git@github.com:org/r.git"), UrlKind::Ssh);
+        assert_eq!(UrlKind::of("file:///srv/r.git"), UrlKind::Other);
+        assert_eq!(UrlKind::of("git://h/r"), UrlKind::Other);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = SecretBytes::new(b"hunter2".to_vec());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let src = SecretSource::Inline(s);
+        assert!(!format!("{src:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn local_auth_ref_keys_are_read_at_each_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("username"), "alice\n").unwrap();
+        fs::write(dir.path().join("password"), "one\n").unwrap();
+        let auth = SourceAuth {
+            settings: GitAuthSettings {
+                local_auth_ref: Some(dir.path().to_path_buf()),
+                ..Default::default()
+            },
+            generated_key: None,
+        };
+        let creds = auth.resolve("https://h/r").unwrap();
+        let (user, password) = creds.basic.unwrap();
+        assert_eq!(user, "alice");
+        assert_eq!(password.expose(), b"one");
+        fs::write(dir.path().join("password"), "two").unwrap();
+        let (_, password) = auth.resolve("https://h/r").unwrap().basic.unwrap();
+        assert_eq!(password.expose(), b"two");
+    }
+
+    #[test]
+    fn missing_key_file_is_named() {
+        let auth = SourceAuth {
+            settings: GitAuthSettings {
+                ssh_private_key: Some(SecretSource::File("/nonexistent/key".into())),
+                ..Default::default()
+            },
+            generated_key: None,
+        };
+        let err = auth.resolve("ssh://git@h/r").unwrap_err();
+        assert_eq!(
+            err,
+            "cannot read sshPrivateKeyFile /nonexistent/key: No such file or directory"
+        );
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use std::path::Path;
+
+    fn load(source: &str) -> Result<crate::config::Settings, Vec<String>> {
+        let text = format!(
+            "configurations:\n  - name: c\n    source:\n{}",
+            source
+                .lines()
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        );
+        crate::config::load_str(&text, Path::new("gitopsd.yaml"), Path::new("/etc/gitopsd"))
+            .map_err(|d| d.0.iter().map(|d| d.to_string()).collect())
+    }
+
+    fn b64(text: &str) -> String {
+        openssl::base64::encode_block(text.as_bytes())
+    }
+
+    const KEY: &str =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\nBBBB\n-----END OPENSSH PRIVATE KEY-----\n";
+
+    #[test]
+    fn flat_fields_become_settings() {
+        let settings = load(&format!(
+            "kind: git\nurl: ssh://git@example.com/org/repo\nsshPrivateKey: {}\nsshPassphrase: pw\nknownHostsFile: ./known_hosts\n",
+            b64(KEY)
+        ))
+        .unwrap();
+        let auth = &settings.configurations[0].source.git_auth;
+        match &auth.ssh_private_key {
+            Some(SecretSource::Inline(bytes)) => assert_eq!(bytes.expose(), KEY.as_bytes()),
+            other => panic!("{other:?}"),
+        }
+        match &auth.known_hosts {
+            Some(SecretSource::File(path)) => {
+                assert_eq!(path, Path::new("/etc/gitopsd/known_hosts"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let settings = load(
+            "kind: git\nurl: https://example.com/org/repo\nhttpsUser: u\nhttpsKeyFile: /run/token\nhttpsCACertFile: ca.pem\n",
+        )
+        .unwrap();
+        let auth = &settings.configurations[0].source.git_auth;
+        assert_eq!(auth.https_user.as_deref(), Some("u"));
+        assert!(
+            matches!(&auth.https_key, Some(SecretSource::File(p)) if p == Path::new("/run/token"))
+        );
+        let settings = load(
+            "kind: git\nurl: https://example.com/org/repo\nlocalAuthRef: { directory: /run/secrets/git }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.configurations[0]
+                .source
+                .git_auth
+                .local_auth_ref
+                .as_deref(),
+            Some(Path::new("/run/secrets/git"))
+        );
+    }
+
+    #[test]
+    fn problems_are_reported_at_their_value() {
+        let errors = load(
+            "kind: git\nurl: https://example.com/org/repo\nhttpsUser: u\nhttpsKey: a\nhttpsKeyFile: /k\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["gitopsd.yaml:8:21: `httpsKey` and `httpsKeyFile` are both set; give one of them"]
+        );
+        let errors =
+            load("kind: git\nurl: https://example.com/org/repo\nhttpsUser: u\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["gitopsd.yaml:6:18: `httpsUser` needs `httpsKey` or `httpsKeyFile` (the password or token)"]
+        );
+        let errors = load("kind: git\nurl: ssh://git@h/r\nsshPrivateKey: '***'\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("gitopsd.yaml:6:22: invalid base64 for an SSH private key"),
+            "{errors:?}"
+        );
+        let errors = load(&format!(
+            "kind: git\nurl: ssh://git@h/r\nsshPrivateKey: {}\n",
+            b64("hello")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["gitopsd.yaml:6:22: the base64 value does not decode to an SSH private key"]
+        );
+        let errors = load("kind: git\nurl: https://h/r\nsshPrivateKeyFile: /k\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["gitopsd.yaml:6:26: `sshPrivateKeyFile` applies only to ssh URLs (ssh://... or user@host:path)"]
+        );
+        let errors = load("kind: git\nurl: ssh://git@h/r\nbearerTokenFile: /t\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["gitopsd.yaml:6:24: `bearerTokenFile` applies only to http(s) URLs"]
+        );
+        let errors =
+            load("kind: git\nurl: https://h/r\nbearerToken: t\nlocalAuthRef: { directory: /d }\n")
+                .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].contains("cannot be combined with `localAuthRef`"),
+            "{errors:?}"
+        );
+        let errors = load("kind: git\nurl: https://h/r\ntlsClientCertFile: /c\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["gitopsd.yaml:6:26: `tlsClientCertFile` needs `tlsClientKeyFile`"]
+        );
+        let errors =
+            load("kind: git\nurl: https://h/r\nhttpsUser: u\nhttpsKey: k\nbearerToken: t\n")
+                .unwrap_err();
+        assert_eq!(errors, vec!["gitopsd.yaml:8:20: a bearer token cannot be combined with `httpsUser`; use one of them"]);
+        let errors = load("kind: git\nurl: ssh://git@h/r\nsshPassphrase: p\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].contains("`sshPassphrase` needs `sshPrivateKey`"),
+            "{errors:?}"
+        );
+        // No secret value is ever quoted back.
+        let errors = load("kind: git\nurl: https://h/r\nhttpsKey: hunter2\n").unwrap_err();
+        assert!(errors.iter().all(|e| !e.contains("hunter2")), "{errors:?}");
+    }
+}

@@ -1,0 +1,616 @@
+//! The object-store half of `bucket` and `azblob` sources: list, compute Flux's revision,
+//! download. Each kind only says how to reach its store and how its failures read (the
+//! [`ObjectSource`] trait); everything that must behave the same for both lives here.
+//!
+//! Behaviour, after source-controller's bucket reconciler:
+//! - Keys keep their prefix, in the revision and on disk (`<prefix>/app/deploy.yaml` lands at
+//!   `<snapshot>/<prefix>/app/deploy.yaml`), so paths written for Flux keep working. The
+//!   prefix is a plain string prefix, as S3's: `app` selects `app.yaml` and `apps/x`.
+//! - The `.sourceignore` object at the root of the bucket (not of the prefix) and the source's
+//!   `ignore` field decide what is left out ([`IgnoreRules::for_bucket`]); keys ending in `/`
+//!   (directory markers) and the root `.sourceignore` key are never part of a snapshot.
+//! - Revision: `sha256:` over the lines `"<key> <etag>\n"` sorted by key (bytewise), etags
+//!   without their quotes (and, for Azure, hex-encoded: [`ObjectSource::revision_etag`]).
+//!   An unchanged revision downloads nothing.
+//! - Downloads run [`PARALLEL_DOWNLOADS`] at a time and stream to disk, so memory does not grow
+//!   with object size. An object that changed between the listing and its download enters
+//!   the snapshot and the revision with the downloaded version's etag; one that vanished is
+//!   left out of both. The revision is computed from this final index.
+//!
+//! The [`Source`](super::Source) trait is blocking; [`block_on`] runs the async client on the
+//! daemon's runtime from a `spawn_blocking` thread, or on a private one (bench, tests).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, ObjectStore};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use super::ignore::{IgnoreRules, SOURCE_IGNORE_FILE};
+use super::{FetchOutcome, Revision, SourceError};
+
+/// How many objects download at once (source-controller uses 100; past ~64 a local server
+/// gains nothing and open files add up).
+pub const PARALLEL_DOWNLOADS: usize = 64;
+
+/// How many directory listings run at once while walking the bucket.
+pub const PARALLEL_LISTINGS: usize = 16;
+
+/// Objects up to this size are read whole and written with one blocking call (at most
+/// [`PARALLEL_DOWNLOADS`] of them in memory at once: 4 MiB); larger ones stream to disk.
+const SMALL_OBJECT_BYTES: u64 = 64 << 10;
+
+/// The largest root `.sourceignore` read; a bigger one is an error, not a memory spike.
+const MAX_SOURCEIGNORE_BYTES: usize = 1 << 20;
+
+/// What a bucket-like source kind contributes to the shared fetch.
+pub trait ObjectSource: Send + Sync {
+    /// The key prefix the source is restricted to (a plain string prefix), if any.
+    fn prefix(&self) -> Option<&str>;
+
+    /// The source's `ignore` field.
+    fn ignore(&self) -> Option<&str>;
+
+    /// The etag as it enters the revision line, given without quotes or `W/`.
+    fn revision_etag(&self, etag: &str) -> String {
+        etag.to_string()
+    }
+
+    /// One sentence for a failed request, naming the endpoint and bucket, never a secret.
+    fn explain_error(&self, error: &object_store::Error) -> SourceError;
+
+    /// One sentence for any other failure (`cause` is a clause, without the location).
+    fn failure(&self, cause: &str) -> SourceError;
+
+    /// `<endpoint>/<bucket>`, for I/O errors.
+    fn describe(&self) -> String;
+}
+
+/// The listed objects after ignore rules: key → etag as it enters the revision.
+pub type Index = BTreeMap<String, String>;
+
+/// Flux's revision of an index: `sha256:<hex>` over the sorted `"<key> <etag>\n"` lines.
+pub fn revision(index: &Index) -> Revision {
+    let mut hasher = Sha256::new();
+    for (key, etag) in index {
+        hasher.update(key.as_bytes());
+        hasher.update(b" ");
+        hasher.update(etag.as_bytes());
+        hasher.update(b"\n");
+    }
+    Revision(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// An etag without its quotes and weak marker, as S3 clients (minio-go) report it.
+pub fn plain_etag(etag: &str) -> &str {
+    etag.trim_start_matches("W/").trim_matches('"')
+}
+
+/// Run `future` to completion from blocking code: on the current runtime when called from
+/// one of its `spawn_blocking` threads, else on a private runtime of a few threads.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(future),
+        Err(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime can be built")
+            .block_on(future),
+    }
+}
+
+/// The whole fetch: list, compare with `previous`, download into `scratch`.
+pub fn fetch<S: ObjectSource + ?Sized>(
+    source: &S,
+    store: Arc<dyn ObjectStore>,
+    previous: Option<&Revision>,
+    scratch: PathBuf,
+    interrupt: &AtomicBool,
+) -> Result<FetchOutcome, SourceError> {
+    block_on(fetch_async(source, store, previous, scratch, interrupt))
+}
+
+async fn fetch_async<S: ObjectSource + ?Sized>(
+    source: &S,
+    store: Arc<dyn ObjectStore>,
+    previous: Option<&Revision>,
+    scratch: PathBuf,
+    interrupt: &AtomicBool,
+) -> Result<FetchOutcome, SourceError> {
+    let index = list(source, &store, interrupt).await?;
+    if previous == Some(&revision(&index)) {
+        return Ok(FetchOutcome::Unchanged);
+    }
+    let io = |e: std::io::Error| SourceError::Io {
+        url: source.describe(),
+        source: e,
+    };
+    std::fs::create_dir_all(&scratch).map_err(io)?;
+    let index = download_all(source, &store, index, &scratch, interrupt).await?;
+    Ok(FetchOutcome::Fetched {
+        revision: revision(&index),
+        dir: scratch,
+    })
+}
+
+/// List everything under the prefix and apply the ignore rules.
+pub async fn list<S: ObjectSource + ?Sized>(
+    source: &S,
+    store: &Arc<dyn ObjectStore>,
+    interrupt: &AtomicBool,
+) -> Result<Index, SourceError> {
+    let prefix = source.prefix().unwrap_or("").trim_start_matches('/');
+    let (listed, sourceignore) = tokio::join!(
+        walk(store, prefix, interrupt),
+        read_root_sourceignore(store)
+    );
+    let listed = listed.map_err(|e| match e {
+        WalkError::Store(e) => source.explain_error(&e),
+        WalkError::Interrupted => interrupted(source),
+    })?;
+    let sourceignore = sourceignore.map_err(|e| match e {
+        SmallReadError::Store(e) => source.explain_error(&e),
+        SmallReadError::TooLarge => source.failure(&format!(
+            "the root {SOURCE_IGNORE_FILE} object is larger than {} KiB",
+            MAX_SOURCEIGNORE_BYTES / 1024
+        )),
+    })?;
+    let rules = IgnoreRules::for_bucket(sourceignore.as_deref(), source.ignore())
+        .map_err(|e| source.failure(&e.to_string()))?;
+
+    let mut index = Index::new();
+    for (key, etag) in &listed {
+        if key.ends_with('/') || key == SOURCE_IGNORE_FILE {
+            continue;
+        }
+        // A directory marker reads back without its `/`: a key that other keys live below
+        // cannot be a file on disk.
+        let below = format!("{key}/");
+        if listed
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&below))
+        {
+            continue;
+        }
+        if rules.is_excluded(Path::new(key), false) {
+            continue;
+        }
+        index.insert(key.clone(), source.revision_etag(plain_etag(etag)));
+    }
+    Ok(index)
+}
+
+enum WalkError {
+    Store(object_store::Error),
+    Interrupted,
+}
+
+/// Every object whose key starts with `prefix` (a string prefix): key → etag as listed.
+///
+/// object_store lists by path segment, so the walk starts at the prefix's last complete
+/// segment and descends only into directories that can hold matching keys. Directories are
+/// listed concurrently.
+async fn walk(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    interrupt: &AtomicBool,
+) -> Result<BTreeMap<String, String>, WalkError> {
+    let start = match prefix.rfind('/') {
+        Some(at) => &prefix[..at],
+        None => "",
+    };
+    let mut found = BTreeMap::new();
+    let mut pending: Vec<String> = vec![start.to_string()];
+    let mut tasks: JoinSet<(String, object_store::Result<object_store::ListResult>)> =
+        JoinSet::new();
+    loop {
+        while tasks.len() < PARALLEL_LISTINGS {
+            let Some(dir) = pending.pop() else { break };
+            let store = store.clone();
+            tasks.spawn(async move {
+                let location = (!dir.is_empty()).then(|| ObjectPath::from(dir.as_str()));
+                let listed = store.list_with_delimiter(location.as_ref()).await;
+                (dir, listed)
+            });
+        }
+        let Some(done) = next_or_interrupt(&mut tasks, interrupt).await? else {
+            break;
+        };
+        let (dir, listed) = done;
+        let listed = listed.map_err(WalkError::Store)?;
+        for meta in listed.objects {
+            let key = meta.location.as_ref().to_string();
+            // The marker of the listed directory itself.
+            if key == dir {
+                continue;
+            }
+            if key.starts_with(prefix) {
+                found.insert(key, meta.e_tag.unwrap_or_default());
+            }
+        }
+        for sub in listed.common_prefixes {
+            let sub = sub.as_ref().to_string();
+            let below = format!("{sub}/");
+            if below.starts_with(prefix) || prefix.starts_with(&below) {
+                pending.push(sub);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The next finished task, checking `interrupt` every 100 ms; `None` when none is left.
+async fn next_or_interrupt<T: 'static>(
+    tasks: &mut JoinSet<T>,
+    interrupt: &AtomicBool,
+) -> Result<Option<T>, WalkError> {
+    loop {
+        if interrupt.load(Ordering::Relaxed) {
+            return Err(WalkError::Interrupted);
+        }
+        tokio::select! {
+            done = tasks.join_next() => {
+                return match done {
+                    None => Ok(None),
+                    Some(Ok(value)) => Ok(Some(value)),
+                    Some(Err(join)) => std::panic::resume_unwind(join.into_panic()),
+                };
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+enum SmallReadError {
+    Store(object_store::Error),
+    TooLarge,
+}
+
+/// The root `.sourceignore` object's text, `None` when there is none.
+async fn read_root_sourceignore(
+    store: &Arc<dyn ObjectStore>,
+) -> Result<Option<String>, SmallReadError> {
+    let location = ObjectPath::from(SOURCE_IGNORE_FILE);
+    let result = match store.get_opts(&location, GetOptions::default()).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(SmallReadError::Store(e)),
+    };
+    if result.meta.size > MAX_SOURCEIGNORE_BYTES as u64 {
+        return Err(SmallReadError::TooLarge);
+    }
+    let bytes = result.bytes().await.map_err(SmallReadError::Store)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn interrupted<S: ObjectSource + ?Sized>(source: &S) -> SourceError {
+    source.failure("the fetch was interrupted (timeout or shutdown)")
+}
+
+/// What one download ended with.
+enum Downloaded {
+    /// Written; the etag the server sent with it (without quotes).
+    Written(Option<String>),
+    /// Gone since the listing.
+    Vanished,
+}
+
+enum DownloadError {
+    Store(object_store::Error),
+    Io(std::io::Error),
+}
+
+/// Download every object of `index` below `dir`; returns the index as downloaded.
+async fn download_all<S: ObjectSource + ?Sized>(
+    source: &S,
+    store: &Arc<dyn ObjectStore>,
+    mut index: Index,
+    dir: &Path,
+    interrupt: &AtomicBool,
+) -> Result<Index, SourceError> {
+    let keys: Vec<String> = index.keys().cloned().collect();
+    let mut tasks: JoinSet<(String, Result<Downloaded, DownloadError>)> = JoinSet::new();
+    let settle = |done: (String, Result<Downloaded, DownloadError>),
+                  index: &mut Index|
+     -> Result<(), SourceError> {
+        let (key, result) = done;
+        match result {
+            Ok(Downloaded::Written(Some(etag))) => {
+                let etag = source.revision_etag(&etag);
+                if index.get(&key) != Some(&etag) {
+                    tracing::info!(key = %key, "object changed during the fetch; packing the downloaded version");
+                    index.insert(key, etag);
+                }
+            }
+            Ok(Downloaded::Written(None)) => {}
+            Ok(Downloaded::Vanished) => {
+                tracing::info!(key = %key, "object vanished during the fetch; left out");
+                index.remove(&key);
+            }
+            Err(DownloadError::Store(e)) => return Err(source.explain_error(&e)),
+            Err(DownloadError::Io(e)) => {
+                return Err(source.failure(&format!(
+                    "cannot write object {key:?} into the snapshot: {e}"
+                )))
+            }
+        }
+        Ok(())
+    };
+    for key in keys {
+        while tasks.len() >= PARALLEL_DOWNLOADS {
+            match next_or_interrupt(&mut tasks, interrupt).await {
+                Ok(Some(done)) => settle(done, &mut index)?,
+                Ok(None) => break,
+                Err(_) => return Err(interrupted(source)),
+            }
+        }
+        if interrupt.load(Ordering::Relaxed) {
+            return Err(interrupted(source));
+        }
+        let target = snapshot_path(dir, &key)
+            .ok_or_else(|| source.failure(&format!("object key {key:?} is not a safe path")))?;
+        let store = store.clone();
+        tasks.spawn(async move {
+            let result = download(&store, &key, &target).await;
+            (key, result)
+        });
+    }
+    loop {
+        match next_or_interrupt(&mut tasks, interrupt).await {
+            Ok(Some(done)) => settle(done, &mut index)?,
+            Ok(None) => break,
+            Err(_) => return Err(interrupted(source)),
+        }
+    }
+    Ok(index)
+}
+
+/// `<dir>/<key>`, when every segment of the key is a plain name.
+fn snapshot_path(dir: &Path, key: &str) -> Option<PathBuf> {
+    let mut path = dir.to_path_buf();
+    for part in key.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return None;
+        }
+        path.push(part);
+    }
+    Some(path)
+}
+
+/// Stream one object into `target`.
+async fn download(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    target: &Path,
+) -> Result<Downloaded, DownloadError> {
+    let result = match store
+        .get_opts(&ObjectPath::from(key), GetOptions::default())
+        .await
+    {
+        Ok(result) => result,
+        Err(e @ object_store::Error::NotFound { .. }) => {
+            // A whole bucket gone is a failure, not an empty snapshot.
+            if e.to_string().contains("NoSuchBucket") {
+                return Err(DownloadError::Store(e));
+            }
+            return Ok(Downloaded::Vanished);
+        }
+        Err(e) => return Err(DownloadError::Store(e)),
+    };
+    let etag = result
+        .meta
+        .e_tag
+        .as_deref()
+        .map(|e| plain_etag(e).to_string());
+    if result.meta.size <= SMALL_OBJECT_BYTES {
+        // One blocking call instead of a round trip per create, write and flush.
+        let bytes = result.bytes().await.map_err(DownloadError::Store)?;
+        let target = target.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&target, &bytes)
+        })
+        .await
+        .map_err(|e| DownloadError::Io(std::io::Error::other(e)))?
+        .map_err(DownloadError::Io)?;
+        return Ok(Downloaded::Written(etag));
+    }
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(DownloadError::Io)?;
+    }
+    let mut file = tokio::fs::File::create(target)
+        .await
+        .map_err(DownloadError::Io)?;
+    let mut reader = tokio_util::io::StreamReader::new(result.into_stream());
+    tokio::io::copy_buf(&mut reader, &mut file)
+        .await
+        .map_err(|e| match e.downcast::<object_store::Error>() {
+            Ok(store_error) => DownloadError::Store(store_error),
+            Err(e) => DownloadError::Io(e),
+        })?;
+    tokio::io::AsyncWriteExt::flush(&mut file)
+        .await
+        .map_err(DownloadError::Io)?;
+    Ok(Downloaded::Written(etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    struct Fixture {
+        prefix: Option<String>,
+        ignore: Option<String>,
+    }
+
+    impl ObjectSource for Fixture {
+        fn prefix(&self) -> Option<&str> {
+            self.prefix.as_deref()
+        }
+        fn ignore(&self) -> Option<&str> {
+            self.ignore.as_deref()
+        }
+        fn explain_error(&self, error: &object_store::Error) -> SourceError {
+            SourceError::Bucket(format!("memory: {error}"))
+        }
+        fn failure(&self, cause: &str) -> SourceError {
+            SourceError::Bucket(format!("memory: {cause}"))
+        }
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn store(keys: &[(&str, &str)]) -> Arc<dyn ObjectStore> {
+        let store = InMemory::new();
+        block_on(async {
+            for (key, body) in keys {
+                store
+                    .put(
+                        &ObjectPath::from(*key),
+                        PutPayload::from(body.as_bytes().to_vec()),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+        Arc::new(store)
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    let rel = entry.path().strip_prefix(dir).unwrap().to_owned();
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn revision_is_sha256_of_sorted_lines() {
+        let mut index = Index::new();
+        index.insert("b".into(), "2".into());
+        index.insert("a/x".into(), "1".into());
+        let expected = hex::encode(Sha256::digest(b"a/x 1\nb 2\n"));
+        assert_eq!(revision(&index).0, format!("sha256:{expected}"));
+        assert_eq!(
+            revision(&Index::new()).0,
+            format!("sha256:{}", hex::encode(Sha256::digest(b"")))
+        );
+    }
+
+    #[test]
+    fn etags_lose_quotes() {
+        assert_eq!(plain_etag("\"abc\""), "abc");
+        assert_eq!(plain_etag("W/\"abc\""), "abc");
+        assert_eq!(plain_etag("0x8D"), "0x8D");
+    }
+
+    #[test]
+    fn prefix_is_a_string_prefix_and_keys_keep_it() {
+        let store = store(&[
+            ("app.yaml", "a"),
+            ("apps/web/deploy.yaml", "b"),
+            ("other/x.yaml", "c"),
+            (".sourceignore", "*.tmp\n"),
+            ("apps/web/scratch.tmp", "d"),
+        ]);
+        let source = Fixture {
+            prefix: Some("app".into()),
+            ignore: None,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let flag = AtomicBool::new(false);
+        let dir = scratch.path().join("snap");
+        let outcome = fetch(&source, store.clone(), None, dir.clone(), &flag).unwrap();
+        let FetchOutcome::Fetched { revision: rev, .. } = outcome else {
+            panic!("expected a fetch")
+        };
+        assert_eq!(files(&dir), vec!["app.yaml", "apps/web/deploy.yaml"]);
+        let again = fetch(&source, store, Some(&rev), scratch.path().join("2"), &flag).unwrap();
+        assert!(matches!(again, FetchOutcome::Unchanged));
+        assert!(!scratch.path().join("2").exists());
+    }
+
+    #[test]
+    fn ignore_field_and_markers() {
+        let store = store(&[
+            ("dir/", ""),
+            ("dir/a.yaml", "a"),
+            ("dir/b.bak", "b"),
+            (".sourceignore", ""),
+        ]);
+        let source = Fixture {
+            prefix: None,
+            ignore: Some("*.bak".into()),
+        };
+        let flag = AtomicBool::new(false);
+        let index = block_on(list(&source, &store, &flag)).unwrap();
+        assert_eq!(index.keys().collect::<Vec<_>>(), vec!["dir/a.yaml"]);
+    }
+
+    #[test]
+    fn empty_store_gives_an_empty_snapshot() {
+        let store = store(&[]);
+        let source = Fixture {
+            prefix: Some("nothing/".into()),
+            ignore: None,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let flag = AtomicBool::new(false);
+        let dir = scratch.path().join("snap");
+        match fetch(&source, store, None, dir.clone(), &flag).unwrap() {
+            FetchOutcome::Fetched { revision: rev, .. } => {
+                assert_eq!(rev, revision(&Index::new()));
+                assert!(files(&dir).is_empty());
+            }
+            FetchOutcome::Unchanged => panic!("expected a fetch"),
+        }
+    }
+
+    #[test]
+    fn interrupt_stops_the_fetch() {
+        let store = store(&[("a", "1")]);
+        let source = Fixture {
+            prefix: None,
+            ignore: None,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let flag = AtomicBool::new(true);
+        let err = fetch(&source, store, None, scratch.path().join("s"), &flag).unwrap_err();
+        assert!(err.to_string().contains("interrupted"), "{err}");
+    }
+
+    #[test]
+    fn unsafe_keys_are_refused() {
+        assert!(snapshot_path(Path::new("/s"), "a/../b").is_none());
+        assert!(snapshot_path(Path::new("/s"), "a//b").is_none());
+        assert_eq!(
+            snapshot_path(Path::new("/s"), "a/b"),
+            Some(PathBuf::from("/s/a/b"))
+        );
+    }
+}
