@@ -162,6 +162,23 @@ pub struct Credentials {
     pub ssh: Option<SshCredentials>,
 }
 
+impl Credentials {
+    /// The first configured mode the libgit2 backend cannot use yet, by its config name.
+    pub fn unsupported_by_libgit2(&self) -> Option<&'static str> {
+        if self.bearer.is_some() {
+            Some("bearerToken")
+        } else if self.ca_pem.is_some() {
+            Some("httpsCACert")
+        } else if self.client_tls.is_some() {
+            Some("client certificates (tlsClientCertFile)")
+        } else if self.ssh.is_some() {
+            Some("ssh keys")
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SshCredentials {
     /// The private key file's content (OpenSSH or PEM format).

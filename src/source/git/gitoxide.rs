@@ -70,6 +70,34 @@ pub fn fetch(
     Ok(())
 }
 
+/// The gix implementation of [`super::Backend`]: the cache repository and this sync's
+/// credentials session.
+pub struct Backend {
+    pub repo: gix::Repository,
+    pub session: Session,
+}
+
+impl super::Backend for Backend {
+    fn list_refs(&self, url: &str, reference: &GitReference) -> Result<Vec<RemoteRef>, Failure> {
+        list_refs(&self.repo, url, reference, &self.session)
+    }
+    fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), Failure> {
+        fetch(&self.repo, url, wanted, interrupt, &self.session)
+    }
+    fn has_commit(&self, commit: &str) -> bool {
+        has_commit(&self.repo, commit)
+    }
+    fn commit_time(&self, commit: &str) -> Option<i64> {
+        commit_time(&self.repo, commit)
+    }
+    fn is_shallow(&self) -> bool {
+        self.repo.is_shallow().unwrap_or(false)
+    }
+    fn materialise(&self, commit: &str, dest: &Path) -> Result<(), Failure> {
+        materialise(&self.repo, commit, dest)
+    }
+}
+
 /// Whether the fetch brought the commit (a server may answer a want for an unknown id with
 /// nothing rather than an error).
 pub fn has_commit(repo: &gix::Repository, commit: &str) -> bool {

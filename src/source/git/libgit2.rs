@@ -5,6 +5,7 @@
 //! libgit2 speaks protocol v1 only: the server advertises every ref and peeled tags arrive as
 //! separate `^{}` entries, which [`list_refs`] folds into the tag they peel.
 
+use super::auth::Credentials;
 use super::refs::{self, RemoteRef, Wanted};
 use crate::config::GitReference;
 use git2::{
@@ -99,7 +100,10 @@ pub fn fetch<'a>(
     options
         .remote_callbacks(callbacks)
         .download_tags(AutotagOption::None);
-    if wanted.shallow {
+    // libgit2 reads file:// repositories in-process, and that transport cannot do shallow
+    // fetches: local sources get full history (same snapshot, more disk).
+    let local = url.starts_with("file://") || !url.contains("://");
+    if wanted.shallow && !local {
         options.depth(1);
     } else if repo.is_shallow() {
         // A commit pinned on a branch needs the branch's history; i32::MAX unshallows.
@@ -111,6 +115,57 @@ pub fn fetch<'a>(
     remote
         .fetch(&specs, Some(&mut options), None)
         .map_err(|e| network_error(url, &e))
+}
+
+/// The libgit2 implementation of [`super::Backend`]. Credentials: HTTP basic for now; the
+/// other modes are refused before a backend is built ([`Credentials::unsupported_by_libgit2`]).
+pub struct Backend {
+    repo: git2::Repository,
+    credentials: Credentials,
+}
+
+impl Backend {
+    pub fn new(repo: git2::Repository, credentials: Credentials) -> Backend {
+        Backend { repo, credentials }
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut callbacks = RemoteCallbacks::new();
+        if let Some((user, password)) = &self.credentials.basic {
+            let mut tried = false;
+            callbacks.credentials(move |_, _, _| {
+                // libgit2 asks again after a 401: a second answer would loop forever.
+                if std::mem::replace(&mut tried, true) {
+                    return Err(git2::Error::from_str(
+                        "authentication failed (HTTP 401): check the user and password or token",
+                    ));
+                }
+                git2::Cred::userpass_plaintext(user, password.expose_str().unwrap_or(""))
+            });
+        }
+        callbacks
+    }
+}
+
+impl super::Backend for Backend {
+    fn list_refs(&self, url: &str, reference: &GitReference) -> Result<Vec<RemoteRef>, Failure> {
+        list_refs(&self.repo, url, reference, self.callbacks())
+    }
+    fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), Failure> {
+        fetch(&self.repo, url, wanted, interrupt, self.callbacks())
+    }
+    fn has_commit(&self, commit: &str) -> bool {
+        has_commit(&self.repo, commit)
+    }
+    fn commit_time(&self, commit: &str) -> Option<i64> {
+        commit_time(&self.repo, commit)
+    }
+    fn is_shallow(&self) -> bool {
+        self.repo.is_shallow()
+    }
+    fn materialise(&self, commit: &str, dest: &Path) -> Result<(), Failure> {
+        materialise(&self.repo, commit, dest)
+    }
 }
 
 /// Whether the fetch brought the commit.
