@@ -85,7 +85,12 @@ fn kustomization_key(c: &Configuration, k: &Kustomization) -> String {
 /// current artifact no longer answers the settings, so the next poll packs again.
 fn settings_digest(c: &Configuration) -> String {
     let s = &c.source;
-    let text = format!("{}\n{:?}\n{:?}", s.url, s.reference, s.ignore);
+    // Bucket and container settings go in whole (bucket, prefix, ...); their secrets print
+    // redacted, so a rotated key does not repack.
+    let text = format!(
+        "{}\n{:?}\n{:?}\n{:?}\n{:?}",
+        s.url, s.reference, s.ignore, s.bucket, s.azure_blob
+    );
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
