@@ -36,12 +36,7 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
     }
     let doc: StatusDocument = serde_json::from_str(&body).context("unexpected status document")?;
     for s in &doc.sources {
-        let ready = s
-            .conditions
-            .iter()
-            .find(|c| c.kind == "Ready")
-            .map(|c| c.status.as_str())
-            .unwrap_or("Unknown");
+        let ready = ready(&s.conditions);
         println!(
             "source {}/{}\tready={ready}\trevision={}\t{}",
             s.namespace,
@@ -51,12 +46,7 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
         );
     }
     for k in &doc.kustomizations {
-        let ready = k
-            .conditions
-            .iter()
-            .find(|c| c.kind == "Ready")
-            .map(|c| c.status.as_str())
-            .unwrap_or("Unknown");
+        let ready = ready(&k.conditions);
         println!(
             "kustomization {}/{}/{}\tready={ready}\trevision={}\tobjects={}\t{}",
             k.namespace,
@@ -90,4 +80,12 @@ pub fn reconcile(args: &ServerArgs, name: &str) -> anyhow::Result<i32> {
     }
     println!("{}", text.trim());
     Ok(0)
+}
+
+/// The Ready condition's status, as kubectl shows it.
+fn ready(conditions: &[crate::state::Condition]) -> &str {
+    conditions
+        .iter()
+        .find(|c| c.kind == "Ready")
+        .map_or("Unknown", |c| c.status.as_str())
 }
