@@ -1,7 +1,9 @@
-//! Every git auth mode of the gix backend against real servers: nginx + git http-backend with
-//! basic auth, a bearer token and TLS (a CA made by the harness), and OpenSSH's sshd.
-//! Negative cases check that the error is one sentence naming the source URL, and that no
-//! secret appears in it.
+//! Every git auth mode against real servers, on both implementations (`gix` and `git2`):
+//! nginx + git http-backend with basic auth, a bearer token and TLS (a CA made by the harness),
+//! and OpenSSH's sshd. Negative cases check that the error is one sentence naming the source
+//! URL, and that no secret appears in it; both implementations must word it the same way.
+//! Mutual TLS runs on gix only: libgit2 cannot present a client certificate, and git2 refuses
+//! such a source (tested below).
 
 mod support;
 
@@ -9,6 +11,7 @@ use gitopsd::config::{GitImplementation, GitReference};
 use gitopsd::source::git::auth::{GitAuthSettings, SecretBytes, SecretSource, SourceAuth};
 use gitopsd::source::git::GitSource;
 use gitopsd::source::{FetchOutcome, Source};
+use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +20,51 @@ use support::{fingerprint, keygen, HttpGitServer, Repo, SshServer, TestPki, TlsF
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
 const TOKEN: &str = "tok-1234567890abcdef";
+
+thread_local! {
+    /// The implementation the current test runs on (each test has its own thread).
+    static IMPLEMENTATION: Cell<GitImplementation> = const { Cell::new(GitImplementation::Gix) };
+}
+
+fn implementation() -> GitImplementation {
+    IMPLEMENTATION.with(Cell::get)
+}
+
+/// Each named test, once per implementation: `gix::NAME` and `git2::NAME`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod gix {
+            $(#[test]
+            fn $name() {
+                super::IMPLEMENTATION.with(|i| i.set(super::GitImplementation::Gix));
+                super::$name();
+            })*
+        }
+        mod git2 {
+            $(#[test]
+            fn $name() {
+                super::IMPLEMENTATION.with(|i| i.set(super::GitImplementation::Git2));
+                super::$name();
+            })*
+        }
+    };
+}
+
+on_both!(
+    https_basic_auth_fetches_and_a_wrong_password_fails_cleanly,
+    https_key_file_is_read_again_at_each_sync,
+    bearer_token_is_sent_and_a_wrong_one_fails_cleanly,
+    local_auth_ref_directory_holds_flux_keys,
+    https_with_a_custom_ca_and_its_failures,
+    ssh_keys_of_every_type_and_format,
+    encrypted_ssh_key_with_its_passphrase,
+    ssh_key_the_server_does_not_know_is_refused,
+    unknown_and_changed_host_keys_name_the_offered_fingerprint,
+    hashed_known_hosts_entries_match,
+    missing_and_corrupt_ssh_keys,
+    generated_key_is_created_once_kept_and_accepted_once_authorized,
+    daemon_generated_key_show_key_status_and_no_secret_in_logs,
+);
 
 fn repo() -> Repo {
     let repo = Repo::new();
@@ -38,7 +86,7 @@ impl Fetcher {
             id: "test/auth".into(),
             url: url.into(),
             reference: GitReference::RemoteHead,
-            implementation: GitImplementation::Gix,
+            implementation: implementation(),
             cache_dir: state.path().join("git/test/auth.git"),
             auth: SourceAuth {
                 settings,
@@ -46,6 +94,13 @@ impl Fetcher {
             },
         };
         Fetcher { state, source }
+    }
+
+    /// The same, on an explicitly chosen implementation.
+    fn on(implementation: GitImplementation, url: &str, settings: GitAuthSettings) -> Fetcher {
+        let mut fetcher = Fetcher::new(url, settings);
+        fetcher.source.implementation = implementation;
+        fetcher
     }
 
     fn with_generated_key(mut self, path: PathBuf) -> Fetcher {
@@ -97,6 +152,20 @@ impl Fetcher {
     }
 }
 
+/// Every file below `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 fn redacted(url: &str) -> String {
     gitopsd::source::git::refs::redact_url(url)
 }
@@ -135,7 +204,6 @@ fn basic(password: &str) -> GitAuthSettings {
     }
 }
 
-#[test]
 fn https_basic_auth_fetches_and_a_wrong_password_fails_cleanly() {
     let repo = repo();
     let server = http_server(None);
@@ -157,7 +225,6 @@ fn https_basic_auth_fetches_and_a_wrong_password_fails_cleanly() {
     );
 }
 
-#[test]
 fn https_key_file_is_read_again_at_each_sync() {
     let repo = repo();
     let server = http_server(None);
@@ -177,7 +244,6 @@ fn https_key_file_is_read_again_at_each_sync() {
     fetcher.fetch().unwrap();
 }
 
-#[test]
 fn bearer_token_is_sent_and_a_wrong_one_fails_cleanly() {
     let repo = repo();
     let server = http_server(None);
@@ -187,7 +253,29 @@ fn bearer_token_is_sent_and_a_wrong_one_fails_cleanly() {
         bearer_token: inline(TOKEN),
         ..Default::default()
     };
-    Fetcher::new(&url, ok).fetch().unwrap();
+    Fetcher::new(&url, ok.clone()).fetch().unwrap();
+    if implementation() == GitImplementation::Git2 {
+        // git2 lists refs with a bearer token through a download that must transfer nothing.
+        let cache = tempfile::tempdir().unwrap();
+        let repo = gitopsd::source::git::libgit2::open(cache.path()).unwrap();
+        let credentials = SourceAuth {
+            settings: ok,
+            generated_key: None,
+        }
+        .resolve(&url)
+        .unwrap();
+        let backend = gitopsd::source::git::libgit2::Backend::new(repo, credentials);
+        use gitopsd::source::git::Backend as _;
+        let refs = backend
+            .list_refs(&url, &GitReference::Branch("main".into()))
+            .unwrap();
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        let objects: Vec<_> = walkdir(&cache.path().join("objects"))
+            .into_iter()
+            .filter(|p| !p.ends_with("info") && !p.ends_with("pack"))
+            .collect();
+        assert!(objects.is_empty(), "listing downloaded {objects:?}");
+    }
     let wrong = GitAuthSettings {
         bearer_token: inline("tok-wrong"),
         ..Default::default()
@@ -199,7 +287,6 @@ fn bearer_token_is_sent_and_a_wrong_one_fails_cleanly() {
     );
 }
 
-#[test]
 fn local_auth_ref_directory_holds_flux_keys() {
     let repo = repo();
     let server = http_server(None);
@@ -240,7 +327,6 @@ fn local_auth_ref_directory_holds_flux_keys() {
     );
 }
 
-#[test]
 fn https_with_a_custom_ca_and_its_failures() {
     let pki = TestPki::new();
     let repo = repo();
@@ -356,6 +442,90 @@ fn mutual_tls_presents_the_client_certificate() {
     assert!(err.contains("does not belong"), "{err}");
 }
 
+/// The same failure, worded the same by both implementations.
+fn same_failure(url: &str, settings: GitAuthSettings, secrets: &[&str]) -> String {
+    let gix = Fetcher::on(GitImplementation::Gix, url, settings.clone()).fails(secrets);
+    let git2 = Fetcher::on(GitImplementation::Git2, url, settings).fails(secrets);
+    assert_eq!(gix, git2, "gix and git2 word the failure differently");
+    gix
+}
+
+#[test]
+fn both_implementations_word_http_failures_the_same() {
+    let pki = TestPki::new();
+    let repo = repo();
+    let plain = http_server(None);
+    plain.serve(repo.bare());
+    let tls = http_server(Some(&pki));
+    tls.serve(repo.bare());
+    let name = repo.bare().name();
+    same_failure(
+        &plain.auth_url(name),
+        basic("wrong-password"),
+        &["wrong-password"],
+    );
+    same_failure(&plain.auth_url(name), GitAuthSettings::default(), &[]);
+    let wrong_token = GitAuthSettings {
+        bearer_token: inline("tok-wrong"),
+        ..Default::default()
+    };
+    same_failure(&plain.bearer_url(name), wrong_token, &["tok-wrong"]);
+    let wrong_ca = GitAuthSettings {
+        ca_cert: file(&pki.other_ca_cert()),
+        ..basic(PASSWORD)
+    };
+    same_failure(&tls.https_url("auth", name), wrong_ca, &[PASSWORD]);
+    same_failure(&tls.https_url("", name), GitAuthSettings::default(), &[]);
+}
+
+#[test]
+fn both_implementations_word_ssh_failures_the_same() {
+    let repo = repo();
+    let server = SshServer::start();
+    let url = server.url(repo.bare());
+    let keys = Keys::new();
+    let passphrase = "correct horse battery";
+    let encrypted = keys.make("enc", "ed25519", &["-N", passphrase]);
+    server.authorize(&keys.public(&encrypted));
+    let stranger = keys.make("stranger", "ed25519", &[]);
+    same_failure(&url, ssh_settings(&server, &stranger), &[]);
+    same_failure(&url, ssh_settings(&server, &encrypted), &[passphrase]);
+    let wrong = GitAuthSettings {
+        ssh_passphrase: inline("not the passphrase"),
+        ..ssh_settings(&server, &encrypted)
+    };
+    same_failure(&url, wrong, &["not the passphrase", passphrase]);
+    let unknown_host = GitAuthSettings {
+        ssh_private_key: file(&stranger),
+        ..Default::default()
+    };
+    let err = same_failure(&url, unknown_host, &[]);
+    assert!(err.contains(&server.host_key_fingerprint()), "{err}");
+}
+
+/// libgit2 cannot present a client certificate: git2 refuses such a source in one sentence
+/// rather than connecting without it.
+#[test]
+fn git2_refuses_a_client_certificate() {
+    IMPLEMENTATION.with(|i| i.set(GitImplementation::Git2));
+    let pki = TestPki::new();
+    let repo = repo();
+    let server = http_server(Some(&pki));
+    server.serve(repo.bare());
+    let url = server.https_url("mtls", repo.bare().name());
+    let settings = GitAuthSettings {
+        ca_cert: file(&pki.ca_cert()),
+        tls_client_cert_file: Some(pki.client_cert()),
+        tls_client_key_file: Some(pki.client_key()),
+        ..Default::default()
+    };
+    let err = Fetcher::new(&url, settings).fails(&[]);
+    assert!(
+        err.contains("libgit2 cannot present client certificates"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------- SSH
 
 struct Keys {
@@ -390,7 +560,6 @@ fn ssh_settings(server: &SshServer, key: &Path) -> GitAuthSettings {
     }
 }
 
-#[test]
 fn ssh_keys_of_every_type_and_format() {
     let repo = repo();
     let server = SshServer::start();
@@ -402,6 +571,8 @@ fn ssh_keys_of_every_type_and_format() {
         ("ecdsa-pem", "ecdsa", &["-m", "PEM"][..]),
         ("rsa", "rsa", &["-b", "3072"][..]),
         ("rsa-pem", "rsa", &["-b", "2048", "-m", "PEM"][..]),
+        ("rsa-pkcs8", "rsa", &["-b", "2048", "-m", "PKCS8"][..]),
+        ("ecdsa-pkcs8", "ecdsa", &["-m", "PKCS8"][..]),
     ] {
         let key = keys.make(name, kind, extra);
         server.authorize(&keys.public(&key));
@@ -422,7 +593,6 @@ fn ssh_keys_of_every_type_and_format() {
     Fetcher::new(&url, settings).fetch().unwrap();
 }
 
-#[test]
 fn encrypted_ssh_key_with_its_passphrase() {
     let repo = repo();
     let server = SshServer::start();
@@ -457,7 +627,6 @@ fn encrypted_ssh_key_with_its_passphrase() {
     assert!(err.contains("passphrase"), "{err}");
 }
 
-#[test]
 fn ssh_key_the_server_does_not_know_is_refused() {
     let repo = repo();
     let server = SshServer::start();
@@ -467,7 +636,6 @@ fn ssh_key_the_server_does_not_know_is_refused() {
     assert!(err.contains("refused the SSH key"), "{err}");
 }
 
-#[test]
 fn unknown_and_changed_host_keys_name_the_offered_fingerprint() {
     let repo = repo();
     let server = SshServer::start();
@@ -513,7 +681,37 @@ fn unknown_and_changed_host_keys_name_the_offered_fingerprint() {
     );
 }
 
-#[test]
+/// known_hosts as `ssh-keygen -H` writes it: hashed host names still match.
+fn hashed_known_hosts_entries_match() {
+    let repo = repo();
+    let server = SshServer::start();
+    let url = server.url(repo.bare());
+    let keys = Keys::new();
+    let key = keys.make("id", "ed25519", &[]);
+    server.authorize(&keys.public(&key));
+    let known = keys.dir.path().join("known_hosts");
+    fs::write(&known, server.known_hosts_line() + "\n").unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&known)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hashed = fs::read_to_string(&known).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    let settings = GitAuthSettings {
+        ssh_private_key: file(&key),
+        known_hosts: file(&known),
+        ..Default::default()
+    };
+    Fetcher::new(&url, settings).fetch().unwrap();
+}
+
 fn missing_and_corrupt_ssh_keys() {
     let repo = repo();
     let server = SshServer::start();
@@ -544,7 +742,6 @@ fn missing_and_corrupt_ssh_keys() {
     assert!(err.contains("not a PEM or OpenSSH private key"), "{err}");
 }
 
-#[test]
 fn generated_key_is_created_once_kept_and_accepted_once_authorized() {
     let repo = repo();
     let server = SshServer::start();
@@ -613,9 +810,12 @@ impl Drop for KillOnDrop {
 /// shows it as `repositoryPublicKey`, sshd accepts it once authorized, and it survives a
 /// restart. Alongside, an HTTP source with a wrong password and one with a bearer token:
 /// neither secret may appear in the log or the status.
-#[test]
 fn daemon_generated_key_show_key_status_and_no_secret_in_logs() {
     use std::process::{Command, Stdio};
+    let imp = match implementation() {
+        GitImplementation::Git2 => "git2",
+        _ => "gix",
+    };
     let repo = repo();
     let sshd = SshServer::start();
     let http = http_server(None);
@@ -634,11 +834,11 @@ fn daemon_generated_key_show_key_status_and_no_secret_in_logs() {
         format!(
             "stateDir: ./state\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nconfigurations:\n\
              \x20 - name: fleet\n\
-             \x20   source: {{ kind: git, url: \"{}\", knownHostsFile: ./known_hosts, interval: 1h }}\n\
+             \x20   source: {{ kind: git, url: \"{}\", knownHostsFile: ./known_hosts, gitImplementation: {imp}, interval: 1h }}\n\
              \x20 - name: basic\n\
-             \x20   source: {{ kind: git, url: \"{}\", httpsUser: {USER}, httpsKeyFile: ./wrong-password, interval: 1h }}\n\
+             \x20   source: {{ kind: git, url: \"{}\", httpsUser: {USER}, httpsKeyFile: ./wrong-password, gitImplementation: {imp}, interval: 1h }}\n\
              \x20 - name: token\n\
-             \x20   source: {{ kind: git, url: \"{}\", bearerToken: {TOKEN}, interval: 1h }}\n",
+             \x20   source: {{ kind: git, url: \"{}\", bearerToken: {TOKEN}, gitImplementation: {imp}, interval: 1h }}\n",
             sshd.url(repo.bare()),
             http.auth_url(repo.bare().name()),
             http.bearer_url(repo.bare().name()),

@@ -163,16 +163,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The first configured mode the libgit2 backend cannot use yet, by its config name.
+    /// The first configured mode the libgit2 backend cannot use, by its config name: only a
+    /// client certificate, as libgit2 has no way to present one.
     pub fn unsupported_by_libgit2(&self) -> Option<&'static str> {
-        if self.bearer.is_some() {
-            Some("bearerToken")
-        } else if self.ca_pem.is_some() {
-            Some("httpsCACert")
-        } else if self.client_tls.is_some() {
+        if self.client_tls.is_some() {
             Some("client certificates (tlsClientCertFile)")
-        } else if self.ssh.is_some() {
-            Some("ssh keys")
         } else {
             None
         }

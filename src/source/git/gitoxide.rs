@@ -42,17 +42,7 @@ pub fn fetch(
     interrupt: &AtomicBool,
     session: &Session,
 ) -> Result<(), Failure> {
-    let specs: Vec<String> = if wanted.refs.is_empty() {
-        // A bare commit: protocol v2 servers hand out any reachable object by id.
-        vec![format!("{}:refs/gitopsd/commit", wanted.commit)]
-    } else {
-        wanted
-            .refs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| format!("+{r}:refs/gitopsd/want/{i}"))
-            .collect()
-    };
+    let specs = wanted.refspecs();
     let remote = remote(repo, url, &specs)?;
     let connection = connect(&remote, url, session)?;
     let mut prepare = connection

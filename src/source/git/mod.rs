@@ -53,7 +53,7 @@ impl Source for GitSource {
             source: e,
         };
         let implementation = match self.backend() {
-            // Until libgit2 has every auth mode, `auto` keeps such sources on gix.
+            // libgit2 cannot present a client certificate: `auto` keeps such sources on gix.
             GitImplementation::Git2
                 if self.implementation == GitImplementation::Auto
                     && credentials.unsupported_by_libgit2().is_some() =>
@@ -67,7 +67,7 @@ impl Source for GitSource {
                 let refused = credentials.unsupported_by_libgit2();
                 if let Some(mode) = refused {
                     return Err(fail(format!(
-                        "cannot fetch from {}: the git2 implementation does not support {mode} yet; set gitImplementation: gix",
+                        "cannot fetch from {}: libgit2 cannot present {mode}; set gitImplementation: gix",
                         refs::redact_url(url)
                     )));
                 }

@@ -34,6 +34,23 @@ pub struct Wanted {
     pub tie: Vec<(String, String)>,
 }
 
+impl Wanted {
+    /// Fetch refspecs, landing under `refs/gitopsd/` so that the cache never mixes with
+    /// anything a user might have configured. A bare commit is asked for by id, which
+    /// protocol v2 servers (and v1 servers allowing reachable SHA-1s) hand out.
+    pub fn refspecs(&self) -> Vec<String> {
+        if self.refs.is_empty() {
+            vec![format!("{}:refs/gitopsd/commit", self.commit)]
+        } else {
+            self.refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| format!("+{r}:refs/gitopsd/want/{i}"))
+                .collect()
+        }
+    }
+}
+
 /// The ref prefixes to ask the remote for (ls-refs `ref-prefix`), or `None` when the
 /// reference needs no listing at all (a bare commit).
 pub fn listing_prefixes(reference: &GitReference) -> Option<Vec<String>> {
