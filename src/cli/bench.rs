@@ -124,28 +124,6 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
 }
 
 fn fetch_pack(work: &Path, url: &str, runs: usize) -> anyhow::Result<()> {
-    let ours = measure(runs, || {
-        let state = fresh_dir(work, "state")?;
-        let source = git_source(url, &state);
-        let scratch = state.join("snapshot");
-        std::fs::create_dir_all(&scratch)?;
-        let FetchOutcome::Fetched { revision, dir } =
-            source.fetch(None, scratch, &AtomicBool::new(false))?
-        else {
-            bail!("expected a fetch");
-        };
-        let rules = IgnoreRules::for_git(&dir, None)?;
-        ArtifactStore::new(state.join("artifacts")).store(
-            "git",
-            "bench",
-            "repo",
-            revision.digest_hex(),
-            &revision,
-            &dir,
-            &rules,
-        )?;
-        Ok(())
-    })?;
     let baseline = measure(runs, || {
         let dir = fresh_dir(work, "clone")?;
         let script = format!(
@@ -154,45 +132,72 @@ fn fetch_pack(work: &Path, url: &str, runs: usize) -> anyhow::Result<()> {
         );
         sh(&script)
     })?;
-    report(
-        "fetch+pack (depth 1)",
-        ours,
-        "git clone --depth 1 + tar | gzip -6",
-        baseline,
-    );
+    // Both implementations against the same baseline: the figures behind `auto`.
+    for implementation in [GitImplementation::Gix, GitImplementation::Git2] {
+        let ours = measure(runs, || {
+            let state = fresh_dir(work, "state")?;
+            let source = git_source(url, &state, implementation);
+            let scratch = state.join("snapshot");
+            std::fs::create_dir_all(&scratch)?;
+            let FetchOutcome::Fetched { revision, dir } =
+                source.fetch(None, scratch, &AtomicBool::new(false))?
+            else {
+                bail!("expected a fetch");
+            };
+            let rules = IgnoreRules::for_git(&dir, None)?;
+            ArtifactStore::new(state.join("artifacts")).store(
+                "git",
+                "bench",
+                "repo",
+                revision.digest_hex(),
+                &revision,
+                &dir,
+                &rules,
+            )?;
+            Ok(())
+        })?;
+        report(
+            &format!("fetch+pack (depth 1, {implementation:?})"),
+            ours,
+            "git clone --depth 1 + tar | gzip -6",
+            baseline,
+        );
+    }
     Ok(())
 }
 
 fn unchanged_poll(work: &Path, url: &str, runs: usize) -> anyhow::Result<()> {
-    let state = fresh_dir(work, "poll")?;
-    let source = git_source(url, &state);
-    let scratch = state.join("snapshot");
-    std::fs::create_dir_all(&scratch)?;
-    let FetchOutcome::Fetched { revision, .. } =
-        source.fetch(None, scratch, &AtomicBool::new(false))?
-    else {
-        bail!("expected a fetch");
-    };
-    let ours = measure(runs, || {
-        match source.fetch(
-            Some(&revision),
-            state.join("unused"),
-            &AtomicBool::new(false),
-        )? {
-            FetchOutcome::Unchanged => Ok(()),
-            FetchOutcome::Fetched { .. } => bail!("an unchanged remote was fetched"),
-        }
-    })?;
     let baseline = measure(runs, || {
         sh(&format!("git ls-remote {url} refs/heads/main > /dev/null"))
     })?;
     let scheme = url.split("://").next().unwrap_or("");
-    report(
-        &format!("unchanged poll ({scheme}://)"),
-        ours,
-        "git ls-remote",
-        baseline,
-    );
+    for implementation in [GitImplementation::Gix, GitImplementation::Git2] {
+        let state = fresh_dir(work, "poll")?;
+        let source = git_source(url, &state, implementation);
+        let scratch = state.join("snapshot");
+        std::fs::create_dir_all(&scratch)?;
+        let FetchOutcome::Fetched { revision, .. } =
+            source.fetch(None, scratch, &AtomicBool::new(false))?
+        else {
+            bail!("expected a fetch");
+        };
+        let ours = measure(runs, || {
+            match source.fetch(
+                Some(&revision),
+                state.join("unused"),
+                &AtomicBool::new(false),
+            )? {
+                FetchOutcome::Unchanged => Ok(()),
+                FetchOutcome::Fetched { .. } => bail!("an unchanged remote was fetched"),
+            }
+        })?;
+        report(
+            &format!("unchanged poll ({scheme}://, {implementation:?})"),
+            ours,
+            "git ls-remote",
+            baseline,
+        );
+    }
     Ok(())
 }
 
@@ -257,12 +262,12 @@ fn wait_ready(port: u16, limit: Duration) -> bool {
     false
 }
 
-fn git_source(url: &str, state: &Path) -> GitSource {
+fn git_source(url: &str, state: &Path, implementation: GitImplementation) -> GitSource {
     GitSource {
         id: "bench/repo".into(),
         url: url.into(),
         reference: GitReference::Branch("main".into()),
-        implementation: GitImplementation::Gix,
+        implementation,
         cache_dir: state.join("cache.git"),
         auth: Default::default(),
     }
