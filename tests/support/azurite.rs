@@ -18,6 +18,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use tempfile::TempDir;
 
+pub use super::objects::block_on;
+
 use super::process::{start_on_free_port, wait_until_ready, Probe, ServerProcess, StartError};
 
 /// Azurite's well-known account.
@@ -222,25 +224,11 @@ impl Azurite {
 
     /// Uploads `objects` (key, content) into `container`.
     pub fn put(&self, container: &str, objects: &[(&str, &[u8])]) {
-        let store = self.admin(container);
-        block_on(async {
-            for (key, content) in objects {
-                store
-                    .put(&ObjectPath::from(*key), PutPayload::from(content.to_vec()))
-                    .await
-                    .unwrap_or_else(|e| panic!("upload {key}: {e}"));
-            }
-        });
+        super::objects::put(&*self.admin(container), objects);
     }
 
     pub fn delete(&self, container: &str, key: &str) {
-        let store = self.admin(container);
-        block_on(async {
-            store
-                .delete(&ObjectPath::from(key))
-                .await
-                .unwrap_or_else(|e| panic!("delete {key}: {e}"));
-        });
+        super::objects::delete(&*self.admin(container), key);
     }
 
     /// `(key, etag)` of every object in `container`, as listed.
@@ -327,15 +315,6 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs()
-}
-
-/// Runs a future to completion on a private runtime (tests are synchronous).
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
 }
 
 async fn create_container(azurite: &Azurite, container: &str) {

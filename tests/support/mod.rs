@@ -18,6 +18,7 @@ pub mod azurite;
 mod daemon;
 mod git;
 mod http;
+mod objects;
 mod output;
 mod process;
 pub mod seaweed;

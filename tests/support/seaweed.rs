@@ -17,6 +17,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use tempfile::TempDir;
 
+pub use super::objects::block_on;
+
 use super::azurite::TestCa;
 use super::process::{
     free_port, start_on_free_port, wait_until_ready, Probe, ServerProcess, StartError,
@@ -161,26 +163,12 @@ impl Seaweed {
 
     /// Uploads `objects` (key, content) into `bucket`.
     pub fn put(&self, bucket: &str, objects: &[(&str, &[u8])]) {
-        let store = self.admin(bucket);
-        block_on(async {
-            for (key, content) in objects {
-                store
-                    .put(&ObjectPath::from(*key), PutPayload::from(content.to_vec()))
-                    .await
-                    .unwrap_or_else(|e| panic!("upload {key}: {e}"));
-            }
-        });
+        super::objects::put(&*self.admin(bucket), objects);
     }
 
     /// Deletes `key` from `bucket`.
     pub fn delete(&self, bucket: &str, key: &str) {
-        let store = self.admin(bucket);
-        block_on(async {
-            store
-                .delete(&ObjectPath::from(key))
-                .await
-                .unwrap_or_else(|e| panic!("delete {key}: {e}"));
-        });
+        super::objects::delete(&*self.admin(bucket), key);
     }
 
     /// The S3 gateway's Prometheus text.
@@ -221,15 +209,6 @@ impl Seaweed {
             }
         }
     }
-}
-
-/// Runs `future` on a private runtime (tests call the harness outside any runtime).
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(future)
 }
 
 fn write_identities(dir: &Path) {
