@@ -7,8 +7,13 @@
 #   fcgiwrap          runs git-http-backend as FastCGI behind nginx
 #   openssh-server    sshd, for git-over-ssh tests
 #   openssl           makes test CAs, certificates and htpasswd hashes
+#   tinyproxy-bin     a real HTTP proxy (plain forwarding and CONNECT) for the proxy tests;
+#                     the binary only, without the `tinyproxy` package's system service
 #   kustomize         `kubectl kustomize` when kubectl is present; otherwise a standalone
 #                     kustomize built from the Go module proxy into the cache dir
+#   kube-apiserver    a real Kubernetes API server and its etcd, for the tests of
+#   + etcd            `localAuthRef: { secret }`; built once from the Go module proxy into the
+#                     cache dir (see below)
 #
 # Heavy things are cached under ${GITOPSD_CACHE:-$HOME/.cache/gitopsd}; nothing relies on the
 # cache being there. Services that the packages would start at install time (nginx on :80,
@@ -39,6 +44,37 @@ as_root() {
 missing_pkgs=()
 need_pkg() { missing_pkgs+=("$1"); }
 
+# Sets go_bin to a go command of at least 1.21, the first that fetches the toolchain a module
+# asks for by itself (GOTOOLCHAIN=auto). Debian 12's golang-go is 1.19: with it, a newer
+# toolchain is taken from the Go module proxy, where Go publishes each release as the module
+# golang.org/toolchain (what GOTOOLCHAIN=auto downloads too), into the cache.
+go_bootstrap_toolchain="v0.0.1-go1.24.13.linux-amd64"
+find_go() {
+    if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+        export PATH="$PATH:/usr/local/go/bin"
+    fi
+    if ! command -v go >/dev/null 2>&1; then
+        log "installing Debian package golang-go (to build from the Go module proxy)"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            golang-go ca-certificates
+    fi
+    go_bin="$(command -v go)"
+    local minor
+    minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
+    if [ "${minor:-0}" -lt 21 ]; then
+        log "$("$go_bin" version) is too old; fetching golang.org/toolchain@$go_bootstrap_toolchain"
+        local dir
+        dir="$(cd / && env GOFLAGS=-modcacherw GOPATH="$cache_dir/go" \
+            GOMODCACHE="$cache_dir/go/pkg/mod" GOCACHE="$cache_dir/go/build" \
+            "$go_bin" mod download -json "golang.org/toolchain@$go_bootstrap_toolchain" \
+            | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+        # Module zips carry no file modes; the go command sets them when it switches itself.
+        chmod -R u+x "$dir/bin" "$dir/pkg/tool"
+        go_bin="$dir/bin/go"
+    fi
+}
+
 command -v git >/dev/null 2>&1 || need_pkg git
 [ -x /usr/lib/git-core/git-http-backend ] || need_pkg git
 [ -x /usr/sbin/nginx ] || need_pkg nginx-light
@@ -46,6 +82,7 @@ command -v git >/dev/null 2>&1 || need_pkg git
 [ -x /usr/sbin/sshd ] || need_pkg openssh-server
 command -v ssh-keygen >/dev/null 2>&1 || need_pkg openssh-client
 command -v openssl >/dev/null 2>&1 || need_pkg openssl
+[ -x /usr/bin/tinyproxy ] || need_pkg tinyproxy-bin
 
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
     # Deduplicate (git can be listed twice) while keeping the order.
@@ -73,7 +110,7 @@ if [ "${#missing_pkgs[@]}" -gt 0 ]; then
     placed_policy=0
     trap - EXIT
 else
-    log "Debian packages present: git nginx fcgiwrap openssh-server openssl"
+    log "Debian packages present: git nginx fcgiwrap openssh-server openssl tinyproxy"
 fi
 
 # kustomize: kubectl has it built in. Without kubectl, build a standalone kustomize once and
@@ -85,21 +122,13 @@ elif command -v kustomize >/dev/null 2>&1; then
 else
     kustomize_bin="$cache_dir/bin/kustomize-$kustomize_version"
     if [ ! -x "$kustomize_bin" ]; then
-        if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-            export PATH="$PATH:/usr/local/go/bin"
-        fi
-        if ! command -v go >/dev/null 2>&1; then
-            log "installing Debian package golang-go (to build kustomize)"
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-                golang-go ca-certificates
-        fi
+        find_go
         log "building kustomize $kustomize_version with go install (cached in $cache_dir)"
         gobin="$(mktemp -d)"
         # GOTOOLCHAIN=auto lets an older go fetch the toolchain kustomize asks for, as a module.
         env GOBIN="$gobin" GOTOOLCHAIN=auto GOFLAGS=-modcacherw \
             GOPATH="$cache_dir/go" GOMODCACHE="$cache_dir/go/pkg/mod" GOCACHE="$cache_dir/go/build" \
-            go install "$kustomize_module@$kustomize_version"
+            "$go_bin" install "$kustomize_module@$kustomize_version"
         mkdir -p "$cache_dir/bin"
         mv "$gobin/kustomize" "$kustomize_bin"
         rmdir "$gobin"
@@ -112,6 +141,59 @@ else
         ln -sf "$kustomize_bin" "$cache_dir/bin/kustomize"
         log "kustomize: $cache_dir/bin/kustomize ($kustomize_version); add $cache_dir/bin to PATH"
     fi
+fi
+
+# kube-apiserver and etcd for the tests of `localAuthRef: { secret: NAME }` (tests/git_secret.rs
+# starts them through tests/support/kube.rs). Debian 12 packages neither usably (its etcd-server
+# is 3.4, its kubectl 1.20 and no API server), and release downloads are off limits, so both are
+# built from the Go module proxy, once, into $cache_dir/kube/<version>/.
+# `go install k8s.io/kubernetes/cmd/kube-apiserver@...` does not work: k8s.io/kubernetes
+# replaces its k8s.io/* staging modules with ./staging/... paths, which go install refuses. A
+# throwaway module requires k8s.io/kubernetes and replaces every staging module with its
+# published release (k8s.io/api v0.34.4 for Kubernetes v1.34.4, ...). etcd is built in the
+# same module at the version Kubernetes pins (go.etcd.io/etcd/server/v3 v3.6.4), the pair that
+# Kubernetes is tested with; Debian's etcd 3.4 is two minor releases older. v1.34 asks for
+# go >= 1.24, which go1.24 and later (or GOTOOLCHAIN=auto) provide.
+# Timed on the 2-core dev machine from an empty cache, starting from Debian's go 1.19: about a
+# minute of downloads (toolchain and modules), then 491 s to build both (kube-apiserver alone:
+# 333 s), each time next to a cargo build; binaries 100 MB + 26 MB, Go's module and build caches
+# about 3 GB. Later runs only check that both binaries are there.
+kube_version="v1.34.4"
+etcd_version="v3.6.4"
+kube_dir="$cache_dir/kube/$kube_version"
+if [ -x "$kube_dir/kube-apiserver" ] && [ -x "$kube_dir/etcd" ]; then
+    log "kube-apiserver $kube_version, etcd $etcd_version: $kube_dir"
+else
+    find_go
+    log "building kube-apiserver $kube_version and etcd $etcd_version with $("$go_bin" version | cut -d' ' -f3) (5-15 minutes, once; cached in $kube_dir)"
+    build_dir="$kube_dir/build"
+    rm -rf "$build_dir"
+    mkdir -p "$build_dir"
+    (
+        cd "$build_dir"
+        export GOTOOLCHAIN=auto GOFLAGS=-modcacherw GOPATH="$cache_dir/go" \
+            GOMODCACHE="$cache_dir/go/pkg/mod" GOCACHE="$cache_dir/go/build"
+        printf 'module gitopsd.test/kube-build\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n' \
+            "$kube_version" > go.mod
+        kube_mod="$("$go_bin" mod download -json "k8s.io/kubernetes@$kube_version" \
+            | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+        staging_version="v0.${kube_version#v1.}"
+        for module in $(sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*|\1|p' "$kube_mod"); do
+            "$go_bin" mod edit -replace "$module=$module@$staging_version"
+        done
+        "$go_bin" get "k8s.io/kubernetes/cmd/kube-apiserver@$kube_version" \
+            "go.etcd.io/etcd/server/v3@$etcd_version"
+        SECONDS=0
+        "$go_bin" build -trimpath -o kube-apiserver \
+            -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$kube_version" \
+            k8s.io/kubernetes/cmd/kube-apiserver
+        "$go_bin" build -trimpath -ldflags "-s -w" -o etcd go.etcd.io/etcd/server/v3
+        log "built in $SECONDS s"
+    )
+    # Both or neither: the check above must never find half a pair.
+    mv "$build_dir/etcd" "$kube_dir/etcd"
+    mv "$build_dir/kube-apiserver" "$kube_dir/kube-apiserver"
+    log "kube-apiserver $kube_version, etcd $etcd_version: $kube_dir"
 fi
 
 # Azurite (Azure Storage emulator) for the azblob tests, from npm into the cache. Pinned: 3.35

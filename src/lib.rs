@@ -9,6 +9,7 @@ pub mod apply;
 pub mod artifact;
 pub mod atomic;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod reconcile;
 pub mod render;

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use gitopsd::config::{AzureAuth, AzureBlobSettings, Secret, SecretValue};
 use gitopsd::source::azblob::AzureBlobSource;
-use gitopsd::source::{FetchOutcome, Source};
+use gitopsd::source::{FetchOutcome, Snapshot, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::azurite::{account_sas, openssl_cli, unix_now, Azurite, TestCa, ACCOUNT_KEY};
@@ -239,7 +239,10 @@ fn unchanged_revision_downloads_nothing_and_empty_container_is_an_empty_snapshot
     let stop = AtomicBool::new(false);
     let scratch = tempfile::tempdir().unwrap();
     let revision = match source.fetch(None, scratch.path().join("a"), &stop).unwrap() {
-        FetchOutcome::Fetched { revision, dir } => {
+        FetchOutcome::Fetched {
+            revision,
+            snapshot: Snapshot::Dir(dir),
+        } => {
             assert!(dir.join("apps/web.yaml").is_file());
             revision
         }
@@ -263,7 +266,10 @@ fn unchanged_revision_downloads_nothing_and_empty_container_is_an_empty_snapshot
         AzureAuth::AccountKey(SecretValue::Inline(Secret(ACCOUNT_KEY.into()))),
     );
     match empty.fetch(None, scratch.path().join("c"), &stop).unwrap() {
-        FetchOutcome::Fetched { revision, dir } => {
+        FetchOutcome::Fetched {
+            revision,
+            snapshot: Snapshot::Dir(dir),
+        } => {
             assert_eq!(
                 revision.as_str(),
                 format!("sha256:{}", hex::encode(Sha256::digest(b"")))
@@ -948,4 +954,84 @@ fn secret_files_are_read_again_at_every_sync() {
     std::fs::remove_file(dir.path().join("account.key")).unwrap();
     let (report, output) = run_once(dir.path(), &yaml);
     assert_failed(&report, &output, &["cannot read accountKeyFile"], &[]);
+}
+
+/// Flux's keys in a Kubernetes Secret (`localAuthRef: { secret }`, read through a real
+/// kube-apiserver, see tests/support/kube.rs) at every sync: an account key, then a SAS key
+/// in its place, then nothing usable, each seen by the next run.
+#[test]
+fn local_auth_ref_secret_is_read_through_the_kubernetes_api_at_every_sync() {
+    let cluster = support::kube::KubeCluster::shared();
+    let azurite = Azurite::start();
+    seeded(&azurite, "fleet");
+    let namespace = cluster.create_namespace("azblob");
+    cluster.put_secret(
+        &namespace,
+        "azure",
+        &[("accountKey", format!("{ACCOUNT_KEY}\n").as_bytes())],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(cluster.admin_kubeconfig(), dir.path().join("kubeconfig")).unwrap();
+    let config = dir.path().join("gitopsd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stateDir: ./state\nserver: {{ listen: \"127.0.0.1:{}\" }}\n\
+             kubernetes: {{ kubeconfig: ./kubeconfig }}\n\
+             configurations:\n  - name: fleet\n    namespace: {namespace}\n    source:\n{}",
+            free_port(),
+            source_yaml(
+                &azurite.endpoint(),
+                "fleet",
+                &[("localAuthRef", "{ secret: azure }")]
+            )
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let output = Command::new(gitopsd_bin())
+            .args(["run", "--once", "-o", "json", "--config"])
+            .arg(&config)
+            .env("GITOPSD_LOG", "debug")
+            .env_remove("IDENTITY_ENDPOINT")
+            .env_remove("MSI_ENDPOINT")
+            .output()
+            .expect("run gitopsd");
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", describe(&output)));
+        (report, output)
+    };
+    let (report, output) = run();
+    assert_synced(&azurite, "fleet", &report, &output);
+    let revision = report["sources"][0]["revision"].clone();
+    for secret in [ACCOUNT_KEY, support::kube::ADMIN_TOKEN] {
+        assert!(
+            !text(&output.stderr).contains(secret),
+            "{}",
+            describe(&output)
+        );
+    }
+
+    let sas = account_sas("rl", unix_now() + 3600);
+    cluster.put_secret(&namespace, "azure", &[("sasKey", sas.as_bytes())]);
+    azurite.put("fleet", &[("apps/new.yaml", b"kind: ConfigMap\n")]);
+    let (report, output) = run();
+    assert_eq!(
+        report["sources"][0]["error"],
+        Value::Null,
+        "{}",
+        describe(&output)
+    );
+    assert_ne!(report["sources"][0]["revision"], revision);
+
+    cluster.put_secret(&namespace, "azure", &[("unrelated", b"x")]);
+    let (report, output) = run();
+    assert_failed(
+        &report,
+        &output,
+        &[&format!(
+            "the Kubernetes Secret `{namespace}/azure` holds no usable credential"
+        )],
+        &[ACCOUNT_KEY, support::kube::ADMIN_TOKEN],
+    );
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use gitopsd::config::{BucketCredentials, BucketSettings, Secret, SecretValue};
 use gitopsd::source::bucket::BucketSource;
-use gitopsd::source::{FetchOutcome, Revision, Source};
+use gitopsd::source::{FetchOutcome, Revision, Snapshot, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::azurite::TestCa;
@@ -276,7 +276,7 @@ fn unchanged_bucket_downloads_nothing_and_a_changed_object_gives_a_new_revision(
     let (third, scratch) = fetch(&source, Some(&revision));
     let FetchOutcome::Fetched {
         revision: new_revision,
-        dir,
+        snapshot: Snapshot::Dir(dir),
     } = third
     else {
         panic!("a changed object is fetched")
@@ -298,7 +298,11 @@ fn unchanged_bucket_downloads_nothing_and_a_changed_object_gives_a_new_revision(
     // A deleted object is a new revision too.
     seaweed.delete("fleet", "apps/db.yaml");
     let (fourth, _s) = fetch(&source, Some(&new_revision));
-    let FetchOutcome::Fetched { revision: r4, dir } = fourth else {
+    let FetchOutcome::Fetched {
+        revision: r4,
+        snapshot: Snapshot::Dir(dir),
+    } = fourth
+    else {
         panic!("a deletion is fetched")
     };
     assert_eq!(
@@ -844,7 +848,11 @@ fn objects_that_change_or_vanish_during_the_download_are_handled_as_flux_does() 
     );
     let source = library_source(&format!("http://127.0.0.1:{proxy}"), "fleet", None);
     let (outcome, _scratch) = fetch(&source, None);
-    let FetchOutcome::Fetched { revision, dir } = outcome else {
+    let FetchOutcome::Fetched {
+        revision,
+        snapshot: Snapshot::Dir(dir),
+    } = outcome
+    else {
         panic!("a first fetch downloads")
     };
     assert_eq!(
@@ -868,4 +876,92 @@ fn objects_that_change_or_vanish_during_the_download_are_handled_as_flux_does() 
     let direct = library_source(&seaweed.endpoint(), "fleet", None);
     let (again, _s) = fetch(&direct, Some(&revision));
     assert!(matches!(again, FetchOutcome::Unchanged), "{again:?}");
+}
+
+/// Flux's `accesskey` and `secretkey` in a Kubernetes Secret (`localAuthRef: { secret }`,
+/// read through a real kube-apiserver, see tests/support/kube.rs) at every sync: a changed key
+/// is what the next run uses, and a Secret without a key is named in the error.
+#[test]
+fn keys_from_a_kubernetes_secret_are_read_at_every_sync() {
+    let cluster = support::kube::KubeCluster::shared();
+    let seaweed = Seaweed::start(&["fleet"]);
+    seaweed.put("fleet", FLEET);
+    let namespace = cluster.create_namespace("bucket");
+    let keys = |secret_key: &str| {
+        cluster.put_secret(
+            &namespace,
+            "s3-keys",
+            &[
+                ("accesskey", READER_ACCESS_KEY.as_bytes()),
+                ("secretkey", secret_key.as_bytes()),
+            ],
+        )
+    };
+    keys(READER_SECRET_KEY);
+    let setup = Setup::new();
+    std::fs::copy(cluster.admin_kubeconfig(), setup.path().join("kubeconfig")).unwrap();
+    let source = source_yaml(
+        &seaweed.endpoint(),
+        "fleet",
+        &[
+            ("localAuthRef", "{ secret: s3-keys }"),
+            ("ignore", "\"*.bak\""),
+        ],
+    );
+    let config = setup.path().join("gitopsd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stateDir: ./state\nserver: {{ listen: \"127.0.0.1:{}\" }}\n\
+             kubernetes: {{ kubeconfig: ./kubeconfig }}\n\
+             configurations:\n  - name: fleet\n    namespace: {namespace}\n    source:\n{source}",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let output = Command::new(gitopsd_bin())
+            .args(["run", "--once", "-o", "json", "--config"])
+            .arg(&config)
+            .env("GITOPSD_LOG", "debug")
+            .env_remove("GITOPSD_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gitopsd");
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", describe(&output)));
+        (report, output)
+    };
+    let (report, output) = run();
+    let (revision, _) = synced(&report, &output);
+    assert_eq!(revision, expected_revision(FLEET, FLEET_PACKED));
+    let leaks = [
+        READER_SECRET_KEY,
+        support::kube::ADMIN_TOKEN,
+        "not-the-secret-key",
+    ];
+    assert!(
+        !leaks.iter().any(|s| text(&output.stderr).contains(s)),
+        "{}",
+        describe(&output)
+    );
+
+    keys("not-the-secret-key");
+    let (report, output) = run();
+    let error = failed(&report, &output, "fleet", &leaks);
+    assert!(error.contains("SignatureDoesNotMatch"), "{error}");
+
+    cluster.put_secret(
+        &namespace,
+        "s3-keys",
+        &[("accesskey", READER_ACCESS_KEY.as_bytes())],
+    );
+    let (report, output) = run();
+    let error = failed(&report, &output, "fleet", &leaks);
+    assert!(
+        error.contains(&format!(
+            "the Kubernetes Secret `{namespace}/s3-keys` has no `secretkey`"
+        )),
+        "{error}"
+    );
 }

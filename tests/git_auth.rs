@@ -116,7 +116,8 @@ impl Fetcher {
             .join(format!("snap-{}", N.fetch_add(1, Ordering::Relaxed)));
         fs::create_dir_all(&scratch).unwrap();
         match self.source.fetch(None, scratch, &AtomicBool::new(false)) {
-            Ok(FetchOutcome::Fetched { revision, dir }) => {
+            Ok(FetchOutcome::Fetched { revision, snapshot }) => {
+                let (_guard, dir) = support::unpack(&snapshot, &revision);
                 let content = fs::read_to_string(dir.join("deploy/app.yaml")).unwrap();
                 assert_eq!(content, "kind: ConfigMap\n");
                 Ok(revision.to_string())

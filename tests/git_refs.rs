@@ -106,9 +106,13 @@ impl Fetcher {
             .map_err(|e| e.to_string())
     }
 
-    fn fetched(&self) -> (Revision, PathBuf) {
+    /// The revision and its files (extracted from the artifact; the guard keeps them).
+    fn fetched(&self) -> (Revision, (tempfile::TempDir, PathBuf)) {
         match self.fetch(None) {
-            Ok(FetchOutcome::Fetched { revision, dir }) => (revision, dir),
+            Ok(FetchOutcome::Fetched { revision, snapshot }) => {
+                let files = support::unpack(&snapshot, &revision);
+                (revision, files)
+            }
             other => panic!("expected a fetch, got {other:?}"),
         }
     }
@@ -133,7 +137,7 @@ fn assert_revision(h: &History, reference: GitReference, expected: &str, content
     );
     for (transport, url, imp) in &served.urls {
         let f = Fetcher::new(url, reference.clone(), *imp);
-        let (revision, dir) = f.fetched();
+        let (revision, (_guard, dir)) = f.fetched();
         assert_eq!(revision.as_str(), expected, "over {transport}");
         let got = std::fs::read_to_string(dir.join("deploy/app.yaml")).unwrap();
         assert_eq!(got.trim_end(), want_content, "content over {transport}");
@@ -486,7 +490,7 @@ fn snapshot_keeps_executables_and_unicode_and_drops_symlinks() {
             GitReference::Branch("main".into()),
             imp,
         );
-        let (_, dir) = f.fetched();
+        let (_, (_guard, dir)) = f.fetched();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join("bin/run.sh"))
             .unwrap()

@@ -94,19 +94,143 @@ pub enum PackError {
     },
 }
 
-/// Stream the tree at `dir` (filtered by `rules`) as tar.gz into `out`, hashing as it goes.
-pub fn pack_dir(dir: &Path, rules: &IgnoreRules, mut out: impl Write) -> Result<Packed, PackError> {
-    let meta = fs::metadata(dir).map_err(|source| PackError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(PackError::Read {
-            path: dir.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        });
+/// A tree to pack: the directory entries and file bytes of a snapshot. The walk order, the
+/// names and every header field are decided here alone, so two trees with the same content
+/// give the same bytes whatever they are: a directory on disk ([`DirTree`]) or a commit read
+/// straight from a git object database (`source::git::tree`), which spares a git source
+/// writing its files out only to read them back.
+pub trait Tree: Send {
+    /// How the tree finds a directory again (a git tree id; on disk the path is enough).
+    type Dir: Send;
+    /// How the tree finds a file again.
+    type File: Send;
+
+    fn root(&self) -> Self::Dir;
+    /// The regular files and directories in `dir` (at `rel`), in any order. Anything else
+    /// (symlinks, submodules, devices) is left out: artifacts hold files and directories only.
+    fn entries(&mut self, dir: &Self::Dir, rel: &Path) -> Result<Entries<Self>, PackError>;
+    /// The content of a file listed by [`Tree::entries`].
+    fn content(&mut self, file: &Self::File, rel: &Path) -> Result<Content<'_>, PackError>;
+}
+
+/// The entries of one directory of `T`.
+pub type Entries<T> = Vec<TreeEntry<<T as Tree>::Dir, <T as Tree>::File>>;
+
+pub struct TreeEntry<D, F> {
+    pub name: std::ffi::OsString,
+    pub kind: EntryKind<D, F>,
+}
+
+pub enum EntryKind<D, F> {
+    Dir(D),
+    File(F),
+}
+
+/// A file's bytes: streamed from an open file, or already in memory (a git blob).
+pub enum Content<'a> {
+    Open {
+        file: File,
+        /// The size when it was opened; packing fails if the file no longer has it.
+        size: u64,
+        executable: bool,
+        path: PathBuf,
+    },
+    Bytes {
+        data: &'a [u8],
+        executable: bool,
+    },
+}
+
+/// A directory on disk.
+pub struct DirTree {
+    root: PathBuf,
+}
+
+impl DirTree {
+    pub fn new(root: &Path) -> Result<DirTree, PackError> {
+        let meta = fs::metadata(root).map_err(|source| PackError::Read {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(PackError::Read {
+                path: root.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Ok(DirTree {
+            root: root.to_path_buf(),
+        })
+    }
+}
+
+impl Tree for DirTree {
+    type Dir = ();
+    type File = ();
+
+    fn root(&self) {}
+
+    fn entries(&mut self, _: &(), rel: &Path) -> Result<Entries<Self>, PackError> {
+        let dir = self.root.join(rel);
+        let read_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PackError::Read { path, source }
+        };
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(read_err(&dir))? {
+            let entry = entry.map_err(read_err(&dir))?;
+            let file_type = entry.file_type().map_err(read_err(&entry.path()))?;
+            let kind = if file_type.is_dir() {
+                EntryKind::Dir(())
+            } else if file_type.is_file() {
+                EntryKind::File(())
+            } else {
+                continue;
+            };
+            entries.push(TreeEntry {
+                name: entry.file_name(),
+                kind,
+            });
+        }
+        Ok(entries)
     }
 
+    fn content(&mut self, _: &(), rel: &Path) -> Result<Content<'_>, PackError> {
+        let path = self.root.join(rel);
+        let err = |source| PackError::Read {
+            path: path.clone(),
+            source,
+        };
+        let listed = fs::symlink_metadata(&path).map_err(err)?;
+        let file = File::open(&path).map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        // The walk saw a regular file; refuse anything swapped in since (a symlink, say).
+        if !listed.is_file() || !meta.is_file() || !same_inode(&listed, &meta) {
+            return Err(PackError::Changed {
+                path,
+                expected: listed.len(),
+            });
+        }
+        Ok(Content::Open {
+            file,
+            size: meta.len(),
+            executable: is_executable(&meta),
+            path,
+        })
+    }
+}
+
+/// Stream the tree at `dir` (filtered by `rules`) as tar.gz into `out`, hashing as it goes.
+pub fn pack_dir(dir: &Path, rules: &IgnoreRules, out: impl Write) -> Result<Packed, PackError> {
+    pack_tree(DirTree::new(dir)?, rules, out)
+}
+
+/// Stream `tree` (filtered by `rules`) as tar.gz into `out`, hashing as it goes.
+pub fn pack_tree<T: Tree>(
+    mut tree: T,
+    rules: &IgnoreRules,
+    mut out: impl Write,
+) -> Result<Packed, PackError> {
     std::thread::scope(|scope| {
         let (tar_tx, tar_rx) = mpsc::sync_channel::<Chunk>(QUEUE);
         let (tar_free_tx, tar_free_rx) = mpsc::channel::<Chunk>();
@@ -116,7 +240,15 @@ pub fn pack_dir(dir: &Path, rules: &IgnoreRules, mut out: impl Write) -> Result<
         let walker = scope.spawn(move || {
             let mut tar = TarStream::new(tar_tx, tar_free_rx);
             let mut name = Vec::with_capacity(256);
-            walk(dir, &mut PathBuf::new(), &mut name, rules, &mut tar)?;
+            let root = tree.root();
+            walk(
+                &mut tree,
+                &root,
+                &mut PathBuf::new(),
+                &mut name,
+                rules,
+                &mut tar,
+            )?;
             tar.finish()
         });
 
@@ -387,56 +519,51 @@ fn fill(header: &mut tar::Header, kind: tar::EntryType, mode: u32, size: u64) {
     header.set_cksum();
 }
 
-struct Child {
+struct Child<D, F> {
     name: std::ffi::OsString,
     /// `name`, plus `/` for a directory: the order of tar names.
     key: Vec<u8>,
-    is_dir: bool,
+    kind: EntryKind<D, F>,
 }
 
 /// Depth-first, children sorted by `key`; `rel` and `name` track the current directory.
-fn walk(
-    root: &Path,
+fn walk<T: Tree>(
+    tree: &mut T,
+    dir: &T::Dir,
     rel: &mut PathBuf,
     name: &mut Vec<u8>,
     rules: &IgnoreRules,
     tar: &mut TarStream,
 ) -> Result<(), PackError> {
-    let dir = root.join(&*rel);
-    let read_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PackError::Read { path, source }
-    };
-    let mut children = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(read_err(&dir))? {
-        let entry = entry.map_err(read_err(&dir))?;
-        let file_type = entry.file_type().map_err(read_err(&entry.path()))?;
-        if !(file_type.is_dir() || file_type.is_file()) {
-            continue;
-        }
-        let child_name = entry.file_name();
-        let mut key = os_bytes(&child_name).to_vec();
-        if file_type.is_dir() {
-            key.push(b'/');
-        }
-        children.push(Child {
-            name: child_name,
-            key,
-            is_dir: file_type.is_dir(),
-        });
-    }
+    let mut children: Vec<Child<T::Dir, T::File>> = tree
+        .entries(dir, rel)?
+        .into_iter()
+        .map(|entry| {
+            let mut key = os_bytes(&entry.name).to_vec();
+            if matches!(entry.kind, EntryKind::Dir(_)) {
+                key.push(b'/');
+            }
+            Child {
+                name: entry.name,
+                key,
+                kind: entry.kind,
+            }
+        })
+        .collect();
     children.sort_unstable_by(|a, b| a.key.cmp(&b.key));
 
     let name_len = name.len();
     for child in children {
         rel.push(&child.name);
-        if !rules.excludes_entry(rel, child.is_dir) {
+        let is_dir = matches!(child.kind, EntryKind::Dir(_));
+        if !rules.excludes_entry(rel, is_dir) {
             name.extend_from_slice(&child.key);
-            if child.is_dir {
-                tar.header(name, tar::EntryType::Directory, MODE_DIR, 0)?;
-                walk(root, rel, name, rules, tar)?;
-            } else {
-                pack_file(root, rel, name, tar)?;
+            match child.kind {
+                EntryKind::Dir(sub) => {
+                    tar.header(name, tar::EntryType::Directory, MODE_DIR, 0)?;
+                    walk(tree, &sub, rel, name, rules, tar)?;
+                }
+                EntryKind::File(file) => pack_file(tree.content(&file, rel)?, name, tar)?,
             }
             name.truncate(name_len);
         }
@@ -445,30 +572,25 @@ fn walk(
     Ok(())
 }
 
-fn pack_file(root: &Path, rel: &Path, name: &[u8], tar: &mut TarStream) -> Result<(), PackError> {
-    let path = root.join(rel);
-    let err = |source| PackError::Read {
-        path: path.clone(),
-        source,
-    };
-    let listed = fs::symlink_metadata(&path).map_err(err)?;
-    let mut file = File::open(&path).map_err(err)?;
-    let meta = file.metadata().map_err(err)?;
-    // The walk saw a regular file; refuse anything swapped in since (a symlink, say).
-    if !listed.is_file() || !meta.is_file() || !same_inode(&listed, &meta) {
-        return Err(PackError::Changed {
+fn pack_file(content: Content<'_>, name: &[u8], tar: &mut TarStream) -> Result<(), PackError> {
+    let mode = |executable| if executable { MODE_EXEC } else { MODE_FILE };
+    match content {
+        Content::Open {
+            mut file,
+            size,
+            executable,
             path,
-            expected: listed.len(),
-        });
+        } => {
+            tar.header(name, tar::EntryType::Regular, mode(executable), size)?;
+            tar.copy_file(&mut file, size, &path)
+        }
+        Content::Bytes { data, executable } => {
+            let size = data.len() as u64;
+            tar.header(name, tar::EntryType::Regular, mode(executable), size)?;
+            tar.put(data)?;
+            tar.pad(size)
+        }
     }
-    let mode = if is_executable(&meta) {
-        MODE_EXEC
-    } else {
-        MODE_FILE
-    };
-    let size = meta.len();
-    tar.header(name, tar::EntryType::Regular, mode, size)?;
-    tar.copy_file(&mut file, size, &path)
 }
 
 #[cfg(unix)]

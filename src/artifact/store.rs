@@ -9,7 +9,7 @@
 //! are the same, a damaged old file gets repaired, and the fresh mtime marks it as the newest
 //! for GC.
 
-use super::pack::{pack_dir, PackError};
+use super::pack::{pack_tree, PackError, Tree};
 use super::Artifact;
 use crate::atomic::{self, AtomicFile};
 use crate::source::ignore::IgnoreRules;
@@ -38,9 +38,8 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("packing {dir} into {path} failed: {source}")]
+    #[error("packing into {path} failed: {source}")]
     Pack {
-        dir: PathBuf,
         path: PathBuf,
         #[source]
         source: PackError,
@@ -68,19 +67,18 @@ impl ArtifactStore {
         &self.root
     }
 
-    /// Pack `dir` into `<root>/<kind>/<namespace>/<name>/<file_stem>.tar.gz` atomically.
-    /// `file_stem` is the commit sha for git, the hex digest for buckets.
-    #[allow(clippy::too_many_arguments)]
+    /// Pack `tree` into `<root>/<kind>/<namespace>/<name>/<digest>.tar.gz` atomically, where
+    /// `<digest>` is the revision's hex (the commit sha for git, the digest for buckets).
     pub fn store(
         &self,
         kind: &str,
         namespace: &str,
         name: &str,
-        file_stem: &str,
         revision: &Revision,
-        dir: &Path,
+        tree: impl Tree,
         rules: &IgnoreRules,
     ) -> Result<Artifact, StoreError> {
+        let file_stem = revision.digest_hex();
         for (what, value) in [
             ("kind", kind),
             ("namespace", namespace),
@@ -96,8 +94,7 @@ impl ArtifactStore {
         let file = format!("{file_stem}{ARTIFACT_SUFFIX}");
         let path = self.dir_of(kind, namespace, name).join(&file);
         let mut out = AtomicFile::create(&path).map_err(io_error(&path))?;
-        let packed = pack_dir(dir, rules, &mut out).map_err(|source| StoreError::Pack {
-            dir: dir.to_path_buf(),
+        let packed = pack_tree(tree, rules, &mut out).map_err(|source| StoreError::Pack {
             path: path.clone(),
             source,
         })?;
@@ -295,6 +292,7 @@ fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::pack::DirTree;
 
     fn snapshot(content: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -324,9 +322,8 @@ mod tests {
                 "gitrepository",
                 "flux-system",
                 "fleet",
-                &sha,
                 &revision,
-                snap.path(),
+                DirTree::new(snap.path()).unwrap(),
                 &rules(),
             )
             .unwrap();
@@ -359,9 +356,8 @@ mod tests {
                 "gitrepository",
                 "flux-system",
                 "fleet",
-                &sha,
                 &revision,
-                snap.path(),
+                DirTree::new(snap.path()).unwrap(),
                 &rules(),
             )
             .unwrap();
@@ -375,15 +371,16 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let store = ArtifactStore::new(state.path().to_path_buf());
         let snap = snapshot("x");
-        let rev = Revision("sha256:00".into());
-        for (ns, name, stem) in [
+        for (ns, name, digest) in [
             ("..", "n", "s"),
             ("ns", "a/b", "s"),
             ("ns", "n", ""),
             ("ns", "n", ".hidden"),
         ] {
+            let rev = Revision(format!("sha256:{digest}"));
+            let tree = DirTree::new(snap.path()).unwrap();
             let err = store
-                .store("bucket", ns, name, stem, &rev, snap.path(), &rules())
+                .store("bucket", ns, name, &rev, tree, &rules())
                 .unwrap_err();
             assert!(matches!(err, StoreError::InvalidName { .. }), "{err}");
         }

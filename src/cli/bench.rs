@@ -5,7 +5,6 @@
 use crate::artifact::store::ArtifactStore;
 use crate::config::{GitImplementation, GitReference};
 use crate::source::git::GitSource;
-use crate::source::ignore::IgnoreRules;
 use crate::source::{FetchOutcome, Source};
 use anyhow::{bail, Context};
 use std::net::TcpListener;
@@ -139,21 +138,15 @@ fn fetch_pack(work: &Path, url: &str, runs: usize) -> anyhow::Result<()> {
             let source = git_source(url, &state, implementation);
             let scratch = state.join("snapshot");
             std::fs::create_dir_all(&scratch)?;
-            let FetchOutcome::Fetched { revision, dir } =
+            let FetchOutcome::Fetched { revision, snapshot } =
                 source.fetch(None, scratch, &AtomicBool::new(false))?
             else {
                 bail!("expected a fetch");
             };
-            let rules = IgnoreRules::for_git(&dir, None)?;
-            ArtifactStore::new(state.join("artifacts")).store(
-                "git",
-                "bench",
-                "repo",
-                revision.digest_hex(),
-                &revision,
-                &dir,
-                &rules,
-            )?;
+            let store = ArtifactStore::new(state.join("artifacts"));
+            snapshot
+                .store(&store, "git", "bench", "repo", &revision, None)
+                .map_err(anyhow::Error::msg)?;
             Ok(())
         })?;
         report(

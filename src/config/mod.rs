@@ -504,14 +504,179 @@ configurations:
 
     #[test]
     fn unknown_top_level_key_and_display() {
-        let err = load_test("configurations: []\nkubernetes:\n  kubeconfig: /x\n").unwrap_err();
+        let err = load_test("configurations: []\ncluster:\n  kubeconfig: /x\n").unwrap_err();
         assert_eq!(err.len(), 1);
         assert_eq!((err[0].line, err[0].column), (2, 1));
         assert_eq!(
             err.to_string(),
-            "gitopsd.yaml:2:1: unknown field `kubernetes` at the top level, expected one of \
-             `stateDir`, `server`, `maxConcurrentFetches`, `configurations`"
+            "gitopsd.yaml:2:1: unknown field `cluster` at the top level, expected one of \
+             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `configurations`"
         );
+    }
+
+    #[test]
+    fn kubernetes_section_and_local_auth_ref_secret() {
+        let text = r#"kubernetes: { kubeconfig: ./kube/config, context: edge }
+configurations:
+  - name: fleet
+    namespace: team
+    source:
+      kind: git
+      url: https://example.com/fleet
+      localAuthRef: { secret: git-auth }
+"#;
+        let settings = load_test(text).unwrap_or_else(|e| panic!("{e}"));
+        let kubernetes = settings.kubernetes.clone().unwrap();
+        assert_eq!(
+            kubernetes,
+            KubernetesSettings {
+                kubeconfig: PathBuf::from("/etc/gitopsd/kube/config"),
+                context: Some("edge".into()),
+            }
+        );
+        let auth = &settings.configurations[0].source.git_auth;
+        assert!(auth.local_auth_ref.is_none());
+        assert_eq!(
+            auth.local_auth_secret,
+            Some(SecretRef {
+                kubernetes,
+                namespace: "team".into(),
+                name: "git-auth".into(),
+            })
+        );
+        // Without `namespace`, the Secret is read in "default", like everything else.
+        let settings = load_test(
+            "kubernetes: { kubeconfig: /k }\nconfigurations:\n  - name: a\n    source: { kind: git, url: 'ssh://git@h/r', localAuthRef: { secret: s } }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let secret = settings.configurations[0]
+            .source
+            .git_auth
+            .local_auth_secret
+            .clone();
+        assert_eq!(secret.unwrap().to_string(), "default/s");
+        assert!(!crate::source::git::auth::uses_generated_key(
+            &settings.configurations[0].source.git_auth,
+            "ssh://git@h/r"
+        ));
+        assert!(load_test("configurations: []\n")
+            .unwrap()
+            .kubernetes
+            .is_none());
+        // A bucket's `accesskey` and `secretkey` come from a Secret the same way.
+        let settings = load_test(
+            "kubernetes: { kubeconfig: /k }\nconfigurations:\n  - name: a\n    source: { kind: bucket, url: 'https://s3', bucketName: fleet, localAuthRef: { secret: s3-keys } }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let bucket = settings.configurations[0].source.bucket.clone().unwrap();
+        assert!(
+            matches!(&bucket.credentials, BucketCredentials::LocalAuthSecret(s) if s.name == "s3-keys"),
+            "{:?}",
+            bucket.credentials
+        );
+        assert!(settings.configurations[0]
+            .source
+            .git_auth
+            .local_auth_secret
+            .is_none());
+        // And an azblob source's keys (`accountKey`, `sasKey`, the service principal's ...).
+        let settings = load_test(
+            "kubernetes: { kubeconfig: /k }\nconfigurations:\n  - name: a\n    source: { kind: azblob, url: 'https://acct.blob.core.windows.net', containerName: fleet, localAuthRef: { secret: azure } }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let azure = settings.configurations[0]
+            .source
+            .azure_blob
+            .clone()
+            .unwrap();
+        assert!(
+            matches!(&azure.auth, AzureAuth::LocalAuthSecret(s) if s.name == "azure"),
+            "{:?}",
+            azure.auth
+        );
+    }
+
+    #[test]
+    fn local_auth_ref_secret_problems() {
+        // A Secret needs a cluster.
+        let text = "configurations:\n  - name: a\n    source: { kind: git, url: 'https://h/r', localAuthRef: { secret: git } }\n";
+        assert_eq!(
+            problems(text),
+            vec![(
+                3,
+                70,
+                "`localAuthRef.secret` names a Kubernetes Secret, which needs a cluster: add the \
+                 top-level `kubernetes: { kubeconfig: PATH }`, or use `localAuthRef.directory`"
+                    .to_string()
+            )]
+        );
+        let text = r#"kubernetes: {}
+configurations:
+  - name: a
+    source:
+      kind: git
+      url: https://h/r
+      httpsUser: u
+      httpsKey: k
+      localAuthRef: { secret: Not_A_Name }
+  - name: b
+    source:
+      kind: git
+      url: https://h/r
+      localAuthRef: { directory: /d, secret: s }
+  - name: c
+    source: { kind: git, url: 'https://h/r', localAuthRef: {} }
+  - name: d
+    source: { kind: bucket, url: 'https://s3', bucketName: fleet, bucketAccessKey: a, bucketSecretKey: b, localAuthRef: { secret: s } }
+"#;
+        let found = problems(text);
+        let expected: Vec<(usize, usize, &str)> = vec![
+            (1, 13, "missing required field `kubeconfig`"),
+            (
+                7,
+                18,
+                "`httpsUser` cannot be combined with `localAuthRef` (line 9)",
+            ),
+            (
+                8,
+                17,
+                "`httpsKey` cannot be combined with `localAuthRef` (line 9)",
+            ),
+            (
+                9,
+                31,
+                "invalid Secret name \"Not_A_Name\" in localAuthRef.secret: ",
+            ),
+            (
+                14,
+                46,
+                "`localAuthRef` takes either `directory` or `secret`, not both",
+            ),
+            (
+                16,
+                60,
+                "`localAuthRef` needs `directory` (a directory of Flux's keys)",
+            ),
+            (
+                18,
+                131,
+                "a bucket source takes either keys (bucketAccessKey/bucketSecretKey or their",
+            ),
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for ((line, column, message), (l, c, prefix)) in found.iter().zip(expected) {
+            assert_eq!((*line, *column), (l, c), "{message}");
+            assert!(message.starts_with(prefix), "{message}");
+        }
+        // The kubeconfig may not be empty; a context may be left out but not left empty.
+        let found = problems("kubernetes: { kubeconfig: '', context: '' }\nconfigurations: []\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0]
+            .2
+            .starts_with("kubernetes.kubeconfig must not be empty"));
+        assert!(found[1]
+            .2
+            .starts_with("kubernetes.context must not be empty"));
     }
 
     #[test]

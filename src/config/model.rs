@@ -17,7 +17,34 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// How many sources may fetch at the same time.
     pub max_concurrent_fetches: usize,
+    /// The cluster (top-level `kubernetes`); `None`: no cluster is configured.
+    pub kubernetes: Option<KubernetesSettings>,
     pub configurations: Vec<Configuration>,
+}
+
+/// How to reach the cluster: a kubeconfig file and, optionally, one of its contexts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// Absolute. Read again whenever a connection is made (see `crate::cluster`).
+    pub kubeconfig: PathBuf,
+    /// `None`: the kubeconfig's `current-context`.
+    pub context: Option<String>,
+}
+
+/// A Kubernetes Secret that a source's `localAuthRef` names: always in the configuration's
+/// namespace, read through the top-level `kubernetes` connection at every sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    pub kubernetes: KubernetesSettings,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    /// `namespace/name`, as kubectl names objects.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Azure's unit: one source plus N kustomizations.
@@ -172,6 +199,8 @@ pub enum AzureAuth {
     /// A directory of Flux's secret keys (`accountKey`, `sasKey`, `tenantId`, `clientId`,
     /// `clientSecret`, `clientCertificate`, ...), read again at every sync.
     LocalAuthRef(PathBuf),
+    /// The same keys in a Kubernetes Secret, read through the API at every sync.
+    LocalAuthSecret(SecretRef),
 }
 
 /// A secret value from the config. `Debug` never shows it.
@@ -210,6 +239,8 @@ pub enum BucketCredentials {
     },
     /// A directory holding Flux's `accesskey` and `secretkey` files.
     LocalAuthRef(PathBuf),
+    /// The same keys in a Kubernetes Secret, read through the API at every sync.
+    LocalAuthSecret(SecretRef),
 }
 
 /// A secret given inline or as a file read again at every sync.

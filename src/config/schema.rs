@@ -12,10 +12,12 @@ pub type Text = Spanned<String>;
 pub const SETTINGS_FIELDS: &[&str] = &[
     "stateDir",
     "server",
+    "kubernetes",
     "maxConcurrentFetches",
     "configurations",
 ];
 pub const SERVER_FIELDS: &[&str] = &["listen"];
+pub const KUBERNETES_FIELDS: &[&str] = &["kubeconfig", "context"];
 pub const CONFIGURATION_FIELDS: &[&str] = &[
     "name",
     "namespace",
@@ -59,7 +61,9 @@ pub const AZURE_BLOB_SOURCE_FIELDS: &[&str] = &[
     "localAuthRef",
     "caFile",
 ];
-pub const LOCAL_AUTH_REF_FIELDS: &[&str] = &["directory"];
+/// `directory` (files, e.g. a mounted Secret) or `secret` (a Secret read through the API);
+/// exactly one.
+pub const LOCAL_AUTH_REF_FIELDS: &[&str] = &["directory", "secret"];
 /// The `bucket` kind's own source keys (see [`RawBucket`]); `prefix`, `localAuthRef` and
 /// `caFile` are shared with `azblob` and parsed once, into [`RawAzureBlob`].
 pub const BUCKET_SOURCE_FIELDS: &[&str] = &[
@@ -131,6 +135,7 @@ pub struct RawSettings {
     pub pos: Pos,
     pub state_dir: Option<Text>,
     pub server: Option<RawServer>,
+    pub kubernetes: Option<RawKubernetes>,
     pub max_concurrent_fetches: Option<Text>,
     /// `None` when missing (already reported) or not a list.
     pub configurations: Option<Vec<RawConfiguration>>,
@@ -140,6 +145,14 @@ pub struct RawSettings {
 pub struct RawServer {
     pub pos: Pos,
     pub listen: Option<Text>,
+}
+
+/// The top-level `kubernetes` section.
+#[derive(Debug, Clone)]
+pub struct RawKubernetes {
+    pub pos: Pos,
+    pub kubeconfig: Option<Text>,
+    pub context: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +233,9 @@ pub struct RawAzureBlob {
     pub authority_host: Option<Text>,
     /// `localAuthRef.directory`, positioned at the value.
     pub local_auth_ref: Option<Text>,
+    /// `localAuthRef.secret` (a Secret's name), positioned at the value; never set together
+    /// with `local_auth_ref` (the decoder reports both and keeps neither).
+    pub local_auth_ref_secret: Option<Text>,
     pub ca_file: Option<Text>,
 }
 
@@ -270,6 +286,7 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
             pos: root.pos,
             state_dir: None,
             server: None,
+            kubernetes: None,
             max_concurrent_fetches: None,
             configurations: None,
         };
@@ -279,6 +296,16 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         .map(|f| RawServer {
             pos: f.pos,
             listen: f.text("listen", problems),
+        });
+    let kubernetes = fields
+        .mapping("kubernetes", KUBERNETES_FIELDS, problems)
+        .map(|f| {
+            f.require("kubeconfig", problems);
+            RawKubernetes {
+                pos: f.pos,
+                kubeconfig: f.text("kubeconfig", problems),
+                context: f.text("context", problems),
+            }
         });
     let configurations = match fields.list("configurations", problems) {
         Some(items) => Some(
@@ -296,6 +323,7 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         pos: fields.pos,
         state_dir: fields.text("stateDir", problems),
         server,
+        kubernetes,
         max_concurrent_fetches: fields.text("maxConcurrentFetches", problems),
         configurations,
     }
@@ -396,12 +424,45 @@ fn azure_blob(fields: &Fields<'_>, problems: &mut Problems) -> RawAzureBlob {
             }
         }
     }
-    let local_auth_ref = fields
+    let (local_auth_ref, local_auth_ref_secret) = fields
         .mapping("localAuthRef", LOCAL_AUTH_REF_FIELDS, problems)
-        .and_then(|f| {
-            f.require("directory", problems);
-            f.text("directory", problems)
-        });
+        .map(|f| {
+            let directory = f.text("directory", problems);
+            let secret = f.text("secret", problems);
+            match (directory, secret) {
+                (Some(_), Some(secret)) => {
+                    problems.push(
+                        secret.pos,
+                        "`localAuthRef` takes either `directory` or `secret`, not both",
+                    );
+                    (None, None)
+                }
+                (None, None) => {
+                    let given = f
+                        .entries
+                        .iter()
+                        .filter(|e| e.key == "directory" || e.key == "secret");
+                    let mut any = false;
+                    for entry in given {
+                        any = true;
+                        if entry.value.kind == NodeKind::Null {
+                            problems
+                                .push(entry.key_pos, format!("`{}` must have a value", entry.key));
+                        }
+                    }
+                    if !any {
+                        problems.push(
+                            f.pos,
+                            "`localAuthRef` needs `directory` (a directory of Flux's keys) or \
+                             `secret` (the name of a Kubernetes Secret)",
+                        );
+                    }
+                    (None, None)
+                }
+                pair => pair,
+            }
+        })
+        .unwrap_or_default();
     RawAzureBlob {
         container_name: fields.text("containerName", problems),
         prefix: fields.text("prefix", problems),
@@ -422,6 +483,7 @@ fn azure_blob(fields: &Fields<'_>, problems: &mut Problems) -> RawAzureBlob {
         mi_endpoint: fields.text("miEndpoint", problems),
         authority_host: fields.text("authorityHost", problems),
         local_auth_ref,
+        local_auth_ref_secret,
         ca_file: fields.text("caFile", problems),
     }
 }
@@ -651,12 +713,12 @@ mod tests {
 
     #[test]
     fn unknown_top_level_key_is_reported_at_the_key() {
-        let (_, problems) = decode_text("configurations: []\n  \nkubernetes: {}\n");
+        let (_, problems) = decode_text("configurations: []\n  \ncluster: {}\n");
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].0, Pos::new(3, 1));
         assert!(
             problems[0].1.starts_with(
-                "unknown field `kubernetes` at the top level, expected one of `stateDir`"
+                "unknown field `cluster` at the top level, expected one of `stateDir`"
             ),
             "{}",
             problems[0].1

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use super::duration::{self, DurationError};
 use super::model::{
-    Configuration, GitImplementation, GitReference, Kustomization, Publish, Settings, SourceKind,
-    SourceSettings, Target, DEFAULT_INTERVAL,
+    Configuration, GitImplementation, GitReference, KubernetesSettings, Kustomization, Publish,
+    SecretRef, Settings, SourceKind, SourceSettings, Target, DEFAULT_INTERVAL,
 };
 use super::positions::{Pos, Problems};
 use super::schema::{
-    RawConfiguration, RawGitRef, RawKustomization, RawPublish, RawSettings, RawSource, Text,
+    RawConfiguration, RawGitRef, RawKubernetes, RawKustomization, RawPublish, RawSettings,
+    RawSource, Text,
 };
 use crate::source::git::semver::Range;
 
@@ -75,6 +76,15 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         None => DEFAULT_MAX_CONCURRENT_FETCHES,
     };
 
+    let kubernetes = raw
+        .kubernetes
+        .as_ref()
+        .and_then(|k| kubernetes(k, base_dir, problems));
+    let cluster = Cluster {
+        configured: raw.kubernetes.is_some(),
+        settings: kubernetes.as_ref(),
+    };
+
     let raw_configurations = raw.configurations.as_deref().unwrap_or_default();
     let mut configurations = Vec::with_capacity(raw_configurations.len());
     // (namespace, name) → line of the first definition.
@@ -98,7 +108,7 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
                 seen.insert(key, name.pos.line);
             }
         }
-        if let Some(configuration) = configuration(raw_configuration, base_dir, problems) {
+        if let Some(configuration) = configuration(raw_configuration, base_dir, cluster, problems) {
             configurations.push(configuration);
         }
     }
@@ -107,13 +117,97 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         state_dir,
         listen,
         max_concurrent_fetches,
+        kubernetes,
         configurations,
     }
+}
+
+/// What the configurations need to know about the top-level `kubernetes` section.
+#[derive(Clone, Copy)]
+struct Cluster<'a> {
+    /// The section is written (valid or not: a broken one was reported already).
+    configured: bool,
+    /// The section, when valid.
+    settings: Option<&'a KubernetesSettings>,
+}
+
+fn kubernetes(
+    raw: &RawKubernetes,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<KubernetesSettings> {
+    let kubeconfig = raw.kubeconfig.as_ref().and_then(|text| {
+        if text.value.trim().is_empty() {
+            problems.push(
+                text.pos,
+                "kubernetes.kubeconfig must not be empty; expected the path of a kubeconfig file",
+            );
+            return None;
+        }
+        Some(resolve(base_dir, Path::new(&text.value)))
+    });
+    let context = match &raw.context {
+        Some(text) if text.value.trim().is_empty() => {
+            problems.push(
+                text.pos,
+                "kubernetes.context must not be empty; leave it out to use the kubeconfig's \
+                 current-context",
+            );
+            return None;
+        }
+        Some(text) => Some(text.value.clone()),
+        None => None,
+    };
+    Some(KubernetesSettings {
+        kubeconfig: kubeconfig?,
+        context,
+    })
+}
+
+/// A `localAuthRef.secret`: a valid Secret name and a cluster to read it from. Every source
+/// kind takes it, as the same keys a `localAuthRef.directory` holds.
+fn secret_ref(
+    raw: &RawSource,
+    namespace: Option<&str>,
+    cluster: Cluster<'_>,
+    problems: &mut Problems,
+) -> Option<SecretRef> {
+    let text = raw.azure_blob.local_auth_ref_secret.as_ref()?;
+    let mut valid = true;
+    if !is_dns1123_subdomain(&text.value) {
+        problems.push(
+            text.pos,
+            format!(
+                "invalid Secret name {:?} in localAuthRef.secret: expected a DNS-1123 \
+                 subdomain: at most 253 lowercase letters, digits, '-' and '.', starting and \
+                 ending with a letter or digit",
+                text.value
+            ),
+        );
+        valid = false;
+    }
+    if !cluster.configured {
+        problems.push(
+            text.pos,
+            "`localAuthRef.secret` names a Kubernetes Secret, which needs a cluster: add the \
+             top-level `kubernetes: { kubeconfig: PATH }`, or use `localAuthRef.directory`",
+        );
+        valid = false;
+    }
+    if !valid {
+        return None;
+    }
+    Some(SecretRef {
+        kubernetes: cluster.settings?.clone(),
+        namespace: namespace?.to_string(),
+        name: text.value.clone(),
+    })
 }
 
 fn configuration(
     raw: &RawConfiguration,
     base_dir: &Path,
+    cluster: Cluster<'_>,
     problems: &mut Problems,
 ) -> Option<Configuration> {
     let name = raw
@@ -140,7 +234,7 @@ fn configuration(
     let source = raw
         .source
         .as_ref()
-        .and_then(|s| source(s, base_dir, problems));
+        .and_then(|s| source(s, base_dir, namespace.as_deref(), cluster, problems));
     let kustomizations = kustomizations(&raw.kustomizations, base_dir, problems);
     Some(Configuration {
         name: name?,
@@ -151,7 +245,13 @@ fn configuration(
     })
 }
 
-fn source(raw: &RawSource, base_dir: &Path, problems: &mut Problems) -> Option<SourceSettings> {
+fn source(
+    raw: &RawSource,
+    base_dir: &Path,
+    namespace: Option<&str>,
+    cluster: Cluster<'_>,
+    problems: &mut Problems,
+) -> Option<SourceSettings> {
     let kind = raw.kind.as_ref().and_then(|kind| match kind.as_str() {
         "git" => Some(SourceKind::Git),
         "azblob" => Some(SourceKind::AzureBlob),
@@ -213,18 +313,29 @@ fn source(raw: &RawSource, base_dir: &Path, problems: &mut Problems) -> Option<S
         Some(publish) => Some(self::publish(publish, base_dir, problems)?),
         None => None,
     };
-    let git_auth = crate::source::git::auth::validate(
+    let local_auth_secret = secret_ref(raw, namespace, cluster, problems);
+    let mut git_auth = crate::source::git::auth::validate(
         &raw.git_auth,
         raw.azure_blob.local_auth_ref.as_ref(),
+        raw.azure_blob.local_auth_ref_secret.as_ref(),
         kind.is_none_or(|k| k == SourceKind::Git),
         url.as_deref(),
         base_dir,
         problems,
     );
+    if kind == Some(SourceKind::Git) {
+        git_auth.local_auth_secret = local_auth_secret.clone();
+    }
     let bucket = match is_bucket {
         true => {
             bucket::reject_git_keys(raw, problems);
-            Some(bucket::settings(raw, bucket_insecure, base_dir, problems)?)
+            Some(bucket::settings(
+                raw,
+                bucket_insecure,
+                local_auth_secret.clone(),
+                base_dir,
+                problems,
+            )?)
         }
         false => {
             bucket::reject_keys(&raw.bucket, problems);
@@ -247,6 +358,7 @@ fn source(raw: &RawSource, base_dir: &Path, problems: &mut Problems) -> Option<S
             true => Some(azblob::settings(
                 &raw.azure_blob,
                 raw.pos,
+                local_auth_secret,
                 base_dir,
                 problems,
             )?),
@@ -263,7 +375,7 @@ fn source(raw: &RawSource, base_dir: &Path, problems: &mut Problems) -> Option<S
 mod bucket {
     use std::path::Path;
 
-    use super::super::model::{BucketCredentials, BucketSettings, Secret, SecretValue};
+    use super::super::model::{BucketCredentials, BucketSettings, Secret, SecretRef, SecretValue};
     use super::super::positions::Problems;
     use super::super::schema::{RawBucket, RawSource, Text};
     use super::resolve;
@@ -355,6 +467,7 @@ mod bucket {
     pub fn settings(
         raw: &RawSource,
         insecure: bool,
+        local_auth_secret: Option<SecretRef>,
         base_dir: &Path,
         problems: &mut Problems,
     ) -> Option<BucketSettings> {
@@ -399,7 +512,7 @@ mod bucket {
             .ca_file
             .as_ref()
             .map(|text| resolve(base_dir, Path::new(&text.value)));
-        let credentials = credentials(raw, base_dir, problems);
+        let credentials = credentials(raw, local_auth_secret, base_dir, problems);
         Some(BucketSettings {
             bucket_name: bucket_name?,
             prefix,
@@ -410,10 +523,12 @@ mod bucket {
         })
     }
 
-    /// Static keys (each inline or as a file), `localAuthRef`, or nothing (anonymous).
-    /// Messages name keys, never values.
+    /// Static keys (each inline or as a file), `localAuthRef` (a directory, or a Secret
+    /// already checked into `local_auth_secret`), or nothing (anonymous). Messages name keys,
+    /// never values.
     fn credentials(
         raw: &RawSource,
+        local_auth_secret: Option<SecretRef>,
         base_dir: &Path,
         problems: &mut Problems,
     ) -> Option<BucketCredentials> {
@@ -463,7 +578,10 @@ mod bucket {
             return None;
         };
         let local_auth_ref = &raw.azure_blob.local_auth_ref;
-        if let (Some(dir), true) = (local_auth_ref, access.is_some() || secret.is_some()) {
+        let either_form = local_auth_ref
+            .as_ref()
+            .or(raw.azure_blob.local_auth_ref_secret.as_ref());
+        if let (Some(dir), true) = (either_form, access.is_some() || secret.is_some()) {
             problems.push(
                 dir.pos,
                 "a bucket source takes either keys (bucketAccessKey/bucketSecretKey or their \
@@ -492,12 +610,13 @@ mod bucket {
                 );
                 None
             }
-            (None, None) => match local_auth_ref {
-                Some(dir) => Some(BucketCredentials::LocalAuthRef(resolve(
+            (None, None) => match (local_auth_ref, local_auth_secret) {
+                (Some(dir), _) => Some(BucketCredentials::LocalAuthRef(resolve(
                     base_dir,
                     Path::new(&dir.value),
                 ))),
-                None => Some(BucketCredentials::Anonymous),
+                (None, Some(secret)) => Some(BucketCredentials::LocalAuthSecret(secret)),
+                (None, None) => Some(BucketCredentials::Anonymous),
             },
         }
     }
@@ -769,6 +888,11 @@ fn label(text: &Text, what: &str, problems: &mut Problems) -> Option<String> {
 }
 
 /// Kubernetes' DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+/// A Kubernetes object name: dot-separated DNS-1123 labels, 253 characters at most.
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns1123_label)
+}
+
 pub fn is_dns1123_label(name: &str) -> bool {
     let bytes = name.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -1026,7 +1150,7 @@ fn check_commit(sha: &str) -> Result<(), String> {
 mod azblob {
     use std::path::Path;
 
-    use super::super::model::{AzureAuth, AzureBlobSettings, Secret, SecretValue};
+    use super::super::model::{AzureAuth, AzureBlobSettings, Secret, SecretRef, SecretValue};
     use super::super::positions::{Pos, Problems};
     use super::super::schema::{RawAzureBlob, Text};
     use super::{boolean, resolve};
@@ -1107,6 +1231,7 @@ mod azblob {
     pub fn settings(
         raw: &RawAzureBlob,
         source_pos: Pos,
+        local_auth_secret: Option<SecretRef>,
         base_dir: &Path,
         problems: &mut Problems,
     ) -> Option<AzureBlobSettings> {
@@ -1136,7 +1261,7 @@ mod azblob {
             .as_ref()
             .map(|p| p.value.trim_start_matches('/').to_string())
             .filter(|p| !p.is_empty());
-        let auth = auth(raw, source_pos, base_dir, problems);
+        let auth = auth(raw, source_pos, local_auth_secret, base_dir, problems);
         let authority_host = raw
             .authority_host
             .as_ref()
@@ -1189,9 +1314,11 @@ mod azblob {
     }
 
     /// Exactly one sign-in mode, complete. Messages name keys, never values.
+    /// `local_auth_secret` is `localAuthRef.secret`, already checked.
     fn auth(
         raw: &RawAzureBlob,
         source_pos: Pos,
+        local_auth_secret: Option<SecretRef>,
         base_dir: &Path,
         problems: &mut Problems,
     ) -> Option<AzureAuth> {
@@ -1284,7 +1411,13 @@ mod azblob {
             "a managed identity (miClientId)",
             &[pos_of(&raw.mi_client_id)],
         );
-        note("localAuthRef", &[pos_of(&raw.local_auth_ref)]);
+        note(
+            "localAuthRef",
+            &[
+                pos_of(&raw.local_auth_ref),
+                pos_of(&raw.local_auth_ref_secret),
+            ],
+        );
         if modes.len() > 1 {
             let names: Vec<&str> = modes.iter().map(|(n, _)| *n).collect();
             problems.push(
@@ -1383,6 +1516,9 @@ mod azblob {
                 base_dir,
                 Path::new(&text.value),
             )));
+        }
+        if let Some(secret) = local_auth_secret {
+            return Some(AzureAuth::LocalAuthSecret(secret));
         }
         if raw.mi_endpoint.is_some() {
             // A managed-identity endpoint alone means the system-assigned identity.

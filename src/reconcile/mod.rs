@@ -443,38 +443,22 @@ impl Engine {
         );
         let scratch =
             ScratchDir::new(&self.settings.state_dir, &c.name).map_err(|e| e.to_string())?;
-        let (revision, dir) = match source
+        let (revision, snapshot) = match source
             .fetch(previous, scratch.path().to_path_buf(), interrupt)
             .map_err(|e| e.to_string())?
         {
             FetchOutcome::Unchanged => return Ok(None),
-            FetchOutcome::Fetched { revision, dir } => (revision, dir),
+            FetchOutcome::Fetched { revision, snapshot } => (revision, snapshot),
         };
-        let rules = match c.source.kind {
-            crate::config::SourceKind::Git => {
-                crate::source::ignore::IgnoreRules::for_git(&dir, c.source.ignore.as_deref())
-            }
-            // Object sources applied the root `.sourceignore` object and the `ignore` field
-            // to the keys while listing (they are part of the revision); the snapshot holds
-            // only what is packed.
-            crate::config::SourceKind::Bucket | crate::config::SourceKind::AzureBlob => {
-                crate::source::ignore::IgnoreRules::for_bucket(None, None)
-            }
-        }
-        .map_err(|e| format!("ignore rules of {}: {e}", c.name))?;
         let kind = c.source.kind.as_str();
-        let artifact = self
-            .store
-            .store(
-                kind,
-                &c.namespace,
-                &c.name,
-                revision.digest_hex(),
-                &revision,
-                &dir,
-                &rules,
-            )
-            .map_err(|e| format!("cannot store artifact for {}: {e}", c.name))?;
+        let artifact = snapshot.store(
+            &self.store,
+            kind,
+            &c.namespace,
+            &c.name,
+            &revision,
+            c.source.ignore.as_deref(),
+        )?;
         if let Err(e) = self
             .store
             .gc(kind, &c.namespace, &c.name, &artifact.path, KEEP_ARTIFACTS)

@@ -27,6 +27,9 @@ use crate::config::{AzureAuth, AzureBlobSettings, SecretValue};
 
 /// Entra ID's public-cloud token endpoint base.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// Where a managed identity gets its token when no endpoint is configured (Azure's instance
+/// metadata service, object_store's default too).
+const IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 
 /// An Azure Blob container (or a prefix of one) as a source.
 #[derive(Debug, Clone)]
@@ -172,7 +175,21 @@ impl AzureBlobSource {
                 },
                 None,
             ),
-            AzureAuth::LocalAuthRef(dir) => self.local_auth_ref(dir)?,
+            AzureAuth::LocalAuthRef(dir) => {
+                let keys = SecretDir::read(dir).map_err(|e| {
+                    self.fail(format!(
+                        "cannot read localAuthRef directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                self.local_auth_ref(&keys, &format!("localAuthRef {}", dir.display()))?
+            }
+            AzureAuth::LocalAuthSecret(reference) => {
+                let data =
+                    crate::cluster::read_secret_blocking(reference).map_err(|e| self.fail(e))?;
+                let origin = format!("the Kubernetes Secret `{reference}`");
+                self.local_auth_ref(&SecretDir::Data(data), &origin)?
+            }
         })
     }
 
@@ -189,14 +206,13 @@ impl AzureBlobSource {
     }
 
     /// Flux's order: tenantId + clientId + clientSecret; tenantId + clientId +
-    /// clientCertificate; clientId alone (managed identity); accountKey; sasKey.
-    fn local_auth_ref(&self, dir: &Path) -> Result<(Credential, Option<String>), SourceError> {
-        let keys = SecretDir::read(dir).map_err(|e| {
-            self.fail(format!(
-                "cannot read localAuthRef directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+    /// clientCertificate; clientId alone (managed identity); accountKey; sasKey. `origin`
+    /// names where the keys are, for messages.
+    fn local_auth_ref(
+        &self,
+        keys: &SecretDir,
+        origin: &str,
+    ) -> Result<(Credential, Option<String>), SourceError> {
         let authority_host = keys.text("authorityHost");
         let client_id = keys.text("clientId");
         let tenant_id = keys.text("tenantId");
@@ -213,13 +229,8 @@ impl AzureBlobSource {
             }
             if let Some(bytes) = keys.bytes("clientCertificate") {
                 let password = keys.text("clientCertificatePassword");
-                let certificate =
-                    ClientCertificate::parse(&bytes, password.as_deref()).map_err(|e| {
-                        self.fail(format!(
-                            "clientCertificate in localAuthRef {}: {e}",
-                            dir.display()
-                        ))
-                    })?;
+                let certificate = ClientCertificate::parse(&bytes, password.as_deref())
+                    .map_err(|e| self.fail(format!("clientCertificate in {origin}: {e}")))?;
                 let send_chain = keys
                     .text("clientCertificateSendChain")
                     .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
@@ -251,10 +262,9 @@ impl AzureBlobSource {
             return Ok((Credential::Sas(self.sas_pairs(&sas)?), authority_host));
         }
         Err(self.fail(format!(
-            "localAuthRef {} holds no usable credential: expected `accountKey`, `sasKey`, \
+            "{origin} holds no usable credential: expected `accountKey`, `sasKey`, \
              `tenantId` + `clientId` + `clientSecret`, `tenantId` + `clientId` + \
-             `clientCertificate`, or `clientId` alone",
-            dir.display()
+             `clientCertificate`, or `clientId` alone"
         )))
     }
 
@@ -288,7 +298,16 @@ impl AzureBlobSource {
                 options = options.with_root_certificate(certificate);
             }
         }
-        Ok(options)
+        // Every host this source may talk to gets the shared proxy rule's answer: the blob
+        // endpoint, the token endpoint, and the managed-identity endpoint (Azure's instance
+        // metadata address when none is configured).
+        let msi = self
+            .msi_endpoint()
+            .unwrap_or_else(|| IMDS_ENDPOINT.to_string());
+        Ok(super::proxy::object_store_options(
+            options,
+            &[&self.endpoint, authority_host, &msi],
+        ))
     }
 
     /// The container as an object store, signed in as configured.
@@ -362,11 +381,16 @@ impl AzureBlobSource {
     /// One sentence for a failed request: what Azure (or the token endpoint) said, without
     /// URLs that may carry a SAS token and without any secret.
     pub fn explain(&self, error: &object_store::Error) -> SourceError {
-        self.fail(explain(
-            error,
-            self.credential_name(),
-            &self.token_endpoint(),
-        ))
+        let token_endpoint = self.token_endpoint();
+        let text = explain(error, self.credential_name(), &token_endpoint);
+        // The proxy of the host the failed request went to.
+        let url =
+            if text.starts_with("cannot reach the token endpoint") && !token_endpoint.is_empty() {
+                token_endpoint.as_str()
+            } else {
+                self.endpoint.as_str()
+            };
+        self.fail(super::proxy::reword_object_store_failure(text, url))
     }
 
     /// The token endpoint the configured sign-in talks to, for messages ("" when unknown).
@@ -392,6 +416,8 @@ impl AzureBlobSource {
             AzureAuth::ClientCertificate { .. } => "the service principal's client certificate",
             AzureAuth::ManagedIdentity { .. } => "the managed identity",
             AzureAuth::LocalAuthRef(dir) => local_auth_ref_name(dir),
+            // Which keys the Secret holds is known only while it is read.
+            AzureAuth::LocalAuthSecret(_) => "the credential from the Kubernetes Secret",
         }
     }
 }
@@ -452,21 +478,27 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
         .filter(|b| !b.is_empty())
 }
 
-/// Flux's secret keys, one file per key (a mounted Kubernetes Secret, or written by hand).
-struct SecretDir(PathBuf);
+/// Flux's secret keys: one file per key (a mounted Kubernetes Secret, or written by hand), or
+/// a Secret's data as read through the API for this sync.
+enum SecretDir {
+    Files(PathBuf),
+    Data(std::collections::BTreeMap<String, Vec<u8>>),
+}
 
 impl SecretDir {
     fn read(dir: &Path) -> std::io::Result<SecretDir> {
         if !std::fs::metadata(dir)?.is_dir() {
             return Err(std::io::Error::other("not a directory"));
         }
-        Ok(SecretDir(dir.to_path_buf()))
+        Ok(SecretDir::Files(dir.to_path_buf()))
     }
 
     fn bytes(&self, key: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.0.join(key))
-            .ok()
-            .filter(|b| !b.is_empty())
+        match self {
+            SecretDir::Files(dir) => std::fs::read(dir.join(key)).ok(),
+            SecretDir::Data(data) => data.get(key).cloned(),
+        }
+        .filter(|b| !b.is_empty())
     }
 
     /// The value with surrounding whitespace (a trailing newline from `echo`) removed.

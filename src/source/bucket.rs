@@ -90,6 +90,27 @@ impl BucketSource {
                     secret_key: read(SECRET_KEY_FILE)?,
                 }))
             }
+            BucketCredentials::LocalAuthSecret(reference) => {
+                // The same keys as in a directory, fetched whole for this sync.
+                let data =
+                    crate::cluster::read_secret_blocking(reference).map_err(|e| self.fail(e))?;
+                let read = |name: &str| -> Result<String, SourceError> {
+                    let text = data
+                        .get(name)
+                        .map(|value| String::from_utf8_lossy(value).trim().to_string())
+                        .unwrap_or_default();
+                    if text.is_empty() {
+                        return Err(self.fail(format!(
+                            "the Kubernetes Secret `{reference}` has no `{name}`"
+                        )));
+                    }
+                    Ok(text)
+                };
+                Ok(Some(Keys {
+                    access_key: read(ACCESS_KEY_FILE)?,
+                    secret_key: read(SECRET_KEY_FILE)?,
+                }))
+            }
         }
     }
 
@@ -133,13 +154,10 @@ impl BucketSource {
                 options = options.with_root_certificate(certificate);
             }
         }
-        if let Some((proxy, excludes)) = proxy_from_env(&self.endpoint) {
-            options = options.with_proxy_url(proxy);
-            if let Some(excludes) = excludes {
-                options = options.with_proxy_excludes(excludes);
-            }
-        }
-        Ok(options)
+        Ok(super::proxy::object_store_options(
+            options,
+            &[&self.endpoint],
+        ))
     }
 
     /// The bucket as an object store, with the keys as they are now.
@@ -174,7 +192,11 @@ impl BucketSource {
 
     /// One sentence for a failed request.
     pub fn explain(&self, error: &object_store::Error) -> SourceError {
-        self.fail(explain(error, self.credential_name()))
+        let text = explain(error, self.credential_name());
+        self.fail(super::proxy::reword_object_store_failure(
+            text,
+            &self.endpoint,
+        ))
     }
 
     fn credential_name(&self) -> &'static str {
@@ -182,6 +204,7 @@ impl BucketSource {
             BucketCredentials::Anonymous => "anonymous access",
             BucketCredentials::Keys { .. } => "the configured access key",
             BucketCredentials::LocalAuthRef(_) => "the localAuthRef access key",
+            BucketCredentials::LocalAuthSecret(_) => "the Kubernetes Secret's access key",
         }
     }
 }
@@ -190,24 +213,6 @@ impl BucketSource {
 fn read_key_file(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
     Ok(String::from_utf8_lossy(&bytes).trim().to_string())
-}
-
-/// The proxy for `endpoint` from the environment (`HTTPS_PROXY`/`HTTP_PROXY`, then
-/// `ALL_PROXY`, upper or lower case) and the exclusions from `NO_PROXY`.
-fn proxy_from_env(endpoint: &str) -> Option<(String, Option<String>)> {
-    let var = |name: &str| {
-        [name.to_ascii_uppercase(), name.to_ascii_lowercase()]
-            .into_iter()
-            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
-    };
-    let https = endpoint.to_ascii_lowercase().starts_with("https://");
-    let proxy = if https {
-        var("HTTPS_PROXY")
-    } else {
-        var("HTTP_PROXY")
-    }
-    .or_else(|| var("ALL_PROXY"))?;
-    Some((proxy, var("NO_PROXY")))
 }
 
 /// Every message in an error's source chain, deduplicated, joined with `: `.

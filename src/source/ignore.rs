@@ -92,10 +92,18 @@ pub struct IgnoreRules {
 impl IgnoreRules {
     /// Rules for a git snapshot rooted at `root`; `ignore` is the source's `ignore` field.
     pub fn for_git(root: &Path, ignore: Option<&str>) -> Result<IgnoreRules, IgnoreError> {
-        let always = compile_static("the always-excluded list", ALWAYS_EXCLUDED_GIT, &[".git"])?;
-
         let mut found = Vec::new();
         collect_source_ignores(root, PathBuf::new(), &mut found)?;
+        IgnoreRules::for_git_layers(found, ignore)
+    }
+
+    /// Rules for a git snapshot whose `.sourceignore` files were read already: `found` holds
+    /// each one's directory (relative to the root) and content.
+    pub fn for_git_layers(
+        found: Vec<(PathBuf, String)>,
+        ignore: Option<&str>,
+    ) -> Result<IgnoreRules, IgnoreError> {
+        let always = compile_static("the always-excluded list", ALWAYS_EXCLUDED_GIT, &[".git"])?;
         let mut pattern_count = 0;
         let mut layers = HashMap::with_capacity(found.len());
         for (dir, content) in found {

@@ -1,13 +1,15 @@
-//! Sources: fetch something remote into a local snapshot directory.
+//! Sources: fetch something remote into a local [`Snapshot`].
 //!
-//! A source knows nothing about artifacts; it hands back a directory whose files are exactly
-//! what the revision contains (before exclusions), and the `artifact` module packs it.
+//! A source knows nothing about artifacts; it hands back a snapshot holding exactly what the
+//! revision contains (before exclusions): a directory of downloaded objects, or a commit in
+//! the git cache repository. The `artifact` module packs it.
 
 pub mod azblob;
 pub mod bucket;
 pub mod git;
 pub mod ignore;
 pub mod objects;
+pub mod proxy;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -48,8 +50,55 @@ impl fmt::Display for Revision {
 pub enum FetchOutcome {
     /// The remote still points at the previous revision; nothing was downloaded.
     Unchanged,
-    /// A new revision, materialised in `dir` (owned by the caller, who removes it).
-    Fetched { revision: Revision, dir: PathBuf },
+    /// A new revision.
+    Fetched {
+        revision: Revision,
+        snapshot: Snapshot,
+    },
+}
+
+/// What a fetch produced, for the artifact store to pack.
+#[derive(Debug)]
+pub enum Snapshot {
+    /// Files written into the scratch directory (object-store sources). Their exclusions were
+    /// applied to the keys while listing, as they are part of the revision.
+    Dir(PathBuf),
+    /// A commit in the source's git cache repository: packed straight from its objects, with
+    /// the `.sourceignore` files it holds and the source's `ignore` field.
+    GitCommit { repo: PathBuf, commit: String },
+}
+
+impl Snapshot {
+    /// Pack into `store` as `<kind>/<namespace>/<name>/<revision digest>.tar.gz`, applying
+    /// the exclusions this kind of snapshot calls for; `ignore` is the source's field.
+    pub fn store(
+        &self,
+        store: &crate::artifact::store::ArtifactStore,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        revision: &Revision,
+        ignore: Option<&str>,
+    ) -> Result<crate::artifact::Artifact, String> {
+        use crate::artifact::pack::DirTree;
+        let rules_failed = |e: &dyn fmt::Display| format!("ignore rules of {name}: {e}");
+        let stored = match self {
+            Snapshot::Dir(dir) => {
+                let rules =
+                    ignore::IgnoreRules::for_bucket(None, None).map_err(|e| rules_failed(&e))?;
+                let tree = DirTree::new(dir).map_err(|e| e.to_string())?;
+                store.store(kind, namespace, name, revision, tree, &rules)
+            }
+            Snapshot::GitCommit { repo, commit } => {
+                let mut tree = git::tree::CommitTree::open(repo, commit)?;
+                let found = tree.source_ignores().map_err(|e| rules_failed(&e))?;
+                let rules = ignore::IgnoreRules::for_git_layers(found, ignore)
+                    .map_err(|e| rules_failed(&e))?;
+                store.store(kind, namespace, name, revision, tree, &rules)
+            }
+        };
+        stored.map_err(|e| format!("cannot store artifact for {name}: {e}"))
+    }
 }
 
 /// Why a fetch failed. Messages are one sentence naming the URL and ref, never a secret.
@@ -80,7 +129,7 @@ pub enum SourceError {
 /// `spawn_blocking` threads under a concurrency bound.
 pub trait Source: Send + Sync {
     /// Fetch unless the remote still matches `previous`; `scratch` is an empty directory the
-    /// implementation may use for the snapshot.
+    /// implementation may write a [`Snapshot::Dir`] into (git sources need none).
     /// `interrupt` is set when the fetch timed out or the daemon is stopping.
     fn fetch(
         &self,

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use super::ignore::{IgnoreRules, SOURCE_IGNORE_FILE};
-use super::{FetchOutcome, Revision, SourceError};
+use super::{FetchOutcome, Revision, Snapshot, SourceError};
 
 /// How many objects download at once (source-controller uses 100; past ~64 a local server
 /// gains nothing and open files add up).
@@ -136,7 +136,7 @@ async fn fetch_async<S: ObjectSource + ?Sized>(
     let index = download_all(source, &store, index, &scratch, interrupt).await?;
     Ok(FetchOutcome::Fetched {
         revision: revision(&index),
-        dir: scratch,
+        snapshot: Snapshot::Dir(scratch),
     })
 }
 

@@ -202,6 +202,24 @@ impl HttpGitServer {
         )
     }
 
+    /// Rotates the basic-auth password: nginx reads the htpasswd file at every request, so the
+    /// next request needs the new one. Panics unless built with basic auth.
+    pub fn set_password(&mut self, password: &str) {
+        let (user, old) = self
+            .basic_auth
+            .as_mut()
+            .expect("server was started without basic auth");
+        assert!(
+            !password.contains('\n'),
+            "a password may not contain a newline"
+        );
+        let htpasswd = self.dir.path().join("htpasswd");
+        let temp = self.dir.path().join("htpasswd.new");
+        fs::write(&temp, format!("{user}:{{PLAIN}}{password}\n")).expect("write htpasswd");
+        fs::rename(&temp, &htpasswd).expect("replace htpasswd");
+        *old = password.to_string();
+    }
+
     /// The user and password of basic auth, if configured.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.basic_auth

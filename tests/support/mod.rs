@@ -7,6 +7,8 @@
 //!   [`BareRepo`], which is what every server serves ([`Repo::push_all`] publishes).
 //! - [`file_url`], [`GitDaemon`] (`git://`) and [`HttpGitServer`] (smart HTTP through nginx,
 //!   fcgiwrap and `git http-backend`) serve bare repositories.
+//! - [`Proxy`] is a real forward HTTP proxy (tinyproxy) whose log tells which requests and
+//!   tunnels went through it.
 //!
 //! Every server gets its own temp dir and a free loopback port, so tests may run in parallel
 //! threads and several test binaries at once. Every process the harness starts runs in a
@@ -18,10 +20,13 @@ pub mod azurite;
 mod daemon;
 mod git;
 mod http;
+pub mod kube;
 mod objects;
 mod output;
 mod process;
+mod proxy;
 pub mod seaweed;
+mod snapshot;
 mod sshd;
 mod tls;
 pub mod token_server;
@@ -33,6 +38,8 @@ pub use git::{file_url, git, git_command, git_output, BareRepo, Repo};
 pub use http::{HttpGitServer, HttpGitServerBuilder, TlsFiles};
 pub use output::{describe, sha256_file, text};
 pub use process::{free_port, port_in_use, ServerProcess};
+pub use proxy::Proxy;
+pub use snapshot::unpack;
 pub use sshd::{fingerprint, keygen, SshServer};
 pub use tls::TestPki;
 

@@ -1,9 +1,11 @@
 //! Git credentials, independent of the git library that uses them.
 //!
 //! A source's [`GitAuthSettings`] say where each secret comes from: inline in the config
-//! (already decoded at load), a file (`...File`), or a `localAuthRef` directory holding Flux's
-//! secret keys. [`SourceAuth::resolve`] reads them again at every sync, so a rotated token or
-//! key works without a restart, and returns [`Credentials`]: plain bytes a backend hands to
+//! (already decoded at load), a file (`...File`), or a `localAuthRef` holding Flux's secret
+//! keys: a directory of files, or a Kubernetes Secret read through the API. Both forms become
+//! the same key → bytes lookup (`FluxKeys`), so everything after it is shared.
+//! [`SourceAuth::resolve`] reads them again at every sync, so a rotated token or key works
+//! without a restart, and returns [`Credentials`]: plain bytes a backend hands to
 //! its transport (gix: `http.extraHeader`, `http.sslCAInfo`, a credentials callback, the
 //! `ssh` program; a git2 backend: `RemoteCallbacks::credentials`, `certificate_check`, the
 //! same bytes). An ssh URL without any key uses a key gitopsd generates once per
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::positions::Problems;
 use crate::config::schema::{RawGitAuth, Text};
+use crate::config::SecretRef;
 
 /// Secret bytes: never printed, zeroed on drop.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -96,6 +99,9 @@ pub struct GitAuthSettings {
     /// A directory of Flux's secret keys (`username`, `password`, `bearerToken`, `ca.crt`,
     /// `tls.crt`, `tls.key`, `identity`, `known_hosts`), e.g. a mounted Kubernetes Secret.
     pub local_auth_ref: Option<PathBuf>,
+    /// The same keys in a Kubernetes Secret, read through the API at every sync
+    /// (`localAuthRef: { secret: NAME }`). Never set together with `local_auth_ref`.
+    pub local_auth_secret: Option<SecretRef>,
 }
 
 /// What a [`super::GitSource`] needs to authenticate: the settings and where the generated
@@ -204,45 +210,37 @@ impl SourceAuth {
         let kind = UrlKind::of(url);
         let s = &self.settings;
         let mut creds = Credentials::default();
-        let dir = s.local_auth_ref.as_deref();
-        if let Some(dir) = dir {
-            if !dir.is_dir() {
-                return Err(format!(
-                    "localAuthRef directory {} does not exist or is not a directory",
-                    dir.display()
-                ));
-            }
-        }
-        let from_dir = |key: &str| -> Result<Option<SecretBytes>, String> {
-            match dir {
-                Some(dir) => read_optional(&dir.join(key), &format!("localAuthRef key {key}")),
-                None => Ok(None),
-            }
-        };
+        let keys = FluxKeys::load(s)?;
+        let flux_key = |key: &str| keys.get(key);
+        // Whether a localAuthRef (of either form) is configured.
+        let origin = keys.origin();
         if kind.is_http() {
             let password = match &s.https_key {
                 Some(src) => Some(read(src, "httpsKey")?.trim_line_end()),
-                None => from_dir(flux_keys::PASSWORD)?.map(SecretBytes::trim_line_end),
+                None => flux_key(flux_keys::PASSWORD)?.map(SecretBytes::trim_line_end),
             };
             let user = match &s.https_user {
                 Some(user) => Some(user.clone()),
-                None => from_dir(flux_keys::USERNAME)?
+                None => flux_key(flux_keys::USERNAME)?
                     .map(SecretBytes::trim_line_end)
                     .map(|u| String::from_utf8_lossy(u.expose()).into_owned()),
             };
             match (user, password) {
                 (Some(user), Some(password)) => creds.basic = Some((user, password)),
-                (Some(_), None) if dir.is_some() => {
-                    return Err("localAuthRef has `username` but no `password`".into())
+                (Some(_), None) if origin.is_some() => {
+                    return Err(format!(
+                        "{} has `username` but no `password`",
+                        origin.unwrap_or_default()
+                    ))
                 }
-                (None, Some(_)) if dir.is_some() && s.https_key.is_none() => {
+                (None, Some(_)) if origin.is_some() && s.https_key.is_none() => {
                     // Flux: `password` alone is an ssh key passphrase; nothing to do over http.
                 }
                 _ => {}
             }
             creds.bearer = match &s.bearer_token {
                 Some(src) => Some(read(src, "bearerToken")?.trim_line_end()),
-                None => from_dir(flux_keys::BEARER_TOKEN)?.map(SecretBytes::trim_line_end),
+                None => flux_key(flux_keys::BEARER_TOKEN)?.map(SecretBytes::trim_line_end),
             };
             if creds.bearer.as_ref().is_some_and(SecretBytes::is_empty) {
                 return Err("the bearer token is empty".into());
@@ -252,7 +250,7 @@ impl SourceAuth {
             }
             creds.ca_pem = match &s.ca_cert {
                 Some(src) => Some(read(src, "httpsCACert")?.expose().to_vec()),
-                None => from_dir(flux_keys::CA_CRT)?.map(|c| c.expose().to_vec()),
+                None => flux_key(flux_keys::CA_CRT)?.map(|c| c.expose().to_vec()),
             };
             if let Some(pem) = &creds.ca_pem {
                 if !pem
@@ -264,11 +262,11 @@ impl SourceAuth {
             }
             let cert = match &s.tls_client_cert_file {
                 Some(path) => Some(read_file(path, "tlsClientCertFile")?),
-                None => from_dir(flux_keys::TLS_CRT)?,
+                None => flux_key(flux_keys::TLS_CRT)?,
             };
             let key = match &s.tls_client_key_file {
                 Some(path) => Some(read_file(path, "tlsClientKeyFile")?),
-                None => from_dir(flux_keys::TLS_KEY)?,
+                None => flux_key(flux_keys::TLS_KEY)?,
             };
             creds.client_tls = match (cert, key) {
                 (Some(cert), Some(key)) => Some((cert.expose().to_vec(), key)),
@@ -279,10 +277,18 @@ impl SourceAuth {
         if kind == UrlKind::Ssh {
             let configured = match &s.ssh_private_key {
                 Some(src) => Some(read(src, "sshPrivateKey")?),
-                None => from_dir(flux_keys::IDENTITY)?,
+                None => flux_key(flux_keys::IDENTITY)?,
             };
             let (private_key, generated) = match configured {
                 Some(key) => (key, false),
+                // A Secret is what the cluster's owner set up for this source: a missing key is
+                // their mistake to see, not a reason to present a different (generated) one.
+                None if s.local_auth_secret.is_some() => {
+                    return Err(format!(
+                        "{} has no `identity` (the SSH private key)",
+                        origin.unwrap_or_default()
+                    ))
+                }
                 None => match &self.generated_key {
                     Some(path) => (ensure_generated_key(path)?, true),
                     None => return Err("no SSH private key is configured".into()),
@@ -297,13 +303,13 @@ impl SourceAuth {
                 Some(src) => Some(read(src, "sshPassphrase")?.trim_line_end()),
                 // Flux: `password` also decrypts an encrypted `identity`.
                 None if !generated => {
-                    from_dir(flux_keys::PASSWORD)?.map(SecretBytes::trim_line_end)
+                    flux_key(flux_keys::PASSWORD)?.map(SecretBytes::trim_line_end)
                 }
                 None => None,
             };
             let known_hosts = match &s.known_hosts {
                 Some(src) => Some(read(src, "knownHosts")?),
-                None => from_dir(flux_keys::KNOWN_HOSTS)?,
+                None => flux_key(flux_keys::KNOWN_HOSTS)?,
             };
             let known_hosts = match known_hosts {
                 Some(text) => String::from_utf8(text.expose().to_vec())
@@ -318,6 +324,60 @@ impl SourceAuth {
             });
         }
         Ok(creds)
+    }
+}
+
+/// Flux's keys of a source's `localAuthRef`, for one sync. A directory is read key by key as
+/// asked (a missing file is a missing key); a Secret is fetched whole once, so that one sync
+/// sees one version of it even while it is being rotated.
+enum FluxKeys<'a> {
+    None,
+    Directory(&'a Path),
+    Secret {
+        reference: &'a SecretRef,
+        data: std::collections::BTreeMap<String, SecretBytes>,
+    },
+}
+
+impl<'a> FluxKeys<'a> {
+    fn load(settings: &'a GitAuthSettings) -> Result<FluxKeys<'a>, String> {
+        if let Some(reference) = &settings.local_auth_secret {
+            let data = crate::cluster::read_secret_blocking(reference)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(key, value)| (key, SecretBytes::new(value)))
+                .collect();
+            return Ok(FluxKeys::Secret { reference, data });
+        }
+        match settings.local_auth_ref.as_deref() {
+            Some(dir) if !dir.is_dir() => Err(format!(
+                "localAuthRef directory {} does not exist or is not a directory",
+                dir.display()
+            )),
+            Some(dir) => Ok(FluxKeys::Directory(dir)),
+            None => Ok(FluxKeys::None),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Option<SecretBytes>, String> {
+        match self {
+            FluxKeys::None => Ok(None),
+            FluxKeys::Directory(dir) => {
+                read_optional(&dir.join(key), &format!("localAuthRef key {key}"))
+            }
+            FluxKeys::Secret { data, .. } => Ok(data.get(key).cloned()),
+        }
+    }
+
+    /// How messages name where the keys came from; `None` without a localAuthRef.
+    fn origin(&self) -> Option<String> {
+        match self {
+            FluxKeys::None => None,
+            FluxKeys::Directory(_) => Some("localAuthRef".into()),
+            FluxKeys::Secret { reference, .. } => {
+                Some(format!("the Kubernetes Secret `{reference}`"))
+            }
+        }
     }
 }
 
@@ -436,6 +496,8 @@ pub fn generated_key_path(cache_root: &Path, namespace: &str, name: &str) -> Pat
 pub fn uses_generated_key(settings: &GitAuthSettings, url: &str) -> bool {
     UrlKind::of(url) == UrlKind::Ssh
         && settings.ssh_private_key.is_none()
+        // A Secret is expected to hold `identity` (see `SourceAuth::resolve`).
+        && settings.local_auth_secret.is_none()
         && settings
             .local_auth_ref
             .as_ref()
@@ -558,10 +620,13 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 /// Validates the git credential keys of a source (see `config::schema::GIT_AUTH_SOURCE_FIELDS`).
 /// `url` is the validated source URL (absent when it was invalid); `is_git` whether the
-/// source is of kind `git`; `local_auth_ref` the shared `localAuthRef.directory`.
+/// source is of kind `git`; `local_auth_ref` the shared `localAuthRef.directory` and
+/// `local_auth_secret` its `secret` form. The caller sets
+/// [`GitAuthSettings::local_auth_secret`]: the Secret's namespace and cluster are not known here.
 pub fn validate(
     raw: &RawGitAuth,
     local_auth_ref: Option<&Text>,
+    local_auth_secret: Option<&Text>,
     is_git: bool,
     url: Option<&str>,
     base_dir: &Path,
@@ -593,7 +658,7 @@ pub fn validate(
             }
             _ => {}
         }
-        if let Some(dir) = local_auth_ref {
+        if let Some(dir) = local_auth_ref.or(local_auth_secret) {
             problems.push(
                 text.pos,
                 format!(

@@ -9,12 +9,10 @@ use super::auth::{Credentials, SecretBytes};
 use super::refs::{self, RemoteRef, Wanted};
 use crate::config::GitReference;
 use git2::{
-    AutotagOption, CertificateCheckStatus, CredentialType, Direction, FetchOptions, ObjectType,
-    Oid, RemoteCallbacks, TreeWalkMode, TreeWalkResult,
+    AutotagOption, CertificateCheckStatus, CredentialType, Direction, FetchOptions, Oid,
+    RemoteCallbacks,
 };
 use std::cell::RefCell;
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -48,7 +46,7 @@ pub fn list_refs(
         options
             .remote_callbacks(callbacks)
             .custom_headers(headers)
-            .proxy_options(proxy())
+            .proxy_options(proxy(url))
             .download_tags(AutotagOption::None);
         remote
             .download(&[LIST_ONLY], Some(&mut options))
@@ -57,7 +55,7 @@ pub fn list_refs(
         return Ok(fold_heads(heads, &prefixes));
     }
     let connection = remote
-        .connect_auth(Direction::Fetch, Some(callbacks), Some(proxy()))
+        .connect_auth(Direction::Fetch, Some(callbacks), Some(proxy(url)))
         .map_err(|e| network_error(url, &e))?;
     let heads = connection.list().map_err(|e| network_error(url, &e))?;
     Ok(fold_heads(heads, &prefixes))
@@ -102,12 +100,34 @@ fn fold_heads(heads: &[git2::RemoteHead<'_>], prefixes: &[String]) -> Vec<Remote
     out
 }
 
-/// libgit2 uses no proxy unless told: "auto" takes `HTTPS_PROXY`/`HTTP_PROXY` (and
-/// `NO_PROXY`) from the environment, like the gix backend.
-fn proxy() -> git2::ProxyOptions<'static> {
-    let mut proxy = git2::ProxyOptions::new();
-    proxy.auto();
-    proxy
+/// The proxy for `url`, decided by [`crate::source::proxy`] as for the gix backend, given to
+/// libgit2 explicitly. libgit2's automatic setting would read `http.proxy` from the machine's
+/// git configuration, ignore `ALL_PROXY`, and match `NO_PROXY` entries literally (no
+/// subdomains, no networks, no blanks after commas); without a proxy, "none" keeps it from
+/// looking at all.
+fn proxy(url: &str) -> git2::ProxyOptions<'static> {
+    let mut options = git2::ProxyOptions::new();
+    if let Some(proxy) = crate::source::proxy::for_url(url) {
+        options.url(proxy.url());
+    }
+    options
+}
+
+/// Why libgit2 cannot fetch `url` through the proxy the environment gives it, if so: libgit2
+/// 1.9 tunnels https through a proxy, but for an http:// URL it writes the proxy-style
+/// request and then sends it straight to the server (libgit2 issue #5650), bypassing the
+/// proxy. Refused rather than silently going around the proxy.
+pub fn unsupported_proxy(url: &str) -> Option<String> {
+    if !url.to_ascii_lowercase().starts_with("http://") {
+        return None;
+    }
+    let proxy = crate::source::proxy::for_url(url)?;
+    Some(format!(
+        "libgit2 cannot send http:// requests through the proxy {} (from {}), it only tunnels \
+         https; set gitImplementation: gix, or exempt the host in NO_PROXY",
+        proxy.redacted(),
+        proxy.variable()
+    ))
 }
 
 /// Fetch what `wanted` names into `repo`, under `refs/gitopsd/` like the gix backend.
@@ -126,7 +146,7 @@ pub fn fetch<'a>(
     options
         .remote_callbacks(callbacks)
         .custom_headers(headers)
-        .proxy_options(proxy())
+        .proxy_options(proxy(url))
         .download_tags(AutotagOption::None);
     // libgit2 reads file:// repositories in-process, and that transport cannot do shallow
     // fetches: local sources get full history (same snapshot, more disk).
@@ -335,9 +355,6 @@ impl super::Backend for Backend {
     fn is_shallow(&self) -> bool {
         self.repo.is_shallow()
     }
-    fn materialise(&self, commit: &str, dest: &Path) -> Result<(), Failure> {
-        materialise(&self.repo, commit, dest)
-    }
 }
 
 /// `host`, or `[host]:port` for a port other than 22: how known_hosts names the server.
@@ -514,59 +531,6 @@ pub fn commit_time(repo: &git2::Repository, commit: &str) -> Option<i64> {
     repo.find_commit(id).ok().map(|c| c.time().seconds())
 }
 
-/// Write the files of `commit`'s tree into `dest`: regular files and directories only,
-/// executables with their x bit (the same snapshot as the gix backend writes).
-pub fn materialise(repo: &git2::Repository, commit: &str, dest: &Path) -> Result<(), Failure> {
-    let describe = |e: &dyn std::fmt::Display| format!("cannot read commit {commit}: {e}");
-    let id = Oid::from_str(commit).map_err(|e| describe(&e))?;
-    let tree = repo
-        .find_commit(id)
-        .and_then(|c| c.tree())
-        .map_err(|e| format!("commit {commit} is not in the fetched history ({}); check that it exists on the remote", e.message()))?;
-    let mut failure: Option<String> = None;
-    tree.walk(TreeWalkMode::PreOrder, |root, entry| {
-        let Ok(name) = entry.name() else {
-            failure = Some(format!("commit {commit} has a path that is not UTF-8"));
-            return TreeWalkResult::Abort;
-        };
-        let path = dest.join(root).join(name);
-        let result = match (entry.kind(), entry.filemode()) {
-            (Some(ObjectType::Tree), _) => fs::create_dir_all(&path).map_err(|e| describe(&e)),
-            // 0o120000 is a symlink and 0o160000 a submodule: neither goes into an artifact.
-            (Some(ObjectType::Blob), mode) if mode != 0o120000 => repo
-                .find_blob(entry.id())
-                .map_err(|e| describe(&e))
-                .and_then(|blob| {
-                    write_file(&path, blob.content(), mode & 0o111 != 0).map_err(|e| describe(&e))
-                }),
-            _ => Ok(()),
-        };
-        match result {
-            Ok(()) => TreeWalkResult::Ok,
-            Err(e) => {
-                failure = Some(e);
-                TreeWalkResult::Abort
-            }
-        }
-    })
-    .map_err(|e| failure.clone().unwrap_or_else(|| describe(&e)))?;
-    match failure {
-        Some(f) => Err(f),
-        None => Ok(()),
-    }
-}
-
-fn write_file(path: &Path, data: &[u8], executable: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mode = if executable { 0o755 } else { 0o644 };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    f.write_all(data)
-}
-
 fn invalid_url(url: &str, e: &git2::Error) -> Failure {
     format!("invalid git URL {}: {}", refs::redact_url(url), e.message())
 }
@@ -584,11 +548,14 @@ fn network_error(url: &str, e: &git2::Error) -> Failure {
     } else {
         e.message().to_string()
     };
-    format!(
-        "cannot fetch from {}: {}",
-        refs::redact_url(url),
-        super::summarise(&message)
-    )
+    // Through a proxy, a failure the proxy caused gets the same sentence as on gix.
+    let reason = match crate::source::proxy::for_url(url) {
+        Some(proxy) => proxy
+            .explain(&message)
+            .unwrap_or_else(|| super::summarise(&proxy.scrub(&message))),
+        None => super::summarise(&message),
+    };
+    format!("cannot fetch from {}: {reason}", refs::redact_url(url))
 }
 
 #[cfg(test)]

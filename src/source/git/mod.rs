@@ -11,8 +11,9 @@ pub mod known_hosts;
 pub mod libgit2;
 pub mod refs;
 pub mod semver;
+pub mod tree;
 
-use super::{FetchOutcome, Revision, Source, SourceError};
+use super::{FetchOutcome, Revision, Snapshot, Source, SourceError};
 
 use crate::config::{GitImplementation, GitReference};
 use std::fs;
@@ -33,7 +34,8 @@ impl Source for GitSource {
     fn fetch(
         &self,
         previous: Option<&Revision>,
-        scratch: PathBuf,
+        // Unused: the snapshot is the commit in the cache repository.
+        _scratch: PathBuf,
         interrupt: &AtomicBool,
     ) -> Result<FetchOutcome, SourceError> {
         let url = &self.url;
@@ -53,10 +55,12 @@ impl Source for GitSource {
             source: e,
         };
         let implementation = match self.backend() {
-            // libgit2 cannot present a client certificate: `auto` keeps such sources on gix.
+            // libgit2 cannot present a client certificate, nor send http:// through a proxy:
+            // `auto` keeps such sources on gix.
             GitImplementation::Git2
                 if self.implementation == GitImplementation::Auto
-                    && credentials.unsupported_by_libgit2().is_some() =>
+                    && (credentials.unsupported_by_libgit2().is_some()
+                        || libgit2::unsupported_proxy(url).is_some()) =>
             {
                 GitImplementation::Gix
             }
@@ -71,11 +75,17 @@ impl Source for GitSource {
                         refs::redact_url(url)
                     )));
                 }
+                if let Some(why) = libgit2::unsupported_proxy(url) {
+                    return Err(fail(format!(
+                        "cannot fetch from {}: {why}",
+                        refs::redact_url(url)
+                    )));
+                }
                 drop(open_cache(&self.cache_dir, url).map_err(io)?);
                 let repo =
                     libgit2::open(&self.cache_dir).map_err(|e| io(std::io::Error::other(e)))?;
                 let backend = libgit2::Backend::new(repo, credentials);
-                self.sync(&backend, previous, scratch, interrupt)
+                self.sync(&backend, previous, interrupt)
             }
             _ => {
                 let private_parent = self.cache_dir.parent().unwrap_or(Path::new("."));
@@ -84,7 +94,7 @@ impl Source for GitSource {
                 let mut repo = open_cache(&self.cache_dir, url).map_err(io)?;
                 session.apply(&mut repo, url).map_err(fail)?;
                 let backend = gitoxide::Backend { repo, session };
-                self.sync(&backend, previous, scratch, interrupt)
+                self.sync(&backend, previous, interrupt)
             }
         }
     }
@@ -103,7 +113,6 @@ pub trait Backend {
     fn has_commit(&self, commit: &str) -> bool;
     fn commit_time(&self, commit: &str) -> Option<i64>;
     fn is_shallow(&self) -> bool;
-    fn materialise(&self, commit: &str, dest: &Path) -> Result<(), String>;
 }
 
 impl GitSource {
@@ -123,7 +132,6 @@ impl GitSource {
         &self,
         backend: &dyn Backend,
         previous: Option<&Revision>,
-        scratch: PathBuf,
         interrupt: &AtomicBool,
     ) -> Result<FetchOutcome, SourceError> {
         let url = &self.url;
@@ -159,12 +167,12 @@ impl GitSource {
             // only bigger, so it is worth a warning and not a failure.
             tracing::warn!(source = %self.id, url = %refs::redact_url(url), "server ignored depth 1: fetched full history");
         }
-        backend
-            .materialise(&wanted.commit, &scratch)
-            .map_err(SourceError::Git)?;
         Ok(FetchOutcome::Fetched {
             revision: wanted.revision,
-            dir: scratch,
+            snapshot: Snapshot::GitCommit {
+                repo: self.cache_dir.clone(),
+                commit: wanted.commit,
+            },
         })
     }
 }
