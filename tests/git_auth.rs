@@ -502,6 +502,15 @@ fn both_implementations_word_ssh_failures_the_same() {
     };
     let err = same_failure(&url, unknown_host, &[]);
     assert!(err.contains(&server.host_key_fingerprint()), "{err}");
+    // Logged in, but there is no repository at that path.
+    let good = keys.make("good", "ed25519", &[]);
+    server.authorize(&keys.public(&good));
+    let missing = url.replace(".git", "-missing.git");
+    let err = same_failure(&missing, ssh_settings(&server, &good), &[]);
+    assert!(
+        err.ends_with(": not a git repository (ref: the default branch (HEAD))"),
+        "{err}"
+    );
 }
 
 /// libgit2 cannot present a client certificate: git2 refuses such a source in one sentence

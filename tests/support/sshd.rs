@@ -7,6 +7,9 @@
 //! user whose password field is locked (`!...`); `*` (no password, not locked) is fine, and is
 //! what Debian's root has in a container. Repositories are served by absolute path:
 //! `ssh://<user>@127.0.0.1:PORT/<path>/<name>.git`.
+//!
+//! `AcceptEnv GIT_PROTOCOL` lets clients ask for protocol v2, as GitHub, GitLab and Gitea
+//! do; a stock sshd (Debian's included) drops the variable and git falls back to v0.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -183,6 +186,7 @@ fn sshd_config(dir: &Path, port: u16, user: &str) -> String {
          UseDNS no\n\
          PrintMotd no\n\
          LogLevel VERBOSE\n\
+         AcceptEnv GIT_PROTOCOL\n\
          MaxStartups 64\n"
     )
 }

@@ -117,14 +117,26 @@ fn connect<'a, 'r>(
     session: &Session,
 ) -> Result<Connection<'a, 'r>, Failure> {
     let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok();
-    if let Some(parsed) = parsed.filter(|u| u.scheme == gix::url::Scheme::Git) {
-        let transport = git_daemon_transport(&parsed).map_err(|e| {
+    if let Some(parsed) = parsed
+        .as_ref()
+        .filter(|u| u.scheme == gix::url::Scheme::Git)
+    {
+        let transport = git_daemon_transport(parsed).map_err(|e| {
             format!(
                 "cannot fetch from {}: {}",
                 refs::redact_url(url),
                 super::summarise(&e.to_string())
             )
         })?;
+        return Ok(remote.to_connection_with_transport(transport));
+    }
+    if let (Some(parsed), Some(ssh)) = (
+        parsed
+            .as_ref()
+            .filter(|u| u.scheme == gix::url::Scheme::Ssh),
+        &session.ssh,
+    ) {
+        let transport = ssh_transport(parsed, ssh).map_err(|e| session.failure(url, &e))?;
         return Ok(remote.to_connection_with_transport(transport));
     }
     let proxy = crate::source::proxy::for_url(url);
@@ -272,6 +284,85 @@ fn git_daemon_transport(
     )))
 }
 
+/// Git over SSH through a process of our own: the session's `ssh` wrapper running
+/// `git-upload-pack` on the server, its stdout and stdin the connection.
+///
+/// gix's own ssh transport waits up to 5 ms for an error on ssh's stderr after every read
+/// that returns less than was asked for, and reads from a pipe nearly always do: that capped
+/// a pack download at a few MB/s (README, Performance). Here ssh's stderr goes to a file that
+/// [`Session::failure`] reads when the connection fails.
+fn ssh_transport(
+    url: &gix::Url,
+    ssh: &SshSession,
+) -> std::io::Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>> {
+    use gix::protocol::transport::client::git;
+    use std::process::{Command, Stdio};
+    let host = url
+        .host()
+        .ok_or_else(|| std::io::Error::other("the URL names no host"))?;
+    let destination = match url.user() {
+        Some(user) => format!("{user}@{host}"),
+        None => host.to_string(),
+    };
+    let mut path = url.path.to_string();
+    // `ssh://host/~user/repo` means a path relative to a home directory, as in git.
+    if path.starts_with("/~") {
+        path.remove(0);
+    }
+    let stderr = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&ssh.remote_stderr)?;
+    let mut command = Command::new(&ssh.program);
+    if let Some(port) = url.port {
+        command.arg("-p").arg(port.to_string());
+    }
+    command
+        .args(["-o", "SendEnv=GIT_PROTOCOL", "--", &destination])
+        .arg(format!("git-upload-pack {}", shell_quote(&path)))
+        .env("GIT_PROTOCOL", "version=2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let mut child = command.spawn()?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok(Box::new(git::blocking_io::Connection::new(
+        SshOutput { stdout, child },
+        stdin,
+        gix::protocol::transport::Protocol::V2,
+        url.path.clone(),
+        None::<(String, Option<u16>)>,
+        git::ConnectMode::Process,
+        false,
+    )))
+}
+
+/// `text` in single quotes for the remote shell, as git quotes the path it asks for.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// ssh's stdout; the process is stopped and reaped with the connection.
+struct SshOutput {
+    stdout: std::process::ChildStdout,
+    child: std::process::Child,
+}
+
+impl std::io::Read for SshOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Drop for SshOutput {
+    fn drop(&mut self) {
+        // By now the fetch is over or has failed: nothing more is wanted from the server.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn remote<'r>(
     repo: &'r gix::Repository,
     url: &str,
@@ -377,8 +468,13 @@ pub struct Session {
 }
 
 struct SshSession {
+    /// The wrapper script that runs `ssh` with this sync's key and known hosts.
+    program: std::path::PathBuf,
     /// `ssh -E`: everything ssh logs (at debug1, which names the host key it was offered).
     log: std::path::PathBuf,
+    /// What the remote command wrote to stderr (`fatal: ... does not appear to be a git
+    /// repository`, say).
+    remote_stderr: std::path::PathBuf,
     /// `host` or `[host]:port`, as known_hosts writes it.
     host: String,
 }
@@ -530,7 +626,9 @@ impl Session {
                 .push(format!("core.sshCommand={}", wrapper.display()));
             session.overrides.push("ssh.variant=ssh".into());
             session.ssh = Some(SshSession {
+                program: wrapper,
                 log,
+                remote_stderr: dir.join("remote-stderr.log"),
                 host: known_hosts_name(url),
             });
         }
@@ -572,6 +670,14 @@ impl Session {
             let log = fs::read_to_string(&ssh.log).unwrap_or_default();
             if let Some(reason) = ssh_failure(&log, &ssh.host) {
                 return format!("cannot fetch from {}: {reason}", refs::redact_url(url));
+            }
+            let remote = fs::read_to_string(&ssh.remote_stderr).unwrap_or_default();
+            if let Some(said) = remote.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+                return format!(
+                    "cannot fetch from {}: {}",
+                    refs::redact_url(url),
+                    super::summarise(said)
+                );
             }
         }
         let mut failure = network_error(url, e);
