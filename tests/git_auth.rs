@@ -731,6 +731,21 @@ fn missing_and_corrupt_ssh_keys() {
     let err = Fetcher::new(&url, ssh_settings(&server, &missing)).fails(&[]);
     assert!(err.contains("cannot read sshPrivateKeyFile"), "{err}");
 
+    // Unreadable: a directory where the file should be (root reads any file whatever its
+    // mode), and a 0000 file when the tests do not run as root.
+    let unreadable = keys.dir.path().join("a-directory");
+    fs::create_dir(&unreadable).unwrap();
+    let err = Fetcher::new(&url, ssh_settings(&server, &unreadable)).fails(&[]);
+    assert!(err.contains("cannot read sshPrivateKeyFile"), "{err}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let locked = keys.make("locked", "ed25519", &[]);
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+        let err = Fetcher::new(&url, ssh_settings(&server, &locked)).fails(&[]);
+        assert!(err.contains("cannot read sshPrivateKeyFile"), "{err}");
+    }
+
     let key = keys.make("good", "ed25519", &[]);
     server.authorize(&keys.public(&key));
     let text = fs::read_to_string(&key).unwrap();
