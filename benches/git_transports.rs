@@ -102,23 +102,30 @@ struct Transport {
     cli_env: Vec<(String, String)>,
 }
 
+impl Transport {
+    /// A source on `main` with its cache repository in `state`.
+    fn source(&self, state: &Path, implementation: GitImplementation) -> GitSource {
+        GitSource {
+            id: "bench/repo".into(),
+            url: self.url.clone(),
+            reference: GitReference::Branch("main".into()),
+            implementation,
+            cache_dir: state.join("cache.git"),
+            auth: SourceAuth {
+                settings: self.auth.clone(),
+                generated_key: None,
+            },
+        }
+    }
+}
+
 fn fetch_and_pack(
     work: &Path,
     transport: &Transport,
     implementation: GitImplementation,
 ) -> (Revision, PathBuf) {
     let state = fresh_dir(work, "state");
-    let source = GitSource {
-        id: "bench/repo".into(),
-        url: transport.url.clone(),
-        reference: GitReference::Branch("main".into()),
-        implementation,
-        cache_dir: state.join("cache.git"),
-        auth: SourceAuth {
-            settings: transport.auth.clone(),
-            generated_key: None,
-        },
-    };
+    let source = transport.source(&state, implementation);
     let scratch = state.join("snapshot");
     fs::create_dir_all(&scratch).unwrap();
     let outcome = source
@@ -155,17 +162,7 @@ fn poll(
     runs: usize,
 ) -> Duration {
     let state = fresh_dir(work, "poll");
-    let source = GitSource {
-        id: "bench/poll".into(),
-        url: transport.url.clone(),
-        reference: GitReference::Branch("main".into()),
-        implementation,
-        cache_dir: state.join("cache.git"),
-        auth: SourceAuth {
-            settings: transport.auth.clone(),
-            generated_key: None,
-        },
-    };
+    let source = transport.source(&state, implementation);
     let scratch = state.join("snapshot");
     fs::create_dir_all(&scratch).unwrap();
     let FetchOutcome::Fetched { revision, .. } = source

@@ -5,50 +5,23 @@
 //! Mutual TLS runs on gix only: libgit2 cannot present a client certificate, and git2 refuses
 //! such a source (tested below).
 
+#[macro_use]
 mod support;
 
 use gitopsd::config::{GitImplementation, GitReference};
 use gitopsd::source::git::auth::{GitAuthSettings, SecretBytes, SecretSource, SourceAuth};
 use gitopsd::source::git::GitSource;
 use gitopsd::source::{FetchOutcome, Source};
-use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use support::{fingerprint, keygen, HttpGitServer, Repo, SshServer, TestPki, TlsFiles};
+use support::{
+    fingerprint, implementation, keygen, HttpGitServer, Repo, SshServer, TestPki, TlsFiles,
+};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
 const TOKEN: &str = "tok-1234567890abcdef";
-
-thread_local! {
-    /// The implementation the current test runs on (each test has its own thread).
-    static IMPLEMENTATION: Cell<GitImplementation> = const { Cell::new(GitImplementation::Gix) };
-}
-
-fn implementation() -> GitImplementation {
-    IMPLEMENTATION.with(Cell::get)
-}
-
-/// Each named test, once per implementation: `gix::NAME` and `git2::NAME`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod gix {
-            $(#[test]
-            fn $name() {
-                super::IMPLEMENTATION.with(|i| i.set(super::GitImplementation::Gix));
-                super::$name();
-            })*
-        }
-        mod git2 {
-            $(#[test]
-            fn $name() {
-                super::IMPLEMENTATION.with(|i| i.set(super::GitImplementation::Git2));
-                super::$name();
-            })*
-        }
-    };
-}
 
 on_both!(
     https_basic_auth_fetches_and_a_wrong_password_fails_cleanly,
@@ -517,7 +490,7 @@ fn both_implementations_word_ssh_failures_the_same() {
 /// rather than connecting without it.
 #[test]
 fn git2_refuses_a_client_certificate() {
-    IMPLEMENTATION.with(|i| i.set(GitImplementation::Git2));
+    support::IMPLEMENTATION.with(|i| i.set(GitImplementation::Git2));
     let pki = TestPki::new();
     let repo = repo();
     let server = http_server(Some(&pki));

@@ -8,9 +8,9 @@
 //! as one sentence naming the source URL and the cause, and no secret value (passwords, the
 //! SSH key, the kubeconfig's tokens) may appear in stdout, stderr or the state file.
 
+#[macro_use]
 mod support;
 
-use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,35 +23,6 @@ const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word-from-k8s";
 const ROTATED_PASSWORD: &str = "r0tated-Pa55word-from-k8s";
 const SECRET: &str = "git-auth";
-
-thread_local! {
-    /// The git implementation the current test runs on (each test has its own thread).
-    static IMPLEMENTATION: Cell<&'static str> = const { Cell::new("gix") };
-}
-
-fn implementation() -> &'static str {
-    IMPLEMENTATION.with(Cell::get)
-}
-
-/// Each named test, once per implementation: `gix::NAME` and `git2::NAME`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod gix {
-            $(#[test]
-            fn $name() {
-                super::IMPLEMENTATION.with(|i| i.set("gix"));
-                super::$name();
-            })*
-        }
-        mod git2 {
-            $(#[test]
-            fn $name() {
-                super::IMPLEMENTATION.with(|i| i.set("git2"));
-                super::$name();
-            })*
-        }
-    };
-}
 
 on_both!(
     basic_auth_from_a_secret_syncs,
@@ -148,7 +119,7 @@ impl Gitopsd {
                  \x20 - name: fleet\n\
                  \x20   namespace: {namespace}\n\
                  \x20   source: {{ {source}, gitImplementation: {}, interval: 1h }}\n",
-                implementation()
+                support::implementation_name()
             ),
         )
         .unwrap();
@@ -477,7 +448,7 @@ fn missing_secret_forbidden_user_and_unreachable_apiserver_fail_cleanly() {
 /// own, since it gets stopped.
 #[test]
 fn apiserver_going_down_keeps_the_last_artifact() {
-    IMPLEMENTATION.with(|i| i.set("gix"));
+    support::IMPLEMENTATION.with(|i| i.set(gitopsd::config::GitImplementation::Gix));
     let mut cluster = KubeCluster::start();
     let repo = repo();
     let server = http_server(PASSWORD);

@@ -10,6 +10,7 @@
 //! in the child's environment only (the tests run in parallel threads of one process), after
 //! every inherited proxy variable was removed.
 
+#[macro_use]
 mod support;
 
 use std::fs;
@@ -42,24 +43,6 @@ const PROXY_VARIABLES: [&str; 8] = [
 
 /// The two git implementations, as the config names them.
 const IMPLEMENTATIONS: [&str; 2] = ["gix", "git2"];
-
-/// Each named test, once per implementation: `gix::NAME` and `git2::NAME`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod gix {
-            $(#[test]
-            fn $name() {
-                super::$name("gix");
-            })*
-        }
-        mod git2 {
-            $(#[test]
-            fn $name() {
-                super::$name("git2");
-            })*
-        }
-    };
-}
 
 on_both!(
     http_url_is_forwarded_by_the_http_proxy,
@@ -185,7 +168,8 @@ fn assert_failed(report: &Value, name: &str, output: &Output, secrets: &[&str]) 
 /// http:// through `HTTP_PROXY` (and through lower-case `http_proxy`, which curl alone would
 /// read): on gix every request of the sync is forwarded. libgit2 cannot send http:// through
 /// a proxy (it would go around it), so git2 refuses with one sentence saying so.
-fn http_url_is_forwarded_by_the_http_proxy(implementation: &str) {
+fn http_url_is_forwarded_by_the_http_proxy() {
+    let implementation = support::implementation_name();
     let repo = repo();
     let server = git_server(None);
     server.serve(repo.bare());
@@ -247,7 +231,8 @@ fn http_url_is_forwarded_by_the_http_proxy(implementation: &str) {
 /// https:// through `HTTPS_PROXY`: a CONNECT tunnel to the TLS port, the harness CA checked
 /// through it. Lower-case `https_proxy` wins over upper case (as in curl): the upper-case one
 /// points at a closed port here.
-fn https_url_tunnels_through_the_https_proxy(implementation: &str) {
+fn https_url_tunnels_through_the_https_proxy() {
+    let implementation = support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -305,7 +290,8 @@ fn https_url_tunnels_through_the_https_proxy(implementation: &str) {
 /// `NO_PROXY` decides per URL: with both proxy variables set, a host:port entry sends the
 /// http:// source direct while the https:// source (another port, same host) still tunnels;
 /// a network entry (lower-case `no_proxy`) sends both direct.
-fn no_proxy_sends_matching_hosts_direct(implementation: &str) {
+fn no_proxy_sends_matching_hosts_direct() {
+    let implementation = support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -379,7 +365,8 @@ fn no_proxy_sends_matching_hosts_direct(implementation: &str) {
 /// tinyproxy's 407 (an HTTP/1.0 answer with a body and `Connection: close`): "http parser
 /// error: Expected HTTP/". On git2 the test therefore accepts a sync or a failure, checking
 /// that either shows no secret.
-fn proxy_credentials_are_sent_and_never_shown(implementation: &str) {
+fn proxy_credentials_are_sent_and_never_shown() {
+    let implementation = support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -448,7 +435,8 @@ fn proxy_credentials_are_sent_and_never_shown(implementation: &str) {
 
 /// A proxy on a closed port: one sentence naming the source URL and the proxy (without its
 /// password), no secret anywhere in the output.
-fn closed_proxy_fails_with_one_sentence_naming_source_and_proxy(implementation: &str) {
+fn closed_proxy_fails_with_one_sentence_naming_source_and_proxy() {
+    let implementation = support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -617,8 +605,97 @@ fn mutual_tls_tunnels_through_the_proxy() {
 
 // ---------------------------------------------------------------- object stores
 
+/// What both object-store kinds must do: sync through `proxy_env` with the listing
+/// (`listing` in its query) and a download forwarded by the proxy; sync directly when the
+/// same proxy is set in `direct_proxy_env` but `no_proxy` exempts the endpoint; and name a
+/// proxy that is down as the cause (`what` starts the message). `secrets` never appear in the
+/// output.
+struct ObjectStoreCase<'a> {
+    sources: [(&'a str, String); 1],
+    endpoint: String,
+    listing: &'a str,
+    proxy_env: &'a str,
+    direct_proxy_env: &'a str,
+    no_proxy: (&'a str, String),
+    what: String,
+    secrets: &'a [&'a str],
+}
+
+fn object_store_through_the_proxy(case: ObjectStoreCase<'_>) {
+    let proxy = Proxy::start();
+    let (sources, endpoint) = (&case.sources, &case.endpoint);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (report, output) = run_once(dir.path(), sources, &[(case.proxy_env, proxy.url())]);
+    let entry = source(&report, "fleet", &output);
+    assert_eq!(
+        entry["error"],
+        Value::Null,
+        "{}\n{}",
+        describe(&output),
+        proxy.log()
+    );
+    assert!(entry["artifact"]["path"].is_string(), "{entry}");
+    let forwarded = proxy.forwarded_to(&format!("{endpoint}/fleet"));
+    assert!(
+        forwarded
+            .iter()
+            .any(|r| r.starts_with("GET ") && r.contains(case.listing)),
+        "no forwarded listing in {forwarded:?}\n{}",
+        proxy.log()
+    );
+    assert!(
+        forwarded
+            .iter()
+            .any(|r| r.starts_with("GET ") && r.ends_with("/fleet/apps/web.yaml")),
+        "no forwarded download in {forwarded:?}"
+    );
+    for secret in case.secrets {
+        assert!(
+            !text(&output.stderr).contains(secret),
+            "a secret in the logs"
+        );
+    }
+
+    let before = proxy.requests().len();
+    let dir = tempfile::tempdir().unwrap();
+    let direct = [(case.direct_proxy_env, proxy.url()), case.no_proxy.clone()];
+    let (report, output) = run_once(dir.path(), sources, &direct);
+    let entry = source(&report, "fleet", &output);
+    assert_eq!(entry["error"], Value::Null, "{}", describe(&output));
+    assert_eq!(
+        proxy.requests()[before..],
+        [] as [String; 0],
+        "{}",
+        proxy.log()
+    );
+
+    // A proxy that is down is named as the cause; its credentials are not shown.
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (report, output) = run_once(
+        dir.path(),
+        sources,
+        &[(
+            case.proxy_env,
+            format!("http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}"),
+        )],
+    );
+    let mut secrets = case.secrets.to_vec();
+    secrets.push(PROXY_PASSWORD);
+    let error = assert_failed(&report, "fleet", &output, &secrets);
+    assert_eq!(
+        error,
+        format!(
+            "{} at {endpoint}: the proxy http://127.0.0.1:{port} (from {}) refused the \
+             connection: is it running?",
+            case.what, case.proxy_env
+        )
+    );
+}
+
 /// A bucket on SeaweedFS through `HTTP_PROXY` (forwarded, SigV4 still accepted), then direct
-/// with `NO_PROXY`.
+/// with lower-case `no_proxy`.
 #[test]
 fn bucket_goes_through_the_proxy_and_no_proxy_bypasses_it() {
     let seaweed = Seaweed::start(&["fleet"]);
@@ -635,82 +712,16 @@ fn bucket_goes_through_the_proxy_and_no_proxy_bypasses_it() {
          bucketInsecure: true\n      interval: 1m\n      timeout: 1m\n      \
          bucketAccessKey: {ADMIN_ACCESS_KEY}\n      bucketSecretKey: {ADMIN_SECRET_KEY}\n"
     );
-    let sources = [("fleet", body)];
-    let proxy = Proxy::start();
-
-    let dir = tempfile::tempdir().unwrap();
-    let (report, output) = run_once(dir.path(), &sources, &[("HTTP_PROXY", proxy.url())]);
-    let entry = source(&report, "fleet", &output);
-    assert_eq!(
-        entry["error"],
-        Value::Null,
-        "{}\n{}",
-        describe(&output),
-        proxy.log()
-    );
-    assert!(entry["artifact"]["path"].is_string(), "{entry}");
-    let forwarded = proxy.forwarded_to(&format!("{endpoint}/fleet"));
-    assert!(
-        forwarded
-            .iter()
-            .any(|r| r.starts_with("GET ") && r.contains("list-type=2")),
-        "no forwarded listing in {forwarded:?}\n{}",
-        proxy.log()
-    );
-    assert!(
-        forwarded
-            .iter()
-            .any(|r| r.starts_with("GET ") && r.ends_with("/fleet/apps/web.yaml")),
-        "no forwarded download in {forwarded:?}"
-    );
-    assert!(
-        !text(&output.stderr).contains(ADMIN_SECRET_KEY),
-        "secret key in the logs"
-    );
-
-    let before = proxy.requests().len();
-    let dir = tempfile::tempdir().unwrap();
-    let (report, output) = run_once(
-        dir.path(),
-        &sources,
-        &[
-            ("http_proxy", proxy.url()),
-            ("no_proxy", "127.0.0.1".to_string()),
-        ],
-    );
-    let entry = source(&report, "fleet", &output);
-    assert_eq!(entry["error"], Value::Null, "{}", describe(&output));
-    assert_eq!(
-        proxy.requests()[before..],
-        [] as [String; 0],
-        "{}",
-        proxy.log()
-    );
-
-    // A proxy that is down is named as the cause.
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let (report, output) = run_once(
-        dir.path(),
-        &sources,
-        &[(
-            "HTTP_PROXY",
-            format!("http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}"),
-        )],
-    );
-    let error = assert_failed(
-        &report,
-        "fleet",
-        &output,
-        &[PROXY_PASSWORD, ADMIN_SECRET_KEY],
-    );
-    assert_eq!(
-        error,
-        format!(
-            "bucket fleet at {endpoint}: the proxy http://127.0.0.1:{port} (from HTTP_PROXY) \
-             refused the connection: is it running?"
-        )
-    );
+    object_store_through_the_proxy(ObjectStoreCase {
+        sources: [("fleet", body)],
+        endpoint,
+        listing: "list-type=2",
+        proxy_env: "HTTP_PROXY",
+        direct_proxy_env: "http_proxy",
+        no_proxy: ("no_proxy", "127.0.0.1".to_string()),
+        what: "bucket fleet".into(),
+        secrets: &[ADMIN_SECRET_KEY],
+    });
 }
 
 /// An Azure container on Azurite through `HTTP_PROXY` (account key auth; the signature covers
@@ -733,67 +744,14 @@ fn azblob_goes_through_the_proxy_and_no_proxy_bypasses_it() {
          interval: 1m\n      timeout: 1m\n      accountKey: {}\n",
         support::azurite::ACCOUNT_KEY
     );
-    let sources = [("fleet", body)];
-    let proxy = Proxy::start();
-
-    let dir = tempfile::tempdir().unwrap();
-    let (report, output) = run_once(dir.path(), &sources, &[("HTTP_PROXY", proxy.url())]);
-    let entry = source(&report, "fleet", &output);
-    assert_eq!(
-        entry["error"],
-        Value::Null,
-        "{}\n{}",
-        describe(&output),
-        proxy.log()
-    );
-    assert!(entry["artifact"]["path"].is_string(), "{entry}");
-    let forwarded = proxy.forwarded_to(&format!("{endpoint}/fleet"));
-    assert!(
-        forwarded
-            .iter()
-            .any(|r| r.starts_with("GET ") && r.contains("comp=list")),
-        "no forwarded listing in {forwarded:?}\n{}",
-        proxy.log()
-    );
-    assert!(
-        forwarded
-            .iter()
-            .any(|r| r.starts_with("GET ") && r.ends_with("/fleet/apps/web.yaml")),
-        "no forwarded download in {forwarded:?}"
-    );
-
-    let before = proxy.requests().len();
-    let dir = tempfile::tempdir().unwrap();
-    let (report, output) = run_once(
-        dir.path(),
-        &sources,
-        &[
-            ("HTTP_PROXY", proxy.url()),
-            ("NO_PROXY", format!("127.0.0.1:{}", azurite.port())),
-        ],
-    );
-    let entry = source(&report, "fleet", &output);
-    assert_eq!(entry["error"], Value::Null, "{}", describe(&output));
-    assert_eq!(
-        proxy.requests()[before..],
-        [] as [String; 0],
-        "{}",
-        proxy.log()
-    );
-
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let (report, output) = run_once(
-        dir.path(),
-        &sources,
-        &[("HTTP_PROXY", format!("http://127.0.0.1:{port}"))],
-    );
-    let error = assert_failed(&report, "fleet", &output, &[support::azurite::ACCOUNT_KEY]);
-    assert_eq!(
-        error,
-        format!(
-            "azblob container fleet at {endpoint}: the proxy http://127.0.0.1:{port} (from \
-             HTTP_PROXY) refused the connection: is it running?"
-        )
-    );
+    object_store_through_the_proxy(ObjectStoreCase {
+        sources: [("fleet", body)],
+        endpoint,
+        listing: "comp=list",
+        proxy_env: "HTTP_PROXY",
+        direct_proxy_env: "HTTP_PROXY",
+        no_proxy: ("NO_PROXY", format!("127.0.0.1:{}", azurite.port())),
+        what: "azblob container fleet".into(),
+        secrets: &[support::azurite::ACCOUNT_KEY],
+    });
 }

@@ -14,8 +14,10 @@
 //! threads and several test binaries at once. Every process the harness starts runs in a
 //! process group of its own, which is stopped (and reaped) on drop, also when a test panics; a
 //! watchdog kills the group should the test process die without unwinding.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
+#[macro_use]
+mod both;
 pub mod azurite;
 mod daemon;
 mod git;
@@ -33,6 +35,7 @@ pub mod token_server;
 
 use std::path::PathBuf;
 
+pub use both::{implementation, implementation_name, IMPLEMENTATION};
 pub use daemon::GitDaemon;
 pub use git::{file_url, git, git_command, git_output, BareRepo, Repo};
 pub use http::{HttpGitServer, HttpGitServerBuilder, TlsFiles};
