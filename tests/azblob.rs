@@ -14,9 +14,10 @@ use gitopsd::source::azblob::AzureBlobSource;
 use gitopsd::source::{FetchOutcome, Snapshot, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::azurite::{account_sas, openssl_cli, unix_now, Azurite, TestCa, ACCOUNT_KEY};
+use support::azurite::{account_sas, unix_now, Azurite, ACCOUNT_KEY};
 use support::token_server::TokenServer;
 use support::{free_port, gitopsd_bin};
+use support::{openssl, TestPki};
 
 const TENANT: &str = "72f988bf-0000-4000-8000-2d7cd011db47";
 const CLIENT_SECRET: &str = "s3cr3t-Value~with.chars";
@@ -443,14 +444,14 @@ fn local_auth_ref_is_read_again_at_every_sync_and_the_last_good_artifact_stays()
 
 /// https Azurite with `--oauth basic`, the token server, and the CA both use.
 struct Entra {
-    ca: TestCa,
+    ca: TestPki,
     azurite: Azurite,
     tokens: TokenServer,
 }
 
 impl Entra {
     fn start() -> Entra {
-        let ca = TestCa::new();
+        let ca = TestPki::new();
         let azurite = Azurite::start_https(&ca);
         seeded(&azurite, "fleet");
         let tokens = TokenServer::start(&ca, TENANT);
@@ -462,7 +463,7 @@ impl Entra {
     }
 
     fn yaml(&self, extra: &[(&str, &str)]) -> String {
-        let ca = self.ca.ca_pem().display().to_string();
+        let ca = self.ca.ca_cert().display().to_string();
         let authority = self.tokens.authority_host();
         let mut all: Vec<(&str, &str)> = vec![("caFile", &ca), ("authorityHost", &authority)];
         all.extend_from_slice(extra);
@@ -473,7 +474,7 @@ impl Entra {
     /// certificate, certificate PEM, PKCS#12 protected with `password`).
     fn client_certificate(&self, name: &str, password: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let d = self.ca.dir();
-        openssl_cli(
+        openssl(
             d,
             &[
                 "req",
@@ -491,7 +492,7 @@ impl Entra {
                 &format!("{name}.pem"),
             ],
         );
-        openssl_cli(
+        openssl(
             d,
             &[
                 "pkcs12",
@@ -634,7 +635,7 @@ fn service_principal_with_client_certificate_pem_and_pkcs12() {
         &entra.azurite.endpoint(),
         "fleet",
         &[
-            ("caFile", &entra.ca.ca_pem().display().to_string()),
+            ("caFile", &entra.ca.ca_cert().display().to_string()),
             ("localAuthRef", "{ directory: ./secret }"),
         ],
     );
@@ -758,7 +759,7 @@ fn client_certificate_tokens_are_cached_between_syncs() {
             },
             authority_host: Some(entra.tokens.authority_host()),
             msi_endpoint: None,
-            ca_file: Some(entra.ca.ca_pem()),
+            ca_file: Some(entra.ca.ca_cert()),
         },
         ignore: None,
     };

@@ -22,11 +22,11 @@ use gitopsd::source::bucket::BucketSource;
 use gitopsd::source::{FetchOutcome, Revision, Snapshot, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::azurite::TestCa;
 use support::seaweed::{
     Seaweed, ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY, PUBLIC_BUCKET, READER_ACCESS_KEY,
     READER_SECRET_KEY,
 };
+use support::TestPki;
 use support::{describe, free_port, gitopsd_bin, text};
 
 /// The fixture: what a fleet bucket holds. `.sourceignore` drops `notes/`; the sources below
@@ -504,7 +504,7 @@ fn config_rejects_bad_bucket_settings_with_positions() {
 
 #[test]
 fn https_endpoint_with_a_private_ca() {
-    let ca = TestCa::new();
+    let ca = TestPki::new();
     let seaweed = Seaweed::start_https(&["fleet"], &ca);
     seaweed.put("fleet", FLEET);
     let setup = Setup::new();
@@ -515,7 +515,7 @@ fn https_endpoint_with_a_private_ca() {
     let error = failed(&report, &output, "fleet", &[ADMIN_SECRET_KEY]);
     assert!(error.contains("cannot reach the endpoint"), "{error}");
 
-    let ca_pem = ca.ca_pem().display().to_string();
+    let ca_pem = ca.ca_cert().display().to_string();
     extra.push(("caFile", ca_pem.as_str()));
     let (report, output) = setup.run_once(&source_yaml(&seaweed.https_endpoint(), "fleet", &extra));
     let (revision, path) = synced(&report, &output);

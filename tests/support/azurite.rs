@@ -5,7 +5,7 @@
 //! else PATH. Telemetry is always off.
 //!
 //! Plain http serves account-key and SAS requests. Bearer tokens need https: [`Azurite::start_https`]
-//! runs it with `--oauth basic` and a server certificate from a [`TestCa`], which checks a
+//! runs it with `--oauth basic` and a server certificate from a [`TestPki`](super::TestPki), which checks a
 //! token's issuer, audience and lifetime but not its signature.
 
 use std::path::{Path, PathBuf};
@@ -21,119 +21,13 @@ use tempfile::TempDir;
 pub use super::objects::block_on;
 
 use super::process::{start_on_free_port, wait_until_ready, Probe, ServerProcess, StartError};
+use super::tls::TestPki;
 
 /// Azurite's well-known account.
 pub const ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known (public) key of [`ACCOUNT`].
 pub const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-/// A throwaway certificate authority made with the openssl CLI, with a server certificate for
-/// 127.0.0.1 and localhost.
-#[derive(Debug)]
-pub struct TestCa {
-    dir: TempDir,
-}
-
-impl TestCa {
-    pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("gitopsd-test-ca-")
-            .tempdir()
-            .expect("create temp dir for the test CA");
-        let d = dir.path();
-        openssl_cli(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=gitopsd test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        );
-        std::fs::write(
-            d.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write server.ext");
-        openssl_cli(
-            d,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
-        openssl_cli(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.pem",
-            ],
-        );
-        TestCa { dir }
-    }
-
-    pub fn ca_pem(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    pub fn server_cert(&self) -> PathBuf {
-        self.dir.path().join("server.pem")
-    }
-
-    pub fn server_key(&self) -> PathBuf {
-        self.dir.path().join("server.key")
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-/// Runs `openssl ARGS` in `dir`, panicking with its output on failure.
-pub fn openssl_cli(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl (installed by scripts/install-test-deps.sh)");
-    assert!(
-        output.status.success(),
-        "openssl {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// An Azurite blob service.
 #[derive(Debug)]
@@ -152,11 +46,11 @@ impl Azurite {
     }
 
     /// https with `--oauth basic`, serving `ca`'s server certificate.
-    pub fn start_https(ca: &TestCa) -> Self {
+    pub fn start_https(ca: &TestPki) -> Self {
         Self::start_with(Some(ca))
     }
 
-    fn start_with(ca: Option<&TestCa>) -> Self {
+    fn start_with(ca: Option<&TestPki>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gitopsd-azurite-")
             .tempdir()
@@ -169,7 +63,7 @@ impl Azurite {
             process,
             port,
             https: ca.is_some(),
-            ca_pem: ca.map(TestCa::ca_pem),
+            ca_pem: ca.map(TestPki::ca_cert),
             dir,
         }
     }
@@ -428,7 +322,7 @@ pub fn azurite_blob_bin() -> PathBuf {
     PathBuf::from("azurite-blob")
 }
 
-fn spawn(dir: &Path, port: u16, ca: Option<&TestCa>) -> Result<ServerProcess, StartError> {
+fn spawn(dir: &Path, port: u16, ca: Option<&TestPki>) -> Result<ServerProcess, StartError> {
     let mut command = Command::new(azurite_blob_bin());
     command
         .current_dir(dir)

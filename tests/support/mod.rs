@@ -44,7 +44,7 @@ pub use process::{free_port, port_in_use, ServerProcess};
 pub use proxy::Proxy;
 pub use snapshot::unpack;
 pub use sshd::{fingerprint, keygen, SshServer};
-pub use tls::TestPki;
+pub use tls::{openssl, TestPki};
 
 /// The `gitopsd` binary that cargo built for this test run.
 pub fn gitopsd_bin() -> PathBuf {

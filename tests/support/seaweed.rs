@@ -19,10 +19,10 @@ use tempfile::TempDir;
 
 pub use super::objects::block_on;
 
-use super::azurite::TestCa;
 use super::process::{
     free_port, start_on_free_port, wait_until_ready, Probe, ServerProcess, StartError,
 };
+use super::tls::TestPki;
 
 /// An identity allowed everything.
 pub const ADMIN_ACCESS_KEY: &str = "gitopsd-admin";
@@ -86,11 +86,11 @@ impl Seaweed {
     }
 
     /// Also an https port serving `ca`'s server certificate for 127.0.0.1.
-    pub fn start_https(buckets: &[&str], ca: &TestCa) -> Self {
+    pub fn start_https(buckets: &[&str], ca: &TestPki) -> Self {
         Self::start_with(buckets, Some(ca))
     }
 
-    fn start_with(buckets: &[&str], ca: Option<&TestCa>) -> Self {
+    fn start_with(buckets: &[&str], ca: Option<&TestPki>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gitopsd-seaweed-")
             .tempdir()
@@ -112,7 +112,7 @@ impl Seaweed {
             s3_port: ports.s3,
             https_port: ports.https,
             metrics_port: ports.metrics,
-            ca_pem: ca.map(TestCa::ca_pem),
+            ca_pem: ca.map(TestPki::ca_cert),
             tmp_sockets,
             dir,
         };
@@ -240,7 +240,7 @@ fn write_identities(dir: &Path) {
 fn spawn(
     dir: &Path,
     ports: &Ports,
-    ca: Option<&TestCa>,
+    ca: Option<&TestPki>,
     buckets: &[&str],
 ) -> Result<(ServerProcess, Vec<PathBuf>), StartError> {
     let data = dir.join(format!("data-{}", ports.s3));

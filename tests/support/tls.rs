@@ -76,6 +76,11 @@ impl TestPki {
         TestPki { dir }
     }
 
+    /// The PKI's directory: a place for more files made with [`openssl`].
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -153,7 +158,8 @@ fn issue(dir: &Path, name: &str, subject: &str, extensions: &str) {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl ARGS` in `dir`, panicking with its output on failure.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl")
         .current_dir(dir)
         .args(args)

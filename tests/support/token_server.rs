@@ -23,7 +23,8 @@ use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
 use openssl::x509::X509;
 
-use super::azurite::{unix_now, TestCa};
+use super::azurite::unix_now;
+use super::tls::TestPki;
 
 /// How a registered application signs in.
 #[derive(Clone)]
@@ -50,7 +51,7 @@ pub struct TokenServer {
 
 impl TokenServer {
     /// Serves https with `ca`'s server certificate, for tenant `tenant`.
-    pub fn start(ca: &TestCa, tenant: &str) -> TokenServer {
+    pub fn start(ca: &TestPki, tenant: &str) -> TokenServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
         let port = listener.local_addr().unwrap().port();
         let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
