@@ -219,7 +219,7 @@ else
         "azurite@$azurite_version"
 fi
 
-# Microsoft's JavaScript blob SDK: the baseline of `gitopsd bench --scenario azblob-sync` (not
+# Microsoft's JavaScript blob SDK: the baseline of `cargo bench --bench objects` (not
 # needed by the tests). Its own prefix, so that it never prunes Azurite's tree. 12.32 is the
 # newest release whose engine range includes node 20.
 azure_sdk_version="12.32.0"

@@ -42,6 +42,8 @@ pub struct ServerProcess {
     watchdog: Option<Child>,
     log: PathBuf,
     stopped: bool,
+    /// How long [`ServerProcess::stop`] waits after SIGTERM before SIGKILL.
+    term_grace: Duration,
 }
 
 impl ServerProcess {
@@ -64,6 +66,7 @@ impl ServerProcess {
             watchdog: None,
             log: log.to_path_buf(),
             stopped: false,
+            term_grace: TERM_GRACE,
         };
         // The leader has not been waited for, so even if it exited already its group still
         // exists (as a zombie) and the watchdog can join it. On error, drop stops the leader.
@@ -77,6 +80,13 @@ impl ServerProcess {
                 .spawn()?,
         );
         Ok(process)
+    }
+
+    /// A shorter wait between SIGTERM and SIGKILL, for a server whose state is throwaway and
+    /// whose graceful shutdown is slow.
+    pub fn with_term_grace(mut self, grace: Duration) -> Self {
+        self.term_grace = grace;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -115,7 +125,7 @@ impl ServerProcess {
             let _ = watchdog.wait();
         }
         signal_group(self.pgid, libc::SIGTERM);
-        if !self.wait_for_empty_group(TERM_GRACE) {
+        if !self.wait_for_empty_group(self.term_grace) {
             signal_group(self.pgid, libc::SIGKILL);
             if !self.wait_for_empty_group(TERM_GRACE) {
                 eprintln!(

@@ -309,12 +309,16 @@ fn spawn(
         flag("s3.key.file", ca.server_key().display().to_string());
     }
     let log = dir.join(format!("weed-{}.log", ports.s3));
-    let mut process = ServerProcess::spawn("weed mini", command, &log).map_err(|e| {
-        StartError::Failed(format!(
-            "cannot start {} ({e}); run scripts/install-test-deps.sh",
-            weed_bin().display()
-        ))
-    })?;
+    // `weed mini` takes about 5 s to shut its inner servers down gracefully after SIGTERM;
+    // its data is a temp dir, so it gets half a second before SIGKILL.
+    let mut process = ServerProcess::spawn("weed mini", command, &log)
+        .map_err(|e| {
+            StartError::Failed(format!(
+                "cannot start {} ({e}); run scripts/install-test-deps.sh",
+                weed_bin().display()
+            ))
+        })?
+        .with_term_grace(std::time::Duration::from_millis(500));
     let s3 = ports.s3;
     let https = ports.https;
     let result = wait_until_ready(&mut process, || {
