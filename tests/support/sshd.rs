@@ -31,6 +31,16 @@ pub struct SshServer {
 impl SshServer {
     /// Starts sshd; panics if it cannot.
     pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// Starts an sshd that drops `GIT_PROTOCOL`, as a stock one does: git speaks protocol v0
+    /// to it.
+    pub fn start_v0_only() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(accept_git_protocol: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gitopsd-sshd-")
             .tempdir()
@@ -46,7 +56,11 @@ impl SshServer {
         fs::write(dir.path().join("authorized_keys"), "").expect("write authorized_keys");
         let (sshd, port) = start_on_free_port("sshd", |port| {
             let conf = dir.path().join("sshd_config");
-            fs::write(&conf, sshd_config(dir.path(), port, &user)).expect("write sshd_config");
+            let mut config = sshd_config(dir.path(), port, &user);
+            if accept_git_protocol {
+                config.push_str("AcceptEnv GIT_PROTOCOL\n");
+            }
+            fs::write(&conf, config).expect("write sshd_config");
             let log = dir.path().join(format!("sshd-{port}.log"));
             let mut command = Command::new(program("sshd"));
             command.arg("-D").arg("-e").arg("-f").arg(&conf);
@@ -186,7 +200,6 @@ fn sshd_config(dir: &Path, port: u16, user: &str) -> String {
          UseDNS no\n\
          PrintMotd no\n\
          LogLevel VERBOSE\n\
-         AcceptEnv GIT_PROTOCOL\n\
          MaxStartups 64\n"
     )
 }

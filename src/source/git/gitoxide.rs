@@ -274,7 +274,7 @@ fn git_daemon_transport(
     read.set_nodelay(true)?;
     let write = read.try_clone()?;
     Ok(Box::new(git::blocking_io::Connection::new(
-        read,
+        WithoutDeepenRelative::new(read),
         write,
         gix::protocol::transport::Protocol::V2,
         url.path.clone(),
@@ -328,7 +328,10 @@ fn ssh_transport(
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     Ok(Box::new(git::blocking_io::Connection::new(
-        SshOutput { stdout, child },
+        SshOutput {
+            stdout: WithoutDeepenRelative::new(stdout),
+            child,
+        },
         stdin,
         gix::protocol::transport::Protocol::V2,
         url.path.clone(),
@@ -345,13 +348,88 @@ fn shell_quote(text: &str) -> String {
 
 /// ssh's stdout; the process is stopped and reaped with the connection.
 struct SshOutput {
-    stdout: std::process::ChildStdout,
+    stdout: WithoutDeepenRelative<std::process::ChildStdout>,
     child: std::process::Child,
 }
 
 impl std::io::Read for SshOutput {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.stdout.read(buf)
+    }
+}
+
+/// A server's reply with `deepen-relative` taken out of a protocol v0 capability list.
+///
+/// Over protocol v0/v1, gix (0.90) asks for every capability the server offers, and
+/// `deepen-relative` turns `deepen 1` into "one more commit below the client's shallow
+/// boundary": for an empty cache repository there is none, so git's upload-pack sent the
+/// whole history (traced against sshd without `AcceptEnv GIT_PROTOCOL`). Hiding the capability
+/// keeps depth 1 absolute, as git means it. Only the first pkt-line can hold capabilities
+/// (after a NUL); a protocol v2 reply starts with `version 2` and passes untouched.
+struct WithoutDeepenRelative<R> {
+    inner: R,
+    /// The first pkt-line, rewritten, still to be handed out; `None` once it has been.
+    first: Option<(Vec<u8>, usize)>,
+}
+
+impl<R: std::io::Read> WithoutDeepenRelative<R> {
+    fn new(inner: R) -> Self {
+        WithoutDeepenRelative {
+            inner,
+            first: Some((Vec::new(), 0)),
+        }
+    }
+
+    /// Reads the first pkt-line whole and rewrites it.
+    fn first_line(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut header = [0u8; 4];
+        self.inner.read_exact(&mut header)?;
+        let len = std::str::from_utf8(&header)
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok());
+        let Some(len) = len.filter(|&l| l > 4) else {
+            return Ok(header.to_vec()); // a flush packet or not git at all: leave it be
+        };
+        let mut payload = vec![0u8; len - 4];
+        self.inner.read_exact(&mut payload)?;
+        let Some(nul) = payload.iter().position(|&b| b == 0) else {
+            return Ok([&header[..], &payload].concat());
+        };
+        let (refs, capabilities) = payload.split_at(nul);
+        let capabilities: Vec<&[u8]> = capabilities[1..]
+            .split(|&b| b == b' ')
+            .filter(|c| *c != b"deepen-relative" && *c != b"deepen-relative\n")
+            .collect();
+        let mut line = refs.to_vec();
+        line.push(0);
+        line.extend_from_slice(&capabilities.join(&b' '));
+        if payload.ends_with(b"\n") && !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        Ok([format!("{:04x}", line.len() + 4).as_bytes(), &line].concat())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for WithoutDeepenRelative<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some((pending, _)) = &self.first {
+            if pending.is_empty() {
+                let line = self.first_line()?;
+                self.first = Some((line, 0));
+            }
+        }
+        match &mut self.first {
+            Some((line, at)) => {
+                let n = buf.len().min(line.len() - *at);
+                buf[..n].copy_from_slice(&line[*at..*at + n]);
+                *at += n;
+                if *at == line.len() {
+                    self.first = None;
+                }
+                Ok(n)
+            }
+            None => self.inner.read(buf),
+        }
     }
 }
 
@@ -1315,5 +1393,64 @@ mod mtls {
             out.extend_from_slice(&data[..size]);
             data = &data[size + 2..];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WithoutDeepenRelative;
+    use std::io::Read;
+
+    fn pkt(payload: &[u8]) -> Vec<u8> {
+        [format!("{:04x}", payload.len() + 4).as_bytes(), payload].concat()
+    }
+
+    /// Reads everything through the filter, a few bytes at a time as a pipe would give them.
+    fn filtered(input: Vec<u8>) -> Vec<u8> {
+        let mut reader = WithoutDeepenRelative::new(std::io::Cursor::new(input));
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn deepen_relative_leaves_a_v0_capability_list_and_nothing_else_changes() {
+        let sha = "aedcb21ac9f218e528d6838de7ec1f8a5121786d";
+        let rest = [
+            pkt(format!("{sha} refs/heads/main\n").as_bytes()),
+            b"0000".to_vec(),
+        ]
+        .concat();
+        for (offered, kept) in [
+            (
+                "multi_ack shallow deepen-since deepen-relative no-done agent=git/2.39.5\n",
+                "multi_ack shallow deepen-since no-done agent=git/2.39.5\n",
+            ),
+            ("shallow deepen-relative\n", "shallow\n"),
+            ("shallow ofs-delta", "shallow ofs-delta"),
+        ] {
+            let first = pkt(format!("{sha} HEAD\0{offered}").as_bytes());
+            let want = pkt(format!("{sha} HEAD\0{kept}").as_bytes());
+            assert_eq!(
+                filtered([first, rest.clone()].concat()),
+                [want, rest.clone()].concat(),
+                "{offered:?}"
+            );
+        }
+        // Protocol v2 and an empty repository's flush pass untouched.
+        let v2 = [
+            pkt(b"version 2\n"),
+            pkt(b"fetch=shallow\n"),
+            b"0000".to_vec(),
+        ]
+        .concat();
+        assert_eq!(filtered(v2.clone()), v2);
+        assert_eq!(filtered(b"0000".to_vec()), b"0000");
     }
 }

@@ -119,9 +119,7 @@ impl GitSource {
     /// The implementation to use. `auto` decides by transport, from the measurements in the
     /// README (Performance, "gix, git2 and the git CLI"):
     /// - SSH: libgit2. Its in-process libssh2 session connects faster than gix's `ssh`
-    ///   process, it was ahead in every SSH figure, and it fetches at depth 1 from servers
-    ///   that drop `GIT_PROTOCOL` (a stock sshd), where gix falls back to protocol v0 and
-    ///   fetches the whole history.
+    ///   process, and it was ahead in every SSH figure.
     /// - Azure DevOps, any transport: libgit2, as Azure itself pairs it with Azure DevOps
     ///   (whose servers long required the multi_ack capabilities that only libgit2
     ///   negotiated).
