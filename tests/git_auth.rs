@@ -37,7 +37,7 @@ on_both!(
     missing_and_corrupt_ssh_keys,
     generated_key_is_created_once_kept_and_accepted_once_authorized,
     daemon_generated_key_show_key_status_and_no_secret_in_logs,
-    depth_one_over_protocol_v0_ssh,
+    depth_one_over_protocol_v0,
 );
 
 fn repo() -> Repo {
@@ -696,9 +696,9 @@ fn hashed_known_hosts_entries_match() {
     Fetcher::new(&url, settings).fetch().unwrap();
 }
 
-/// A stock sshd drops `GIT_PROTOCOL`, so the fetch speaks protocol v0: it must still fetch
-/// the tip commit alone, not the history.
-fn depth_one_over_protocol_v0_ssh() {
+/// A stock sshd drops `GIT_PROTOCOL`, and an old HTTP server ignores `Git-Protocol`, so the
+/// fetch speaks protocol v0: it must still fetch the tip commit alone, not the history.
+fn depth_one_over_protocol_v0() {
     let repo = repo();
     for n in 2..=4 {
         repo.write("deploy/history.txt", format!("commit {n}\n"));
@@ -709,12 +709,26 @@ fn depth_one_over_protocol_v0_ssh() {
     let keys = Keys::new();
     let key = keys.make("id", "ed25519", &[]);
     server.authorize(&keys.public(&key));
-    let fetcher = Fetcher::new(&server.url(repo.bare()), ssh_settings(&server, &key));
-    fetcher.fetch().unwrap();
-    let cache = &fetcher.source.cache_dir;
-    assert!(cache.join("shallow").is_file(), "the cache is not shallow");
-    let count = support::git(cache, ["rev-list", "--count", "--all"]);
-    assert_eq!(count.trim(), "1", "more than the tip commit was fetched");
+    let http = HttpGitServer::start();
+    http.serve(repo.bare());
+    for (url, settings) in [
+        (server.url(repo.bare()), ssh_settings(&server, &key)),
+        (http.v0_url(repo.bare().name()), GitAuthSettings::default()),
+    ] {
+        let fetcher = Fetcher::new(&url, settings);
+        fetcher.fetch().unwrap();
+        let cache = &fetcher.source.cache_dir;
+        assert!(
+            cache.join("shallow").is_file(),
+            "{url}: the cache is not shallow"
+        );
+        let count = support::git(cache, ["rev-list", "--count", "--all"]);
+        assert_eq!(
+            count.trim(),
+            "1",
+            "{url}: more than the tip commit was fetched"
+        );
+    }
 }
 
 fn missing_and_corrupt_ssh_keys() {

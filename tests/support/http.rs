@@ -177,6 +177,12 @@ impl HttpGitServer {
         format!("{}/git/{}", self.base_url(), repo_file_name(name))
     }
 
+    /// `http://127.0.0.1:PORT/v0/git/<name>.git`: the same repository from a backend that
+    /// speaks protocol v0 only.
+    pub fn v0_url(&self, name: &str) -> String {
+        format!("{}/v0/git/{}", self.base_url(), repo_file_name(name))
+    }
+
     /// `http://127.0.0.1:PORT/auth/git/<name>.git`: the same repository behind basic auth.
     /// Panics unless the server was built with [`HttpGitServerBuilder::basic_auth`].
     pub fn auth_url(&self, name: &str) -> String {
@@ -492,6 +498,9 @@ fn nginx_conf(site: &NginxSite<'_>) -> String {
     let _ = writeln!(conf, "        location ~ ^/git(/.*)$ {{");
     write_backend(&mut conf, site);
     let _ = writeln!(conf, "        }}");
+    let _ = writeln!(conf, "        location ~ ^/v0/git(/.*)$ {{");
+    write_backend_speaking(&mut conf, site, false);
+    let _ = writeln!(conf, "        }}");
     if let Some(htpasswd) = site.htpasswd {
         let _ = writeln!(conf, "        location ~ ^/auth/git(/.*)$ {{");
         let _ = writeln!(conf, "            auth_basic \"gitopsd test\";");
@@ -511,6 +520,12 @@ fn nginx_conf(site: &NginxSite<'_>) -> String {
 /// The FastCGI parameters `git http-backend` needs; `$1` is the repository path captured by
 /// the enclosing location.
 fn write_backend(conf: &mut String, site: &NginxSite<'_>) {
+    write_backend_speaking(conf, site, true);
+}
+
+/// [`write_backend`], with the client's `Git-Protocol` header passed on or not: without it
+/// the backend speaks protocol v0 only, as old servers do.
+fn write_backend_speaking(conf: &mut String, site: &NginxSite<'_>, v2: bool) {
     let _ = writeln!(
         conf,
         "            fastcgi_pass unix:{};",
@@ -531,13 +546,19 @@ fn write_backend(conf: &mut String, site: &NginxSite<'_>) {
         ("CONTENT_LENGTH", "$content_length".to_string()),
         ("REMOTE_ADDR", "$remote_addr".to_string()),
         ("SERVER_PROTOCOL", "$server_protocol".to_string()),
-        // The client's Git-Protocol header: without it the backend speaks protocol v0.
-        (
-            "GIT_PROTOCOL",
-            "$http_git_protocol if_not_empty".to_string(),
-        ),
         ("REMOTE_USER", "$remote_user if_not_empty".to_string()),
     ];
+    // The client's Git-Protocol header: without it the backend speaks protocol v0. nginx
+    // also hands every request header to FastCGI as `HTTP_*`, and git http-backend reads
+    // `HTTP_GIT_PROTOCOL` too, so a v0-only backend gets no request headers at all.
+    if v2 {
+        let _ = writeln!(
+            conf,
+            "            fastcgi_param GIT_PROTOCOL $http_git_protocol if_not_empty;"
+        );
+    } else {
+        let _ = writeln!(conf, "            fastcgi_pass_request_headers off;");
+    }
     for (name, value) in params {
         let _ = writeln!(conf, "            fastcgi_param {name} {value};");
     }

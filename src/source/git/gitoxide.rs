@@ -3,6 +3,7 @@
 
 use super::refs::{self, RemoteRef, Wanted};
 use crate::config::GitReference;
+use gix::protocol::transport::client::blocking_io::http as transport_http;
 use gix::remote::Direction;
 use std::fs;
 use std::io::Write;
@@ -180,13 +181,74 @@ fn connect<'a, 'r>(
         let connection = remote.to_connection_with_transport(transport);
         return Ok(connection.with_credentials(credentials_callback(session.basic.clone())));
     }
-    let mut connection = remote
-        .connect(Direction::Fetch)
-        .map_err(|e| session.failure(url, &e))?;
-    if is_http(url) {
-        connection.set_transport_options(http_options(remote.repo(), url, proxy.as_ref())?);
+    if !is_http(url) {
+        let connection = remote
+            .connect(Direction::Fetch)
+            .map_err(|e| session.failure(url, &e))?;
+        return Ok(connection.with_credentials(credentials_callback(session.basic.clone())));
     }
+    // gix's curl transport, with the ref advertisement filtered (see `FilteredCurl`).
+    let (parsed, version) = remote
+        .sanitized_url_and_version(Direction::Fetch)
+        .map_err(|e| session.failure(url, &e))?;
+    let transport = transport_http::Transport::new_http(
+        FilteredCurl(Default::default()),
+        parsed,
+        version,
+        false,
+    );
+    let transport: Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send> =
+        Box::new(transport);
+    let mut connection = remote.to_connection_with_transport(transport);
+    connection.set_transport_options(http_options(remote.repo(), url, proxy.as_ref())?);
     Ok(connection.with_credentials(credentials_callback(session.basic.clone())))
+}
+
+/// gix's curl client with [`WithoutDeepenRelative`] on its answers to `GET .../info/refs`,
+/// where a protocol v0 server lists its capabilities; everything else passes through.
+struct FilteredCurl(transport_http::curl::Curl);
+
+type CurlHttp = transport_http::curl::Curl;
+
+impl transport_http::Http for FilteredCurl {
+    type Headers = <CurlHttp as transport_http::Http>::Headers;
+    type ResponseBody =
+        std::io::BufReader<WithoutDeepenRelative<<CurlHttp as transport_http::Http>::ResponseBody>>;
+    type PostBody = <CurlHttp as transport_http::Http>::PostBody;
+
+    fn get(
+        &mut self,
+        url: &str,
+        base_url: &str,
+        headers: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> gix::error::Result<transport_http::GetResponse<Self::Headers, Self::ResponseBody>> {
+        let response = self.0.get(url, base_url, headers)?;
+        Ok(transport_http::GetResponse {
+            headers: response.headers,
+            body: std::io::BufReader::new(WithoutDeepenRelative::new(response.body)),
+        })
+    }
+
+    fn post(
+        &mut self,
+        url: &str,
+        base_url: &str,
+        headers: impl IntoIterator<Item = impl AsRef<str>>,
+        body: transport_http::PostBodyDataKind,
+    ) -> gix::error::Result<
+        transport_http::PostResponse<Self::Headers, Self::ResponseBody, Self::PostBody>,
+    > {
+        let response = self.0.post(url, base_url, headers, body)?;
+        Ok(transport_http::PostResponse {
+            post_body: response.post_body,
+            headers: response.headers,
+            body: std::io::BufReader::new(WithoutDeepenRelative::passthrough(response.body)),
+        })
+    }
+
+    fn configure(&mut self, config: &dyn std::any::Any) -> gix::error::Result<()> {
+        self.0.configure(config)
+    }
 }
 
 fn is_http(url: &str) -> bool {
@@ -380,34 +442,69 @@ impl<R: std::io::Read> WithoutDeepenRelative<R> {
         }
     }
 
-    /// Reads the first pkt-line whole and rewrites it.
+    /// No filtering: for answers that hold no capability list.
+    fn passthrough(inner: R) -> Self {
+        WithoutDeepenRelative { inner, first: None }
+    }
+
+    /// Reads the first pkt-line whole and rewrites it; over smart HTTP, the service
+    /// announcement and its flush come first and pass as they are.
     fn first_line(&mut self) -> std::io::Result<Vec<u8>> {
+        let Some((raw, payload)) = self.pkt()? else {
+            return Ok(Vec::new());
+        };
+        if !payload.starts_with(b"# service=") {
+            return Ok(without_deepen_relative(raw, &payload));
+        }
+        let mut out = raw;
+        if let Some((flush, _)) = self.pkt()? {
+            out.extend_from_slice(&flush);
+            if let Some((raw, payload)) = self.pkt()? {
+                out.extend_from_slice(&without_deepen_relative(raw, &payload));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One pkt-line: its bytes as read and its payload (empty for flush and other special
+    /// packets, and for anything that is not a pkt-line). `None` at the end of the stream.
+    fn pkt(&mut self) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
         let mut header = [0u8; 4];
-        self.inner.read_exact(&mut header)?;
+        match self.inner.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
         let len = std::str::from_utf8(&header)
             .ok()
             .and_then(|h| usize::from_str_radix(h, 16).ok());
         let Some(len) = len.filter(|&l| l > 4) else {
-            return Ok(header.to_vec()); // a flush packet or not git at all: leave it be
+            return Ok(Some((header.to_vec(), Vec::new())));
         };
         let mut payload = vec![0u8; len - 4];
         self.inner.read_exact(&mut payload)?;
-        let Some(nul) = payload.iter().position(|&b| b == 0) else {
-            return Ok([&header[..], &payload].concat());
-        };
-        let (refs, capabilities) = payload.split_at(nul);
-        let capabilities: Vec<&[u8]> = capabilities[1..]
-            .split(|&b| b == b' ')
-            .filter(|c| *c != b"deepen-relative" && *c != b"deepen-relative\n")
-            .collect();
-        let mut line = refs.to_vec();
-        line.push(0);
-        line.extend_from_slice(&capabilities.join(&b' '));
-        if payload.ends_with(b"\n") && !line.ends_with(b"\n") {
-            line.push(b'\n');
-        }
-        Ok([format!("{:04x}", line.len() + 4).as_bytes(), &line].concat())
+        Ok(Some(([&header[..], &payload].concat(), payload)))
     }
+}
+
+/// A pkt-line (`raw`, with its `payload`) with `deepen-relative` taken out of the capability
+/// list that follows a NUL, if there is one.
+fn without_deepen_relative(raw: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    let Some(nul) = payload.iter().position(|&b| b == 0) else {
+        return raw;
+    };
+    let (refs, capabilities) = payload.split_at(nul);
+    let capabilities: Vec<&[u8]> = capabilities[1..]
+        .split(|&b| b == b' ')
+        .filter(|c| *c != b"deepen-relative" && *c != b"deepen-relative\n")
+        .collect();
+    let mut line = refs.to_vec();
+    line.push(0);
+    line.extend_from_slice(&capabilities.join(&b' '));
+    if payload.ends_with(b"\n") && !line.ends_with(b"\n") {
+        line.push(b'\n');
+    }
+    [format!("{:04x}", line.len() + 4).as_bytes(), &line].concat()
 }
 
 impl<R: std::io::Read> std::io::Read for WithoutDeepenRelative<R> {
@@ -1443,6 +1540,14 @@ mod tests {
                 "{offered:?}"
             );
         }
+        // Smart HTTP: the service announcement and its flush come first.
+        let service = [pkt(b"# service=git-upload-pack\n"), b"0000".to_vec()].concat();
+        let first = pkt(format!("{sha} HEAD\0shallow deepen-relative agent=git\n").as_bytes());
+        let want = pkt(format!("{sha} HEAD\0shallow agent=git\n").as_bytes());
+        assert_eq!(
+            filtered([service.clone(), first, rest.clone()].concat()),
+            [service, want, rest.clone()].concat()
+        );
         // Protocol v2 and an empty repository's flush pass untouched.
         let v2 = [
             pkt(b"version 2\n"),
