@@ -420,6 +420,14 @@ impl std::io::Read for SshOutput {
     }
 }
 
+impl Drop for SshOutput {
+    fn drop(&mut self) {
+        // By now the fetch is over or has failed: nothing more is wanted from the server.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A server's reply with `deepen-relative` taken out of a protocol v0 capability list.
 ///
 /// Over protocol v0/v1, gix (0.90) asks for every capability the server offers, and
@@ -527,14 +535,6 @@ impl<R: std::io::Read> std::io::Read for WithoutDeepenRelative<R> {
             }
             None => self.inner.read(buf),
         }
-    }
-}
-
-impl Drop for SshOutput {
-    fn drop(&mut self) {
-        // By now the fetch is over or has failed: nothing more is wanted from the server.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
