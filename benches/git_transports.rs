@@ -18,6 +18,7 @@
 mod support;
 
 use gitopsd::artifact::store::ArtifactStore;
+use gitopsd::cli::bench::{fresh_dir, measure};
 use gitopsd::config::{GitImplementation, GitReference};
 use gitopsd::source::git::auth::{GitAuthSettings, SecretBytes, SecretSource, SourceAuth};
 use gitopsd::source::git::GitSource;
@@ -26,7 +27,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{keygen, HttpGitServer, Repo, SshServer};
 
 /// SplitMix64: the same bytes on every machine, so runs compare.
@@ -124,7 +125,7 @@ fn fetch_and_pack(
     transport: &Transport,
     implementation: GitImplementation,
 ) -> (Revision, PathBuf) {
-    let state = fresh_dir(work, "state");
+    let state = fresh_dir(work, "state").unwrap();
     let source = transport.source(&state, implementation);
     let scratch = state.join("snapshot");
     fs::create_dir_all(&scratch).unwrap();
@@ -145,7 +146,7 @@ fn fetch_and_pack(
 }
 
 fn cli_fetch_and_pack(work: &Path, transport: &Transport) {
-    let dir = fresh_dir(work, "cli");
+    let dir = fresh_dir(work, "cli").unwrap();
     let script = format!(
         "git clone -q --depth 1 --branch main {url} {d}/c && tar -c -C {d}/c --exclude=.git . | gzip -6 > {d}/out.tar.gz",
         url = transport.url,
@@ -161,7 +162,7 @@ fn poll(
     implementation: GitImplementation,
     runs: usize,
 ) -> Duration {
-    let state = fresh_dir(work, "poll");
+    let state = fresh_dir(work, "poll").unwrap();
     let source = transport.source(&state, implementation);
     let scratch = state.join("snapshot");
     fs::create_dir_all(&scratch).unwrap();
@@ -180,7 +181,9 @@ fn poll(
             )
             .unwrap();
         assert!(matches!(outcome, FetchOutcome::Unchanged));
+        Ok(())
     })
+    .unwrap()
 }
 
 fn cli_poll(transport: &Transport, runs: usize) -> Duration {
@@ -188,29 +191,11 @@ fn cli_poll(transport: &Transport, runs: usize) -> Duration {
         "git ls-remote {} refs/heads/main > /dev/null",
         transport.url
     );
-    measure(runs, || sh(&script, &transport.cli_env))
-}
-
-/// Median wall time of `runs` runs.
-fn measure(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn fresh_dir(work: &Path, name: &str) -> PathBuf {
-    let d = work.join(name);
-    if d.exists() {
-        fs::remove_dir_all(&d).unwrap();
-    }
-    fs::create_dir_all(&d).unwrap();
-    d
+    measure(runs, || {
+        sh(&script, &transport.cli_env);
+        Ok(())
+    })
+    .unwrap()
 }
 
 fn sh(script: &str, env: &[(String, String)]) {
@@ -327,9 +312,15 @@ fn main() {
             let [gix, git2] = IMPLEMENTATIONS.map(|implementation| {
                 measure(*runs, || {
                     fetch_and_pack(work.path(), transport, implementation);
+                    Ok(())
                 })
+                .unwrap()
             });
-            let cli = measure(*runs, || cli_fetch_and_pack(work.path(), transport));
+            let cli = measure(*runs, || {
+                cli_fetch_and_pack(work.path(), transport);
+                Ok(())
+            })
+            .unwrap();
             println!(
                 "| {label} | {} | {} | {} | {} | {:.2}x | {:.2}x |",
                 transport.name,

@@ -32,6 +32,7 @@
 mod support;
 
 use anyhow::{bail, ensure};
+use gitopsd::cli::bench::{fresh_dir, measure, report};
 use gitopsd::config::{
     AzureAuth, AzureBlobSettings, BucketCredentials, BucketSettings, Secret, SecretValue,
 };
@@ -98,36 +99,6 @@ impl Settings {
             bucket_large_mb: large.unwrap_or(32),
         }
     }
-}
-
-/// Median wall time of `runs` runs.
-fn measure(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed());
-    }
-    times.sort();
-    Ok(times[times.len() / 2])
-}
-
-fn report(what: &str, ours: Duration, baseline_name: &str, baseline: Duration) {
-    println!(
-        "{what}: gitopsd {:.1} ms, {baseline_name} {:.1} ms, ratio {:.2}x",
-        ours.as_secs_f64() * 1e3,
-        baseline.as_secs_f64() * 1e3,
-        baseline.as_secs_f64() / ours.as_secs_f64()
-    );
-}
-
-fn fresh_dir(work: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let d = work.join(name);
-    if d.exists() {
-        std::fs::remove_dir_all(&d)?;
-    }
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
 }
 
 /// How many files are under `dir`.

@@ -238,8 +238,8 @@ fn git_source(url: &str, state: &Path, implementation: GitImplementation) -> Git
     }
 }
 
-/// Median wall time of `runs` runs.
-fn measure(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+/// Median wall time of `runs` runs. (Shared with the cargo benches in benches/.)
+pub fn measure(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let t = Instant::now();
@@ -250,7 +250,8 @@ fn measure(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Re
     Ok(times[times.len() / 2])
 }
 
-fn report(what: &str, ours: Duration, baseline_name: &str, baseline: Duration) {
+/// One result line: gitopsd's time, the baseline's, and the ratio.
+pub fn report(what: &str, ours: Duration, baseline_name: &str, baseline: Duration) {
     println!(
         "{what}: gitopsd {:.1} ms, {baseline_name} {:.1} ms, ratio {:.2}x",
         ours.as_secs_f64() * 1e3,
@@ -259,7 +260,8 @@ fn report(what: &str, ours: Duration, baseline_name: &str, baseline: Duration) {
     );
 }
 
-fn fresh_dir(work: &Path, name: &str) -> anyhow::Result<PathBuf> {
+/// `work/name`, emptied.
+pub fn fresh_dir(work: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let d = work.join(name);
     if d.exists() {
         std::fs::remove_dir_all(&d)?;

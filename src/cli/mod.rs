@@ -1,6 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
-mod bench;
+pub mod bench;
 mod check;
 mod client;
 mod run;
