@@ -48,6 +48,28 @@ fn http_server(password: &str) -> HttpGitServer {
     HttpGitServer::builder().basic_auth(USER, password).start()
 }
 
+/// `repo` served behind basic auth with [`PASSWORD`]: the server and the repository's URL.
+fn basic_auth_server(repo: &Repo) -> (HttpGitServer, String) {
+    let server = http_server(PASSWORD);
+    server.serve(repo.bare());
+    let url = server.auth_url(repo.bare().name());
+    (server, url)
+}
+
+/// The source mapping of a git source at `url` whose credentials are the Secret [`SECRET`].
+fn secret_source(url: &str) -> String {
+    format!("kind: git, url: \"{url}\", localAuthRef: {{ secret: {SECRET} }}")
+}
+
+/// [`SECRET`] in `namespace` with [`USER`] and `password`.
+fn put_basic_secret(cluster: &KubeCluster, namespace: &str, password: &[u8]) {
+    cluster.put_secret(
+        namespace,
+        SECRET,
+        &[("username", USER.as_bytes()), ("password", password)],
+    );
+}
+
 /// A config dir for `gitopsd`: the kubeconfig copied in as `./kubeconfig`, state in `./state`.
 struct Gitopsd {
     dir: tempfile::TempDir,
@@ -161,23 +183,14 @@ impl Gitopsd {
 fn basic_auth_from_a_secret_syncs() {
     let cluster = cluster();
     let repo = repo();
-    let server = http_server(PASSWORD);
-    server.serve(repo.bare());
-    let url = server.auth_url(repo.bare().name());
+    let (_server, url) = basic_auth_server(&repo);
     let namespace = cluster.create_namespace("basic");
-    cluster.put_secret(
-        &namespace,
-        SECRET,
-        &[
-            ("username", USER.as_bytes()),
-            // As `kubectl create secret --from-file` stores a file written with echo.
-            ("password", format!("{PASSWORD}\n").as_bytes()),
-        ],
-    );
+    // As `kubectl create secret --from-file` stores a file written with echo.
+    put_basic_secret(cluster, &namespace, format!("{PASSWORD}\n").as_bytes());
     let gitopsd = Gitopsd::new(
         &cluster.admin_kubeconfig(),
         &namespace,
-        &format!("kind: git, url: \"{url}\", localAuthRef: {{ secret: {SECRET} }}"),
+        &secret_source(&url),
     );
     let once = gitopsd.run_once();
     let revision = once.assert_synced();
@@ -208,7 +221,7 @@ fn ssh_identity_and_known_hosts_from_a_secret_sync() {
     let gitopsd = Gitopsd::new(
         &cluster.admin_kubeconfig(),
         &namespace,
-        &format!("kind: git, url: \"{url}\", localAuthRef: {{ secret: {SECRET} }}"),
+        &secret_source(&url),
     );
     let once = gitopsd.run_once();
     once.assert_synced();
@@ -242,21 +255,12 @@ fn rotated_secret_is_used_at_the_next_sync_without_a_restart() {
     server.serve(repo.bare());
     let url = server.auth_url(repo.bare().name());
     let namespace = cluster.create_namespace("rotate");
-    let credentials = |password: &str| {
-        cluster.put_secret(
-            &namespace,
-            SECRET,
-            &[
-                ("username", USER.as_bytes()),
-                ("password", password.as_bytes()),
-            ],
-        )
-    };
+    let credentials = |password: &str| put_basic_secret(cluster, &namespace, password.as_bytes());
     credentials(PASSWORD);
     let gitopsd = Gitopsd::new(
         &cluster.admin_kubeconfig(),
         &namespace,
-        &format!("kind: git, url: \"{url}\", localAuthRef: {{ secret: {SECRET} }}"),
+        &secret_source(&url),
     );
     let config_text = fs::read_to_string(&gitopsd.config).unwrap();
     let port: u16 = config_text
@@ -343,11 +347,9 @@ fn rotated_secret_is_used_at_the_next_sync_without_a_restart() {
 fn missing_secret_forbidden_user_and_unreachable_apiserver_fail_cleanly() {
     let cluster = cluster();
     let repo = repo();
-    let server = http_server(PASSWORD);
-    server.serve(repo.bare());
-    let url = server.auth_url(repo.bare().name());
+    let (_server, url) = basic_auth_server(&repo);
     let namespace = cluster.create_namespace("fail");
-    let source = format!("kind: git, url: \"{url}\", localAuthRef: {{ secret: {SECRET} }}");
+    let source = secret_source(&url);
 
     // No such Secret.
     let gitopsd = Gitopsd::new(&cluster.admin_kubeconfig(), &namespace, &source);
@@ -362,14 +364,7 @@ fn missing_secret_forbidden_user_and_unreachable_apiserver_fail_cleanly() {
     once.assert_no_secret(&[]);
 
     // A user whom RBAC does not let read it: the API server's reason names user and namespace.
-    cluster.put_secret(
-        &namespace,
-        SECRET,
-        &[
-            ("username", USER.as_bytes()),
-            ("password", PASSWORD.as_bytes()),
-        ],
-    );
+    put_basic_secret(cluster, &namespace, PASSWORD.as_bytes());
     let gitopsd = Gitopsd::new(&cluster.limited_kubeconfig(), &namespace, &source);
     let once = gitopsd.run_once();
     let error = once.assert_failed(&url);
@@ -451,22 +446,13 @@ fn apiserver_going_down_keeps_the_last_artifact() {
     support::IMPLEMENTATION.with(|i| i.set(gitopsd::config::GitImplementation::Gix));
     let mut cluster = KubeCluster::start();
     let repo = repo();
-    let server = http_server(PASSWORD);
-    server.serve(repo.bare());
-    let url = server.auth_url(repo.bare().name());
+    let (_server, url) = basic_auth_server(&repo);
     let namespace = cluster.create_namespace("down");
-    cluster.put_secret(
-        &namespace,
-        SECRET,
-        &[
-            ("username", USER.as_bytes()),
-            ("password", PASSWORD.as_bytes()),
-        ],
-    );
+    put_basic_secret(&cluster, &namespace, PASSWORD.as_bytes());
     let gitopsd = Gitopsd::new(
         &cluster.admin_kubeconfig(),
         &namespace,
-        &format!("kind: git, url: \"{url}\", localAuthRef: {{ secret: {SECRET} }}"),
+        &secret_source(&url),
     );
     let once = gitopsd.run_once();
     let revision = once.assert_synced();
