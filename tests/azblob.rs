@@ -97,6 +97,14 @@ fn run_once_with_env(dir: &Path, source_yaml: &str, env: &[(&str, &str)]) -> (Va
     (report, output)
 }
 
+/// `run_once` in a fresh dir on the container `fleet` of `azurite`, with `auth` fields.
+fn sync_fleet(azurite: &Azurite, auth: &[(&str, &str)]) -> (Value, Output) {
+    run_once(
+        tempfile::tempdir().unwrap().path(),
+        &source_yaml(&azurite.endpoint(), "fleet", auth),
+    )
+}
+
 fn source_yaml(url: &str, container: &str, extra: &[(&str, &str)]) -> String {
     let mut yaml = format!(
         "      kind: azblob\n      url: \"{url}\"\n      containerName: {container}\n      interval: 1m\n      timeout: 1m\n"
@@ -301,14 +309,7 @@ fn sas_token_works_and_expired_or_tampered_ones_fail_clearly() {
 
     let expired = account_sas("rl", unix_now() - 3600);
     let expired_sig = expired.rsplit("sig=").next().unwrap().to_string();
-    let (report, output) = run_once(
-        tempfile::tempdir().unwrap().path(),
-        &source_yaml(
-            &azurite.endpoint(),
-            "fleet",
-            &[("sasToken", &format!("\"{expired}\""))],
-        ),
-    );
+    let (report, output) = sync_fleet(&azurite, &[("sasToken", &format!("\"{expired}\""))]);
     assert_failed(
         &report,
         &output,
@@ -318,14 +319,7 @@ fn sas_token_works_and_expired_or_tampered_ones_fail_clearly() {
 
     // Permissions widened after signing: the signature no longer matches.
     let tampered = good.replace("sp=rl", "sp=rwdl");
-    let (report, output) = run_once(
-        tempfile::tempdir().unwrap().path(),
-        &source_yaml(
-            &azurite.endpoint(),
-            "fleet",
-            &[("sasToken", &format!("\"{tampered}\""))],
-        ),
-    );
+    let (report, output) = sync_fleet(&azurite, &[("sasToken", &format!("\"{tampered}\""))]);
     assert_failed(
         &report,
         &output,
@@ -340,14 +334,7 @@ fn wrong_account_key_missing_container_and_unreachable_endpoint_fail_clearly() {
     seeded(&azurite, "fleet");
     // A well-formed key that is not the account's.
     let wrong_key = openssl::base64::encode_block(&[7u8; 64]);
-    let (report, output) = run_once(
-        tempfile::tempdir().unwrap().path(),
-        &source_yaml(
-            &azurite.endpoint(),
-            "fleet",
-            &[("accountKey", &format!("\"{wrong_key}\""))],
-        ),
-    );
+    let (report, output) = sync_fleet(&azurite, &[("accountKey", &format!("\"{wrong_key}\""))]);
     let error = assert_failed(
         &report,
         &output,
