@@ -28,6 +28,9 @@ pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 4;
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_PUBLISH_LINK: &str = "current";
 
+/// The shortest interval and retryInterval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 const DURATION_HINT: &str = "expected a Go duration such as 90s, 10m or 1h30m";
 const LABEL_RULES: &str = "expected a DNS-1123 label: at most 63 lowercase letters, digits \
                            and '-', starting and ending with a letter or digit";
@@ -113,12 +116,76 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         }
     }
 
+    check_collisions(raw_configurations, base_dir, problems);
+
     Settings {
         state_dir,
         listen,
         max_concurrent_fetches,
         kubernetes,
         configurations,
+    }
+}
+
+/// Two writers of one file or directory undo each other: two kustomizations rendering into
+/// the same `<directory>/<name>.yaml`, or two sources publishing into one directory (each
+/// collects the other's revisions as garbage, leaving its `current` link dangling). Both
+/// places are named so the user can pick which to move.
+fn check_collisions(raws: &[RawConfiguration], base_dir: &Path, problems: &mut Problems) {
+    let mut publishers: HashMap<PathBuf, Pos> = HashMap::new();
+    let mut targets: HashMap<PathBuf, Pos> = HashMap::new();
+    for configuration in raws {
+        let publish = configuration
+            .source
+            .as_ref()
+            .and_then(|s| s.publish.as_ref())
+            .and_then(|p| p.directory.as_ref());
+        if let Some(text) = publish.filter(|t| !t.value.is_empty()) {
+            let directory = resolve(base_dir, Path::new(&text.value));
+            match publishers.get(&directory) {
+                Some(first) => problems.push(
+                    text.pos,
+                    format!(
+                        "publish.directory {} is also the publish directory of the source at \
+                         line {}, column {}; two sources cannot publish into one directory",
+                        directory.display(),
+                        first.line,
+                        first.column
+                    ),
+                ),
+                None => {
+                    publishers.insert(directory, text.pos);
+                }
+            }
+        }
+        for kustomization in &configuration.kustomizations {
+            let directory = kustomization
+                .target
+                .as_ref()
+                .and_then(|t| t.directory.as_ref())
+                .filter(|t| !t.value.is_empty());
+            let (Some(text), Some(name)) = (directory, kustomization.name.as_ref()) else {
+                continue;
+            };
+            let file =
+                resolve(base_dir, Path::new(&text.value)).join(format!("{}.yaml", name.value));
+            match targets.get(&file) {
+                Some(first) => problems.push(
+                    text.pos,
+                    format!(
+                        "kustomization `{}` would write {}, which the kustomization at line {}, \
+                         column {} writes too; give one of them another target directory",
+                        name.value,
+                        file.display(),
+                        first.line,
+                        first.column
+                    ),
+                ),
+                None => {
+                    targets.insert(file, text.pos);
+                }
+            }
+        }
     }
 }
 
@@ -305,9 +372,9 @@ fn source(
             }
         },
     };
-    let interval = positive_duration(&raw.interval, "interval", problems);
+    let interval = polling_interval(&raw.interval, "interval", problems);
     let timeout = positive_duration(&raw.timeout, "timeout", problems);
-    let retry_interval = positive_duration(&raw.retry_interval, "retryInterval", problems);
+    let retry_interval = polling_interval(&raw.retry_interval, "retryInterval", problems);
     let suspend = boolean(&raw.suspend, "suspend", problems);
     let publish = match &raw.publish {
         Some(publish) => Some(self::publish(publish, base_dir, problems)?),
@@ -778,8 +845,8 @@ fn kustomization(
         path: path?,
         prune: boolean(&raw.prune, "prune", problems),
         depends_on,
-        interval: positive_duration(&raw.interval, "interval", problems),
-        retry_interval: positive_duration(&raw.retry_interval, "retryInterval", problems),
+        interval: polling_interval(&raw.interval, "interval", problems),
+        retry_interval: polling_interval(&raw.retry_interval, "retryInterval", problems),
         timeout: positive_duration(&raw.timeout, "timeout", problems),
         wait: boolean(&raw.wait, "wait", problems),
         force: boolean(&raw.force, "force", problems),
@@ -938,6 +1005,25 @@ fn positive_duration(text: &Option<Text>, key: &str, problems: &mut Problems) ->
             DEFAULT_INTERVAL
         }
     }
+}
+
+/// An interval or retryInterval: a duration of at least [`MIN_INTERVAL`]. Shorter ones turn
+/// polling into a busy loop (1ns polled 94 times a second) against someone else's server.
+fn polling_interval(text: &Option<Text>, key: &str, problems: &mut Problems) -> Duration {
+    let value = positive_duration(text, key, problems);
+    if let Some(text) = text {
+        if value < MIN_INTERVAL {
+            problems.push(
+                text.pos,
+                format!(
+                    "invalid duration {:?} for {key}: must be at least {}s",
+                    text.value,
+                    MIN_INTERVAL.as_secs()
+                ),
+            );
+        }
+    }
+    value
 }
 
 /// A directory from the file: relative ones resolve against the config file's directory.

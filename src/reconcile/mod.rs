@@ -13,11 +13,11 @@ use crate::artifact::Artifact;
 use crate::config::{Configuration, Kustomization, Settings, Target};
 use crate::render::Renderer;
 use crate::source::{FetchOutcome, Revision};
-use crate::state::{now_rfc3339, set_condition, unix_now, StateStore};
+use crate::state::{now_rfc3339, set_condition, unix_now, StateDir, StateDirError, StateStore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,6 +28,8 @@ pub const KEEP_ARTIFACTS: usize = 2;
 
 pub struct Engine {
     settings: Settings,
+    /// Locked for as long as the engine lives; scratch space comes from it.
+    state_dir: StateDir,
     state: Arc<StateStore>,
     store: ArtifactStore,
     fetch_permits: Semaphore,
@@ -95,14 +97,8 @@ fn settings_digest(c: &Configuration) -> String {
 }
 
 impl Engine {
-    pub fn new(settings: Settings) -> std::io::Result<Arc<Engine>> {
-        std::fs::create_dir_all(&settings.state_dir)?;
-        let tmp = settings.state_dir.join("tmp");
-        // Scratch dirs of a run that was killed are garbage now.
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        std::fs::create_dir_all(&tmp)?;
+    pub fn new(settings: Settings) -> Result<Arc<Engine>, StateDirError> {
+        let state_dir = StateDir::open(&settings.state_dir)?;
         let state = StateStore::open(&settings.state_dir);
         let store = ArtifactStore::new(settings.state_dir.join("artifacts"));
         state.update(|st| {
@@ -150,6 +146,7 @@ impl Engine {
         let permits = settings.max_concurrent_fetches.max(1);
         Ok(Arc::new(Engine {
             settings,
+            state_dir,
             state,
             store,
             fetch_permits: Semaphore::new(permits),
@@ -441,8 +438,7 @@ impl Engine {
             &c.source,
             &self.settings.state_dir.join("git"),
         );
-        let scratch =
-            ScratchDir::new(&self.settings.state_dir, &c.name).map_err(|e| e.to_string())?;
+        let scratch = self.state_dir.scratch(&c.name).map_err(|e| e.to_string())?;
         let (revision, snapshot) = match source
             .fetch(previous, scratch.path().to_path_buf(), interrupt)
             .map_err(|e| e.to_string())?
@@ -618,8 +614,7 @@ impl Engine {
         previous: &Inventory,
     ) -> Result<Inventory, String> {
         let renderer = self.renderer()?;
-        let scratch =
-            ScratchDir::new(&self.settings.state_dir, &k.name).map_err(|e| e.to_string())?;
+        let scratch = self.state_dir.scratch(&k.name).map_err(|e| e.to_string())?;
         let root = scratch.path().join("src");
         crate::artifact::pack::extract(&artifact.path, &artifact.digest, &root)
             .map_err(|e| format!("cannot extract artifact {}: {e}", artifact.path.display()))?;
@@ -653,30 +648,5 @@ fn release_memory() {
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// A private directory under `<stateDir>/tmp`, removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(state_dir: &Path, label: &str) -> std::io::Result<ScratchDir> {
-        let dir = state_dir.join("tmp").join(format!(
-            "{label}-{}-{}",
-            std::process::id(),
-            crate::atomic::unique()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        Ok(ScratchDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
