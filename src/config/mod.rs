@@ -715,10 +715,7 @@ configurations:
         )
         .unwrap();
         assert_eq!(settings.configurations[0].render, RenderSettings::default());
-        assert_eq!(
-            RenderSettings::default(),
-            expect(SandboxMode::Auto, true)
-        );
+        assert_eq!(RenderSettings::default(), expect(SandboxMode::Auto, true));
 
         let text = r#"render: { sandbox: chroot }
 configurations:
@@ -727,10 +724,8 @@ configurations:
     source: { kind: git, url: "https://h/r" }
 "#;
         let found = problems(text);
-        let summary: Vec<(usize, usize, &str)> = found
-            .iter()
-            .map(|(l, c, m)| (*l, *c, m.as_str()))
-            .collect();
+        let summary: Vec<(usize, usize, &str)> =
+            found.iter().map(|(l, c, m)| (*l, *c, m.as_str())).collect();
         assert_eq!(
             summary,
             vec![

@@ -308,7 +308,9 @@ impl Renderer {
             RunError::Spawn(source) | RunError::Wait(source) => RenderError::Spawn {
                 tool: match options.confinement {
                     Confinement::Unconfined => self.describe(),
-                    sandboxed => format!("{} in the {} sandbox", self.describe(), sandboxed.as_str()),
+                    sandboxed => {
+                        format!("{} in the {} sandbox", self.describe(), sandboxed.as_str())
+                    }
                 },
                 source,
             },
@@ -411,7 +413,10 @@ fn detect_from(
     Err(RenderError::NoKustomize)
 }
 
-pub(crate) fn find_on_path(name: &std::ffi::OsStr, search_path: Option<&OsString>) -> Option<PathBuf> {
+pub(crate) fn find_on_path(
+    name: &std::ffi::OsStr,
+    search_path: Option<&OsString>,
+) -> Option<PathBuf> {
     std::env::split_paths(search_path?)
         .filter(|dir| !dir.as_os_str().is_empty())
         .map(|dir| dir.join(name))

@@ -221,7 +221,13 @@ mod tests {
         ] {
             assert!(is_remote(remote, false), "{remote}");
         }
-        for local in ["../base", "./deploy.yaml", "base", "sub/dir/file.yaml", ".hidden/x/y"] {
+        for local in [
+            "../base",
+            "./deploy.yaml",
+            "base",
+            "sub/dir/file.yaml",
+            ".hidden/x/y",
+        ] {
             assert!(!is_remote(local, false), "{local}");
         }
         // A local directory that happens to look like a host name wins, as in kustomize.

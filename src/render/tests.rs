@@ -277,7 +277,9 @@ fn files_outside_the_kustomization_dir_but_inside_the_artifact_load() {
         &tmp.path().join("overlay/kustomization.yaml"),
         "resources:\n- ../common/cm.yaml\n",
     );
-    let rendered = kubectl().build(tmp.path(), "overlay", &sandboxed()).unwrap();
+    let rendered = kubectl()
+        .build(tmp.path(), "overlay", &sandboxed())
+        .unwrap();
     assert_eq!(
         rendered.objects,
         vec![ObjectId::new("v1", "ConfigMap", "web", "shared")]
@@ -291,7 +293,9 @@ fn build_failure_keeps_stderr() {
         &tmp.path().join("app/kustomization.yaml"),
         "resources:\n- does-not-exist.yaml\n",
     );
-    let err = kubectl().build(tmp.path(), "app", &sandboxed()).unwrap_err();
+    let err = kubectl()
+        .build(tmp.path(), "app", &sandboxed())
+        .unwrap_err();
     match &err {
         RenderError::BuildFailed { path, stderr, .. } => {
             assert_eq!(path, "app");

@@ -276,7 +276,10 @@ fn loader_needs(binary: &Path) -> (bool, Option<PathBuf>) {
 /// static counts as dynamic: granting the library directories is the safe mistake.
 fn elf_has_interpreter(head: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
-    let u16_at = |at: usize| head.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |at: usize| {
+        head.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u32_at = |at: usize| {
         head.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -288,7 +291,8 @@ fn elf_has_interpreter(head: &[u8]) -> bool {
             u64::from_le_bytes(bytes)
         })
     };
-    let is_elf64_le = head.starts_with(b"\x7fELF") && head.get(4) == Some(&2) && head.get(5) == Some(&1);
+    let is_elf64_le =
+        head.starts_with(b"\x7fELF") && head.get(4) == Some(&2) && head.get(5) == Some(&1);
     if !is_elf64_le {
         return true;
     }
@@ -324,7 +328,9 @@ fn allowed(binary: &Path, remote_bases: bool, scratch: &Path) -> io::Result<Allo
     if remote_bases {
         // kustomize clones remote bases with the git CLI, which git-remote-https and the
         // libraries it needs follow.
-        if let Some(git) = crate::render::find_on_path("git".as_ref(), std::env::var_os("PATH").as_ref()) {
+        if let Some(git) =
+            crate::render::find_on_path("git".as_ref(), std::env::var_os("PATH").as_ref())
+        {
             if let Ok(git) = git.canonicalize() {
                 executables.push(git);
                 dynamic = true;
@@ -388,7 +394,7 @@ fn namespace_plan(
         // artifact, which may live below /tmp.
         plan.expose(scratch, true)?;
     }
-    Ok(plan.finish(dir, !remote_bases)?)
+    plan.finish(dir, !remote_bases)
 }
 
 /// A build's sandbox, prepared in the parent; [`Jail::apply`] arms it on the command.
@@ -512,7 +518,10 @@ mod tests {
             landlock: Ok(7),
             namespaces: Ok(()),
         };
-        assert_eq!(both.resolve(SandboxMode::Auto).unwrap(), Confinement::Landlock);
+        assert_eq!(
+            both.resolve(SandboxMode::Auto).unwrap(),
+            Confinement::Landlock
+        );
         assert_eq!(
             both.resolve(SandboxMode::Namespace).unwrap(),
             Confinement::Namespace

@@ -84,8 +84,7 @@ impl PlanBuilder {
     }
 
     fn inside(&self, host: &Path) -> PathBuf {
-        self.new_root
-            .join(host.strip_prefix("/").unwrap_or(host))
+        self.new_root.join(host.strip_prefix("/").unwrap_or(host))
     }
 
     /// Make `host` (absolute) visible at the same path, read-only unless `writable`.
@@ -204,11 +203,7 @@ fn write_proc(path: &CStr, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn mount(
-    source: Option<&CStr>,
-    target: &CStr,
-    flags: c_ulong,
-) -> io::Result<()> {
+fn mount(source: Option<&CStr>, target: &CStr, flags: c_ulong) -> io::Result<()> {
     let none: *const libc::c_char = std::ptr::null();
     // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
     check(unsafe {
@@ -236,9 +231,17 @@ impl Plan {
         // Nothing mounted here may propagate back to the host.
         mount(None, c"/", libc::MS_REC | libc::MS_PRIVATE)?;
         // pivot_root needs the new root to be a mount point.
-        mount(Some(&self.new_root), &self.new_root, libc::MS_BIND | libc::MS_REC)?;
+        mount(
+            Some(&self.new_root),
+            &self.new_root,
+            libc::MS_BIND | libc::MS_REC,
+        )?;
         for bind in &self.binds {
-            mount(Some(&bind.source), &bind.target, libc::MS_BIND | libc::MS_REC)?;
+            mount(
+                Some(&bind.source),
+                &bind.target,
+                libc::MS_BIND | libc::MS_REC,
+            )?;
             if let Some(flags) = bind.read_only {
                 mount(None, &bind.target, libc::MS_BIND | libc::MS_REMOUNT | flags)?;
             }
@@ -253,7 +256,11 @@ impl Plan {
             check(libc::umount2(dot, libc::MNT_DETACH))?;
             check(libc::chdir(c"/".as_ptr()))?;
         }
-        mount(None, c"/", libc::MS_BIND | libc::MS_REMOUNT | self.new_root_flags)?;
+        mount(
+            None,
+            c"/",
+            libc::MS_BIND | libc::MS_REMOUNT | self.new_root_flags,
+        )?;
         // SAFETY: as above.
         unsafe {
             check(libc::chdir(self.workdir.as_ptr()))?;
@@ -281,22 +288,25 @@ pub(super) fn probe() -> Result<(), i32> {
     unsafe {
         let pid = libc::fork();
         if pid < 0 {
-            return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
         }
         if pid == 0 {
-            let code = if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-            } else if libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-            } else {
+            let entered = libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0;
+            let code = if entered {
                 0
+            } else {
+                io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO)
             };
             libc::_exit(code.clamp(0, 255));
         }
