@@ -9,7 +9,7 @@ mod support;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{describe, free_port, gitopsd_bin, text, Repo};
+use support::{describe, free_port, gitopsd_bin, text, HttpGitServer, Repo};
 
 /// In the file the "absolute path" cases read, and in the sibling's key.
 const ABSOLUTE_MARKER: &str = "absolute-path-secret-4f1c";
@@ -309,6 +309,73 @@ configurations:
          refers to the remote resources https://git.example.com/org/fleet//deploy?ref=v1.0.0, \
          and remote bases are disabled (render.remoteBases: false); vendor it into the \
          repository or allow remote bases"
+    );
+}
+
+#[test]
+fn remote_git_bases_are_cloned_inside_either_sandbox_unless_refused() {
+    // The base lives in another repository, served over smart HTTP on loopback; kustomize
+    // clones it with the git program, which the sandbox must let run and reach the server.
+    let base = Repo::named("base");
+    base.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-remote\n",
+    );
+    base.write("deploy/kustomization.yaml", "resources:\n- cm.yaml\n");
+    base.commit("base");
+    base.push_all();
+    let (_server, base_url) = HttpGitServer::serving(base.bare());
+
+    let app = Repo::new();
+    app.write(
+        "app/kustomization.yaml",
+        format!("resources:\n- {base_url}//deploy?ref=main\n"),
+    );
+    app.commit("app");
+    app.push_all();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gitopsd.yaml");
+    let url = app.bare().file_url();
+    let configuration = |name: &str, render: &str| {
+        format!(
+            "  - name: {name}\n    render: {render}\n    source: {{ kind: git, url: \"{url}\" }}\n    kustomizations:\n      - {{ name: app, path: ./app }}\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "stateDir: ./state\nserver: {{ listen: \"127.0.0.1:{}\" }}\nconfigurations:\n{}{}{}",
+            free_port(),
+            configuration("landlock", "{ sandbox: landlock }"),
+            configuration("namespace", "{ sandbox: namespace }"),
+            configuration("refused", "{ remoteBases: false }"),
+        ),
+    )
+    .unwrap();
+    let (report, output) = run_once(&config);
+    let errors: Vec<&Value> = report["kustomizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["error"])
+        .collect();
+    assert_eq!(errors.len(), 3, "{report:#}");
+    for (configuration, error) in ["landlock", "namespace"].iter().zip(&errors) {
+        assert_eq!(**error, Value::Null, "{configuration}: {}", describe(&output));
+        let rendered = std::fs::read_to_string(
+            dir.path()
+                .join(format!("state/rendered/default/{configuration}/app.yaml")),
+        )
+        .unwrap();
+        assert!(rendered.contains("name: from-remote"), "{rendered}");
+    }
+    let refused = errors[2].as_str().unwrap();
+    assert!(
+        refused.contains(&format!(
+            "app/kustomization.yaml refers to the remote resources {base_url}//deploy?ref=main, \
+             and remote bases are disabled"
+        )),
+        "{refused}"
     );
 }
 

@@ -228,9 +228,14 @@ const LIBRARY_PATHS: &[&str] = &[
     "/etc/ld.so.cache",
 ];
 
+/// The system's program directories, for git's helpers and scripts (remote bases only).
+const SYSTEM_PROGRAMS: &[&str] = &["/bin", "/usr/bin"];
+
 /// What a remote base needs besides `git` and the libraries: CA certificates, name
-/// resolution, and `/dev/null` for git's children.
+/// resolution, and randomness for git's temporary files (`/dev/null`, which git's children
+/// also write, is allowed separately).
 const REMOTE_READ_PATHS: &[&str] = &[
+    "/dev/urandom",
     "/etc/ssl",
     "/etc/pki",
     "/etc/ca-certificates",
@@ -326,16 +331,19 @@ fn allowed(binary: &Path, remote_bases: bool, scratch: &Path) -> io::Result<Allo
     let mut read = Vec::new();
     let mut scratch_dir = None;
     if remote_bases {
-        // kustomize clones remote bases with the git CLI, which git-remote-https and the
-        // libraries it needs follow.
+        // kustomize clones remote bases with the git CLI, which runs git-remote-https and
+        // shell scripts (`git submodule`) with the system's tools. Executing a program gives
+        // it no more than the sandbox allows (no new privileges, the same rules), so the
+        // system's program directories are allowed whole.
         if let Some(git) =
             crate::render::find_on_path("git".as_ref(), std::env::var_os("PATH").as_ref())
         {
             if let Ok(git) = git.canonicalize() {
                 executables.push(git);
-                dynamic = true;
             }
         }
+        executables.extend(existing(SYSTEM_PROGRAMS));
+        dynamic = true;
         read.extend(existing(REMOTE_READ_PATHS));
         let tmp = scratch.join("tmp");
         std::fs::create_dir_all(&tmp)?;
