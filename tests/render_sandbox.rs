@@ -331,6 +331,12 @@ fn remote_git_bases_are_cloned_inside_either_sandbox_unless_refused() {
         "app/kustomization.yaml",
         format!("resources:\n- {base_url}//deploy?ref=main\n"),
     );
+    // The same base through a file:// URL: git would read a repository on the host (such as
+    // another configuration's cache), which the sandbox does not allow.
+    app.write(
+        "local/kustomization.yaml",
+        format!("resources:\n- {}//deploy?ref=main\n", base.bare().file_url()),
+    );
     app.commit("app");
     app.push_all();
     let dir = tempfile::tempdir().unwrap();
@@ -338,7 +344,7 @@ fn remote_git_bases_are_cloned_inside_either_sandbox_unless_refused() {
     let url = app.bare().file_url();
     let configuration = |name: &str, render: &str| {
         format!(
-            "  - name: {name}\n    render: {render}\n    source: {{ kind: git, url: \"{url}\" }}\n    kustomizations:\n      - {{ name: app, path: ./app }}\n"
+            "  - name: {name}\n    render: {render}\n    source: {{ kind: git, url: \"{url}\" }}\n    kustomizations:\n      - {{ name: app, path: ./app }}\n      - {{ name: local, path: ./local }}\n"
         )
     };
     std::fs::write(
@@ -357,9 +363,21 @@ fn remote_git_bases_are_cloned_inside_either_sandbox_unless_refused() {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|k| k["name"] == "app")
         .map(|k| &k["error"])
         .collect();
     assert_eq!(errors.len(), 3, "{report:#}");
+    let local: Vec<&Value> = report["kustomizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "local")
+        .map(|k| &k["error"])
+        .collect();
+    assert!(
+        local[..2].iter().all(|e| e.is_string()),
+        "file:// bases cannot be read in either sandbox: {report:#}"
+    );
     for (configuration, error) in ["landlock", "namespace"].iter().zip(&errors) {
         assert_eq!(**error, Value::Null, "{configuration}: {}", describe(&output));
         let rendered = std::fs::read_to_string(
