@@ -335,7 +335,10 @@ fn remote_git_bases_are_cloned_inside_either_sandbox_unless_refused() {
     // another configuration's cache), which the sandbox does not allow.
     app.write(
         "local/kustomization.yaml",
-        format!("resources:\n- {}//deploy?ref=main\n", base.bare().file_url()),
+        format!(
+            "resources:\n- {}//deploy?ref=main\n",
+            base.bare().file_url()
+        ),
     );
     app.commit("app");
     app.push_all();
@@ -379,7 +382,12 @@ fn remote_git_bases_are_cloned_inside_either_sandbox_unless_refused() {
         "file:// bases cannot be read in either sandbox: {report:#}"
     );
     for (configuration, error) in ["landlock", "namespace"].iter().zip(&errors) {
-        assert_eq!(**error, Value::Null, "{configuration}: {}", describe(&output));
+        assert_eq!(
+            **error,
+            Value::Null,
+            "{configuration}: {}",
+            describe(&output)
+        );
         let rendered = std::fs::read_to_string(
             dir.path()
                 .join(format!("state/rendered/default/{configuration}/app.yaml")),
