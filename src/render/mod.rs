@@ -158,12 +158,23 @@ pub enum RenderError {
         #[source]
         source: std::io::Error,
     },
-    #[error("kustomize build of {} failed ({status}): {stderr}", shown(path))]
+    #[error(
+        "kustomize build of {} failed ({status}{}): {stderr}",
+        shown(path),
+        match confinement {
+            Confinement::Unconfined => "",
+            // kustomize reports a refused read as "permission denied" or "no such file":
+            // say where that comes from.
+            Confinement::Landlock | Confinement::Namespace =>
+                ", in a sandbox that reads only the artifact",
+        }
+    )]
     BuildFailed {
         path: String,
         status: String,
         /// kustomize's stderr, trimmed to its first lines.
         stderr: String,
+        confinement: Confinement,
     },
     #[error(
         "kustomize build of {} timed out after {after:?} and was killed{}",
@@ -329,6 +340,7 @@ impl Renderer {
                 path: owned(),
                 status: finished.status.to_string(),
                 stderr: summarize_stderr(&finished.stderr),
+                confinement: options.confinement,
             });
         }
         if !finished.stderr.is_empty() {

@@ -517,9 +517,17 @@ fn sandboxes_keep_generators_inside_the_artifact() {
         assert!(inside.yaml.contains("shared-value"), "{}", inside.yaml);
 
         match kubectl().build(&root, "leak", &options(confinement, true)) {
-            Err(RenderError::BuildFailed { stderr, .. }) => {
-                assert!(stderr.contains("secret.txt"), "{confinement:?}: {stderr}");
-                assert!(!stderr.contains("TOP-SECRET"), "{stderr}");
+            Err(e @ RenderError::BuildFailed { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.starts_with(
+                        "kustomize build of \"leak\" failed (exit status: 1, in a sandbox that \
+                         reads only the artifact): "
+                    ),
+                    "{message}"
+                );
+                assert!(message.contains("secret.txt"), "{confinement:?}: {message}");
+                assert!(!message.contains("TOP-SECRET"), "{message}");
             }
             other => panic!("{confinement:?}: expected BuildFailed, got {other:?}"),
         }
