@@ -537,7 +537,7 @@ configurations:
         assert_eq!(
             err.to_string(),
             "gitopsd.yaml:2:1: unknown field `cluster` at the top level, expected one of \
-             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `configurations`"
+             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `render`, `configurations`"
         );
     }
 
@@ -704,6 +704,77 @@ configurations:
         assert!(found[1]
             .2
             .starts_with("kubernetes.context must not be empty"));
+    }
+
+    #[test]
+    fn render_settings_are_inherited_and_checked() {
+        use crate::render::{RenderSettings, SandboxMode};
+        let text = r#"render: { sandbox: namespace, remoteBases: false }
+configurations:
+  - name: a
+    source: { kind: git, url: "https://h/r" }
+  - name: b
+    render: { sandbox: none }
+    source: { kind: git, url: "https://h/r" }
+  - name: c
+    render: { remoteBases: true, sandbox: landlock }
+    source: { kind: git, url: "https://h/r" }
+"#;
+        let settings = load_test(text).unwrap_or_else(|e| panic!("{e}"));
+        let render: Vec<RenderSettings> =
+            settings.configurations.iter().map(|c| c.render).collect();
+        let expect = |sandbox, remote_bases| RenderSettings {
+            sandbox,
+            remote_bases,
+        };
+        assert_eq!(settings.render, expect(SandboxMode::Namespace, false));
+        assert_eq!(
+            render,
+            vec![
+                expect(SandboxMode::Namespace, false),
+                expect(SandboxMode::None, false),
+                expect(SandboxMode::Landlock, true),
+            ]
+        );
+        // Unset everywhere: auto, and remote bases allowed (Flux's default).
+        let settings = load_test(
+            "configurations:\n  - name: a\n    source: {kind: git, url: 'https://h/r'}\n",
+        )
+        .unwrap();
+        assert_eq!(settings.configurations[0].render, RenderSettings::default());
+        assert_eq!(RenderSettings::default(), expect(SandboxMode::Auto, true));
+
+        let text = r#"render: { sandbox: chroot }
+configurations:
+  - name: a
+    render: { remoteBases: maybe, sandox: none }
+    source: { kind: git, url: "https://h/r" }
+"#;
+        let found = problems(text);
+        let summary: Vec<(usize, usize, &str)> =
+            found.iter().map(|(l, c, m)| (*l, *c, m.as_str())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    1,
+                    20,
+                    "invalid render.sandbox \"chroot\": expected `auto`, `landlock`, `namespace` \
+                     or `none`"
+                ),
+                (
+                    4,
+                    28,
+                    "invalid value \"maybe\" for render.remoteBases: expected true or false"
+                ),
+                (
+                    4,
+                    35,
+                    "unknown field `sandox` in `render` (did you mean `sandbox`?), expected one \
+                     of `sandbox`, `remoteBases`"
+                ),
+            ]
+        );
     }
 
     #[test]

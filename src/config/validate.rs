@@ -15,9 +15,10 @@ use super::model::{
 };
 use super::positions::{Pos, Problems};
 use super::schema::{
-    RawConfiguration, RawGitRef, RawKubernetes, RawKustomization, RawPublish, RawSettings,
-    RawSource, Text,
+    RawConfiguration, RawGitRef, RawKubernetes, RawKustomization, RawPublish, RawRender,
+    RawSettings, RawSource, Text,
 };
+use crate::render::{RenderSettings, SandboxMode};
 use crate::source::git::semver::Range;
 
 /// Where state lives when `stateDir` is not set.
@@ -88,6 +89,8 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         settings: kubernetes.as_ref(),
     };
 
+    let render = render(raw.render.as_ref(), RenderSettings::default(), problems);
+
     let raw_configurations = raw.configurations.as_deref().unwrap_or_default();
     let mut configurations = Vec::with_capacity(raw_configurations.len());
     // (namespace, name) → line of the first definition.
@@ -111,7 +114,9 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
                 seen.insert(key, name.pos.line);
             }
         }
-        if let Some(configuration) = configuration(raw_configuration, base_dir, cluster, problems) {
+        if let Some(configuration) =
+            configuration(raw_configuration, base_dir, cluster, render, problems)
+        {
             configurations.push(configuration);
         }
     }
@@ -123,6 +128,7 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         listen,
         max_concurrent_fetches,
         kubernetes,
+        render,
         configurations,
     }
 }
@@ -186,6 +192,39 @@ fn check_collisions(raws: &[RawConfiguration], base_dir: &Path, problems: &mut P
                 }
             }
         }
+    }
+}
+
+/// A `render` section over `inherited`: each key it sets replaces the inherited value.
+fn render(
+    raw: Option<&RawRender>,
+    inherited: RenderSettings,
+    problems: &mut Problems,
+) -> RenderSettings {
+    let Some(raw) = raw else {
+        return inherited;
+    };
+    let sandbox = match &raw.sandbox {
+        None => inherited.sandbox,
+        Some(text) => SandboxMode::parse(text.as_str()).unwrap_or_else(|| {
+            problems.push(
+                text.pos,
+                format!(
+                    "invalid render.sandbox {:?}: expected `auto`, `landlock`, `namespace` or \
+                     `none`",
+                    text.value
+                ),
+            );
+            inherited.sandbox
+        }),
+    };
+    let remote_bases = match &raw.remote_bases {
+        None => inherited.remote_bases,
+        some => boolean(some, "render.remoteBases", problems),
+    };
+    RenderSettings {
+        sandbox,
+        remote_bases,
     }
 }
 
@@ -275,6 +314,7 @@ fn configuration(
     raw: &RawConfiguration,
     base_dir: &Path,
     cluster: Cluster<'_>,
+    inherited: RenderSettings,
     problems: &mut Problems,
 ) -> Option<Configuration> {
     let name = raw
@@ -298,6 +338,7 @@ fn configuration(
         }
     }
     let suspend = boolean(&raw.suspend, "suspend", problems);
+    let render = render(raw.render.as_ref(), inherited, problems);
     let source = raw
         .source
         .as_ref()
@@ -307,6 +348,7 @@ fn configuration(
         name: name?,
         namespace: namespace?,
         suspend,
+        render,
         source: source?,
         kustomizations,
     })

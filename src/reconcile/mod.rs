@@ -11,7 +11,7 @@ use crate::apply::{DirectoryTarget, Inventory, Target as _};
 use crate::artifact::store::ArtifactStore;
 use crate::artifact::Artifact;
 use crate::config::{Configuration, Kustomization, Settings, Target};
-use crate::render::Renderer;
+use crate::render::{BuildOptions, Renderer, SandboxSupport};
 use crate::source::{FetchOutcome, Revision};
 use crate::state::{now_rfc3339, set_condition, unix_now, StateDir, StateDirError, StateStore};
 use serde::Serialize;
@@ -34,6 +34,8 @@ pub struct Engine {
     store: ArtifactStore,
     fetch_permits: Semaphore,
     renderer: OnceLock<Result<Arc<Renderer>, String>>,
+    /// What the kernel offers to confine builds, probed once at start.
+    sandbox: SandboxSupport,
     triggers: HashMap<String, Arc<Notify>>,
 }
 
@@ -144,6 +146,8 @@ impl Engine {
             .map(|c| (c.name.clone(), Arc::new(Notify::new())))
             .collect();
         let permits = settings.max_concurrent_fetches.max(1);
+        let sandbox = SandboxSupport::detect();
+        log_sandbox(&settings, &sandbox);
         Ok(Arc::new(Engine {
             settings,
             state_dir,
@@ -151,6 +155,7 @@ impl Engine {
             store,
             fetch_permits: Semaphore::new(permits),
             renderer: OnceLock::new(),
+            sandbox,
             triggers,
         }))
     }
@@ -614,12 +619,21 @@ impl Engine {
         previous: &Inventory,
     ) -> Result<Inventory, String> {
         let renderer = self.renderer()?;
+        let confinement = self
+            .sandbox
+            .resolve(c.render.sandbox)
+            .map_err(|e| e.to_string())?;
+        let options = BuildOptions {
+            timeout: k.timeout,
+            confinement,
+            remote_bases: c.render.remote_bases,
+        };
         let scratch = self.state_dir.scratch(&k.name).map_err(|e| e.to_string())?;
         let root = scratch.path().join("src");
         crate::artifact::pack::extract(&artifact.path, &artifact.digest, &root)
             .map_err(|e| format!("cannot extract artifact {}: {e}", artifact.path.display()))?;
         let rendered = renderer
-            .build(&root, &k.path, k.timeout)
+            .build(&root, &k.path, &options)
             .map_err(|e| format!("kustomize build of '{}' failed: {e}", display_path(&k.path)))?;
         let target = DirectoryTarget {
             directory: self.target_dir(c, k),
@@ -629,6 +643,34 @@ impl Engine {
             .apply(&rendered, previous)
             .map_err(|e| e.to_string())?;
         Ok(report.inventory)
+    }
+}
+
+/// Say once, at start, how builds will be confined: which mechanism, which configurations
+/// opted out, and which cannot render at all on this machine.
+fn log_sandbox(settings: &Settings, support: &SandboxSupport) {
+    let with_kustomizations = settings
+        .configurations
+        .iter()
+        .filter(|c| !c.kustomizations.is_empty());
+    let mut confined = Vec::new();
+    for c in with_kustomizations {
+        match support.resolve(c.render.sandbox) {
+            Ok(crate::render::Confinement::Unconfined) => tracing::warn!(
+                configuration = %c.name,
+                "render sandbox disabled (render.sandbox: none): kustomize can read any file \
+                 gitopsd can read, such as keys and other configurations' files"
+            ),
+            Ok(confinement) => confined.push(format!("{}: {}", c.name, confinement.as_str())),
+            Err(e) => tracing::error!(configuration = %c.name, "{e}"),
+        }
+    }
+    if !confined.is_empty() {
+        tracing::info!(
+            support = %support.describe(),
+            "render sandbox: {}",
+            confined.join(", ")
+        );
     }
 }
 
