@@ -304,7 +304,11 @@ fn half_sent_requests_time_out_and_leave_the_api_reachable() {
             if let Some(answer) = exchange(setup.port, &request("GET", "/healthz", &[])) {
                 break answer;
             }
-            assert!(Instant::now() < deadline, "API unreachable\n{}", daemon.context());
+            assert!(
+                Instant::now() < deadline,
+                "API unreachable\n{}",
+                daemon.context()
+            );
             std::thread::sleep(POLL);
         }
     };
@@ -470,11 +474,15 @@ fn the_token_is_required_except_for_probes() {
         ],
         &[],
     ));
-    assert!(reconciled.contains("reconcile of web requested"), "{reconciled}");
+    assert!(
+        reconciled.contains("reconcile of web requested"),
+        "{reconciled}"
+    );
     let refused = setup.client(&["status", "--server", &server], &[]);
     assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
     assert!(
-        text(&refused.stderr).contains("HTTP 401") && text(&refused.stderr).contains("GITOPSD_TOKEN"),
+        text(&refused.stderr).contains("HTTP 401")
+            && text(&refused.stderr).contains("GITOPSD_TOKEN"),
         "{}",
         describe(&refused)
     );
@@ -499,7 +507,10 @@ fn the_token_is_required_except_for_probes() {
     assert_eq!(status_of(&answer), Some(200), "{}", text(&answer));
 
     let log = daemon.log();
-    assert!(!log.contains("first-token") && !log.contains("second-token"), "{log}");
+    assert!(
+        !log.contains("first-token") && !log.contains("second-token"),
+        "{log}"
+    );
     assert!(!log.contains("without a token"), "{log}");
 }
 
@@ -545,8 +556,11 @@ fn control_characters_are_escaped_in_error_bodies_and_logs() {
     );
 
     // A raw control byte in the request line never gets past the HTTP parser.
-    let answer = exchange(setup.port, b"GET /api/v1/status\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("an answer");
+    let answer = exchange(
+        setup.port,
+        b"GET /api/v1/status\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .expect("an answer");
     assert_eq!(status_of(&answer), Some(400), "{}", text(&answer));
     assert!(!answer.contains(&0x1b), "{answer:?}");
 
@@ -574,10 +588,7 @@ fn invalid_server_settings_are_reported_with_positions() {
         "token: \"two words\", tokenFile: t, maxConnections: 0, readTimeout: soon",
         "./app",
     );
-    let output = setup.client(
-        &["check", "--config", setup.config.to_str().unwrap()],
-        &[],
-    );
+    let output = setup.client(&["check", "--config", setup.config.to_str().unwrap()], &[]);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = text(&output.stderr);
     for expected in [

@@ -27,7 +27,10 @@ pub enum TokenError {
         source: std::io::Error,
     },
     #[error("invalid token in server.tokenFile {}: {problem}", path.display())]
-    Invalid { path: PathBuf, problem: &'static str },
+    Invalid {
+        path: PathBuf,
+        problem: &'static str,
+    },
 }
 
 /// Where the token comes from.
@@ -136,7 +139,10 @@ pub async fn require_token(
     tracing::debug!(path = %request.uri().path(), "API request without a valid token");
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))],
+        [(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        )],
         body,
     )
         .into_response()

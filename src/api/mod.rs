@@ -152,10 +152,7 @@ async fn reconcile(State(engine): State<Arc<Engine>>, UrlPath(name): UrlPath<Str
         // The name comes percent-decoded from the URL: `%0a` must not end the line.
         (
             StatusCode::NOT_FOUND,
-            format!(
-                "no configuration named {}\n",
-                crate::escape::control(&name)
-            ),
+            format!("no configuration named {}\n", crate::escape::control(&name)),
         )
             .into_response()
     }

@@ -134,7 +134,10 @@ pub async fn read_body(
 ) -> Response {
     let (parts, body) = request.into_parts();
     match tokio::time::timeout(read_timeout, collect(body)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Ok(Err(BodyError::TooLarge)) => closing(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request bodies are limited to {MAX_BODY} bytes\n"),

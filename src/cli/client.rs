@@ -68,9 +68,12 @@ fn read_token(path: &std::path::Path, key: &str) -> anyhow::Result<String> {
 }
 
 /// The daemon's answer as text; an error for anything but success, saying what to do.
-fn answer(url: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<String> {
-    let mut response =
-        response.with_context(|| format!("cannot reach the daemon at {url}; is gitopsd running?"))?;
+fn answer(
+    url: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> anyhow::Result<String> {
+    let mut response = response
+        .with_context(|| format!("cannot reach the daemon at {url}; is gitopsd running?"))?;
     let status = response.status();
     let text = response.body_mut().read_to_string().unwrap_or_default();
     if status == ureq::http::StatusCode::UNAUTHORIZED {
@@ -127,7 +130,10 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
 pub fn reconcile(args: &ServerArgs, name: &str) -> anyhow::Result<i32> {
     let daemon = Daemon::locate(args)?;
     let url = format!("{}/api/v1/reconcile/{name}", daemon.base_url);
-    let text = answer(&url, daemon.authorize(Daemon::agent().post(&url)).send_empty())?;
+    let text = answer(
+        &url,
+        daemon.authorize(Daemon::agent().post(&url)).send_empty(),
+    )?;
     println!("{}", text.trim());
     Ok(0)
 }

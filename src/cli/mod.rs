@@ -85,7 +85,12 @@ pub struct ServerArgs {
     pub server: Option<String>,
     /// The API token (`server.token`), when the daemon requires one. Default: the token
     /// in --config (`server.token` or `server.tokenFile`).
-    #[arg(long, env = "GITOPSD_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "GITOPSD_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// A file holding the API token.
     #[arg(long)]

@@ -63,9 +63,14 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(crate::api::serve(engine.clone(), listener, options, async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    }));
+    let server = tokio::spawn(crate::api::serve(
+        engine.clone(),
+        listener,
+        options,
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+    ));
     let scheduler = {
         let engine = engine.clone();
         tokio::spawn(async move { engine.run(stop_rx).await })

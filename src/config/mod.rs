@@ -741,10 +741,8 @@ configurations:
         let text = "server:\n  token: \"a b\"\n  maxConnections: -1\n  readTimeout: 0s\n\
                     configurations: []\n";
         let found = problems(text);
-        let summary: Vec<(usize, usize, &str)> = found
-            .iter()
-            .map(|(l, c, m)| (*l, *c, m.as_str()))
-            .collect();
+        let summary: Vec<(usize, usize, &str)> =
+            found.iter().map(|(l, c, m)| (*l, *c, m.as_str())).collect();
         assert_eq!(
             summary,
             vec![
@@ -772,7 +770,7 @@ configurations:
             found,
             vec![(
                 1,
-                33,
+                32,
                 "give either server.token or server.tokenFile, not both".to_string()
             )]
         );

@@ -16,7 +16,13 @@ pub const SETTINGS_FIELDS: &[&str] = &[
     "maxConcurrentFetches",
     "configurations",
 ];
-pub const SERVER_FIELDS: &[&str] = &["listen", "token", "tokenFile", "maxConnections", "readTimeout"];
+pub const SERVER_FIELDS: &[&str] = &[
+    "listen",
+    "token",
+    "tokenFile",
+    "maxConnections",
+    "readTimeout",
+];
 pub const KUBERNETES_FIELDS: &[&str] = &["kubeconfig", "context"];
 pub const CONFIGURATION_FIELDS: &[&str] = &[
     "name",

@@ -177,7 +177,8 @@ fn server(raw: Option<&RawServer>, base_dir: &Path, problems: &mut Problems) -> 
         }
     }
     if raw.read_timeout.is_some() {
-        settings.read_timeout = positive_duration(&raw.read_timeout, "server.readTimeout", problems);
+        settings.read_timeout =
+            positive_duration(&raw.read_timeout, "server.readTimeout", problems);
     }
     settings
 }
