@@ -37,11 +37,24 @@ impl Setup {
     /// `server` is the YAML flow mapping's content besides `listen`, e.g. `tokenFile: t`;
     /// `listen_host` is 127.0.0.1 except for the warning test.
     fn new(listen_host: &str, server: &str, kustomization_path: &str) -> Setup {
+        Setup::with_files(listen_host, server, kustomization_path, &[])
+    }
+
+    /// As [`Setup::new`], with extra files in the repository.
+    fn with_files(
+        listen_host: &str,
+        server: &str,
+        kustomization_path: &str,
+        files: &[(&str, &[u8])],
+    ) -> Setup {
         let repo = Repo::new();
         repo.write(
             "app/configmap.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n",
         );
+        for (path, content) in files {
+            repo.write(path, content);
+        }
         repo.commit("first");
         repo.push_all();
         let dir = tempfile::tempdir().unwrap();
@@ -397,6 +410,77 @@ fn the_connection_cap_holds() {
     let answer = read_until_closed(&mut waiting, "the fourth connection");
     assert_eq!(status_of(&answer), Some(200), "{}", text(&answer));
     daemon.assert_running();
+}
+
+/// Incompressible bytes (xorshift), so that the artifact stays as large as the file.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected() {
+    // Far more than the loopback socket buffers hold, so the server's writes stall.
+    let big = noise(32 << 20);
+    let setup = Setup::with_files(
+        "127.0.0.1",
+        &format!("readTimeout: {READ_TIMEOUT_SECS}s"),
+        "./app",
+        &[("blob.bin", &big)],
+    );
+    let mut daemon = setup.start(None);
+    let url_path = {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            daemon.assert_running();
+            let answer = exchange(setup.port, &request("GET", "/api/v1/status", &[]));
+            let status: Option<serde_json::Value> =
+                answer.and_then(|a| serde_json::from_str(&body_of(&a)).ok());
+            if let Some(path) = status
+                .as_ref()
+                .and_then(|st| st["sources"][0]["artifact"]["urlPath"].as_str())
+            {
+                break path.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no artifact\n{}",
+                daemon.context()
+            );
+            std::thread::sleep(POLL);
+        }
+    };
+    let mut stream = connect(setup.port);
+    stream
+        .write_all(&request("GET", &format!("/artifacts/{url_path}"), &[]))
+        .unwrap();
+    // Read nothing until the server has given up on this client.
+    daemon.wait_log("the client stopped reading the response");
+    let answer = read_until_closed(&mut stream, "the stalled download");
+    let length: usize = header_of(&answer, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no Content-Length in {:?}",
+                text(&answer[..answer.len().min(200)])
+            )
+        });
+    let head = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(
+        answer.len() - head - 4 < length,
+        "the whole artifact arrived: {} bytes",
+        answer.len()
+    );
+    // The server goes on serving others.
+    let answer = exchange(setup.port, &request("GET", "/healthz", &[])).expect("an answer");
+    assert_eq!(status_of(&answer), Some(200));
 }
 
 fn write_token(setup: &Setup, token: &str) -> PathBuf {

@@ -11,6 +11,8 @@
 //!   give their slot back after `read_timeout`.
 //! - **body timeout and limit**: [`read_body`] reads the whole body (the API takes none worth
 //!   more than a few bytes) within `read_timeout`, else answers 408 and closes the connection.
+//! - **write stall timeout**: a client that stops reading a response (an artifact download)
+//!   for `read_timeout` is disconnected ([`StallTimeout`]), or it could keep its slot forever.
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
@@ -24,7 +26,9 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -98,15 +102,23 @@ pub async fn serve(
             },
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let io = TokioIo::new(StallTimeout::new(stream, read_timeout));
+        let connection = builder.serve_connection(io, service);
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut connection = pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(err) = result {
-                        // Header timeouts, resets, malformed requests: the client's problem.
-                        tracing::debug!(error = %err, "API connection ended with an error");
+                        // Header timeouts, stalls, resets, malformed requests: the client's
+                        // problem, hence only debug. hyper's message leaves out the cause.
+                        let mut message = err.to_string();
+                        let mut cause = std::error::Error::source(&err);
+                        while let Some(inner) = cause {
+                            message = format!("{message}: {inner}");
+                            cause = inner.source();
+                        }
+                        tracing::debug!(error = %message, "API connection ended with an error");
                     }
                 }
                 _ = stop.cancelled() => {
@@ -122,6 +134,103 @@ pub async fn serve(
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
     Ok(())
+}
+
+/// A connection that fails its writes once the peer has accepted no data for `limit`: the
+/// clock starts when a write or flush cannot proceed and stops at any progress, so a slow
+/// but steady reader is fine.
+struct StallTimeout<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        StallTimeout {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Called when a write is pending: ready with an error once the stall lasted `limit`.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading the response",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Passes `result` on, minding the stall clock.
+    fn track<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match result {
+            Poll::Pending => self.poll_stall(cx).map(Err),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StallTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.track(cx, result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.track(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.track(cx, result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.track(cx, result)
+    }
 }
 
 /// Middleware: reads the request body within `read_timeout` and at most [`MAX_BODY`] bytes,
