@@ -603,10 +603,10 @@ fn an_open_api_beyond_loopback_is_warned_about() {
     // Bound to every interface; the test only ever connects to 127.0.0.1.
     let setup = Setup::new("0.0.0.0", "", "./app");
     let daemon = setup.start(None);
-    let log = daemon.wait_log("gitopsd started");
+    let log = daemon.wait_log("beyond loopback without a token");
     assert!(
         log.lines()
-            .any(|l| l.contains("WARN") && l.contains("beyond loopback without a token")),
+            .any(|l| l.contains(" WARN ") && l.contains("beyond loopback without a token")),
         "{log}"
     );
 }

@@ -68,7 +68,8 @@ pub async fn serve(
     read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max_connections = max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // Bounded so that the final `acquire_many` (a u32) can take every slot back.
+    let max_connections = max_connections.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let slots = Arc::new(Semaphore::new(max_connections));
     let stop = CancellationToken::new();
     let mut shutdown = pin!(shutdown);
@@ -96,7 +97,7 @@ pub async fn serve(
                     // all pass. The pause keeps a full descriptor table from spinning the loop.
                     tracing::warn!(error = %err, "cannot accept an API connection");
                     drop(slot);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
