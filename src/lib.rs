@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod escape;
 pub mod reconcile;
 pub mod render;
 pub mod source;

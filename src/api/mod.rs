@@ -1,6 +1,11 @@
 //! The HTTP server: artifacts, health, metrics, status, and the reconcile trigger.
+//!
+//! Requests pass the token check ([`auth`]) and then the body read ([`server::read_body`])
+//! before any handler; [`server`] bounds connections and how long a client may take.
 
+pub mod auth;
 mod metrics;
+pub mod server;
 
 use crate::reconcile::Engine;
 use axum::body::Body;
@@ -10,9 +15,31 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
+use std::time::Duration;
 
-pub fn router(engine: Arc<Engine>) -> Router {
-    Router::new()
+/// How the API protects itself; see `server` in the config.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// `None`: every endpoint is open (fine on loopback only).
+    pub token: Option<auth::TokenSource>,
+    pub max_connections: usize,
+    pub read_timeout: Duration,
+}
+
+impl ApiOptions {
+    pub fn from_settings(settings: &crate::config::ServerSettings) -> Self {
+        ApiOptions {
+            token: settings.token.clone().map(auth::TokenSource::new),
+            max_connections: settings
+                .max_connections
+                .unwrap_or_else(server::default_max_connections),
+            read_timeout: settings.read_timeout,
+        }
+    }
+}
+
+pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
@@ -20,17 +47,36 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/reconcile/{name}", post(reconcile))
         .route("/artifacts/{*path}", get(artifact))
         .with_state(engine)
+        .layer(axum::middleware::from_fn_with_state(
+            options.read_timeout,
+            server::read_body,
+        ));
+    // The last layer runs first: an unauthenticated request is refused before its body is read.
+    match &options.token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(token.clone()),
+            auth::require_token,
+        )),
+        None => router,
+    }
 }
 
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
+    options: ApiOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router(engine, &options);
+    server::serve(
+        router,
+        listener,
+        options.max_connections,
+        options.read_timeout,
+        shutdown,
+    )
+    .await
 }
 
 /// The JSON the status endpoint returns, and `gitopsd status` prints.
@@ -99,13 +145,14 @@ async fn reconcile(State(engine): State<Arc<Engine>>, UrlPath(name): UrlPath<Str
     if engine.trigger(&name) {
         (
             StatusCode::ACCEPTED,
-            format!("reconcile of {name} requested\n"),
+            format!("reconcile of {} requested\n", crate::escape::control(&name)),
         )
             .into_response()
     } else {
+        // The name comes percent-decoded from the URL: `%0a` must not end the line.
         (
             StatusCode::NOT_FOUND,
-            format!("no configuration named {name}\n"),
+            format!("no configuration named {}\n", crate::escape::control(&name)),
         )
             .into_response()
     }

@@ -2,34 +2,97 @@
 
 use super::{Output, ServerArgs};
 use crate::api::StatusDocument;
+use crate::config::SecretValue;
+use crate::escape;
 use anyhow::{bail, Context};
 
-fn base_url(args: &ServerArgs) -> anyhow::Result<String> {
-    if let Some(s) = &args.server {
-        let s = s.trim_end_matches('/');
-        return Ok(if s.contains("://") {
-            s.to_string()
-        } else {
-            format!("http://{s}")
-        });
+/// Where the daemon is and the token it wants.
+struct Daemon {
+    base_url: String,
+    token: Option<String>,
+}
+
+impl Daemon {
+    fn locate(args: &ServerArgs) -> anyhow::Result<Daemon> {
+        let settings = match &args.config {
+            Some(path) => Some(
+                crate::config::load(path)
+                    .map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?,
+            ),
+            None => None,
+        };
+        let base_url = match (&args.server, &settings) {
+            (Some(s), _) => {
+                let s = s.trim_end_matches('/');
+                if s.contains("://") {
+                    s.to_string()
+                } else {
+                    format!("http://{s}")
+                }
+            }
+            (None, Some(settings)) => format!("http://{}", settings.listen),
+            (None, None) => "http://127.0.0.1:9090".to_string(),
+        };
+        let token = match (&args.token, &args.token_file, &settings) {
+            (Some(token), _, _) => Some(token.trim().to_string()),
+            (None, Some(path), _) => Some(read_token(path, "--token-file")?),
+            (None, None, Some(settings)) => match &settings.server.token {
+                Some(SecretValue::Inline(secret)) => Some(secret.0.clone()),
+                Some(SecretValue::File(path)) => Some(read_token(path, "server.tokenFile")?),
+                None => None,
+            },
+            (None, None, None) => None,
+        };
+        Ok(Daemon { base_url, token })
     }
-    let listen = match &args.config {
-        Some(path) => crate::config::load(path)
-            .map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?
-            .listen
-            .to_string(),
-        None => "127.0.0.1:9090".to_string(),
-    };
-    Ok(format!("http://{listen}"))
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        }
+    }
+}
+
+fn read_token(path: &std::path::Path, key: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API token from {key} {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+/// The daemon's answer as text; an error for anything but success, saying what to do.
+fn answer(
+    url: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> anyhow::Result<String> {
+    let mut response = response
+        .with_context(|| format!("cannot reach the daemon at {url}; is gitopsd running?"))?;
+    let status = response.status();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    if status == ureq::http::StatusCode::UNAUTHORIZED {
+        bail!(
+            "the daemon at {url} refused the request (HTTP 401: {}); give its token with \
+             GITOPSD_TOKEN, --token-file, or --config with server.token or server.tokenFile",
+            escape::control(text.trim())
+        );
+    }
+    if !status.is_success() {
+        bail!("{}", escape::control(text.trim()));
+    }
+    Ok(text)
 }
 
 pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
-    let url = format!("{}/api/v1/status", base_url(args)?);
-    let body = ureq::get(&url)
-        .call()
-        .with_context(|| format!("cannot reach the daemon at {url}; is gitopsd running?"))?
-        .body_mut()
-        .read_to_string()?;
+    let daemon = Daemon::locate(args)?;
+    let url = format!("{}/api/v1/status", daemon.base_url);
+    let body = answer(&url, daemon.authorize(Daemon::agent().get(&url)).call())?;
     if output == Output::Json {
         println!("{body}");
         return Ok(0);
@@ -42,7 +105,8 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
             s.namespace,
             s.name,
             s.revision.as_ref().map(|r| r.as_str()).unwrap_or("-"),
-            s.last_error.as_deref().unwrap_or("")
+            // Errors quote file names and remote output: keep them on their line.
+            escape::control(s.last_error.as_deref().unwrap_or(""))
         );
     }
     for k in &doc.kustomizations {
@@ -57,27 +121,19 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
                 .map(|r| r.as_str())
                 .unwrap_or("-"),
             k.objects,
-            k.last_error.as_deref().unwrap_or("")
+            escape::control(k.last_error.as_deref().unwrap_or(""))
         );
     }
     Ok(0)
 }
 
 pub fn reconcile(args: &ServerArgs, name: &str) -> anyhow::Result<i32> {
-    let url = format!("{}/api/v1/reconcile/{name}", base_url(args)?);
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build();
-    let agent: ureq::Agent = config.into();
-    let mut response = agent
-        .post(&url)
-        .send_empty()
-        .with_context(|| format!("cannot reach the daemon at {url}; is gitopsd running?"))?;
-    let status = response.status();
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    if !status.is_success() {
-        bail!("{}", text.trim());
-    }
+    let daemon = Daemon::locate(args)?;
+    let url = format!("{}/api/v1/reconcile/{name}", daemon.base_url);
+    let text = answer(
+        &url,
+        daemon.authorize(Daemon::agent().post(&url)).send_empty(),
+    )?;
     println!("{}", text.trim());
     Ok(0)
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 mod check;
 mod client;
+mod log;
 mod run;
 mod show_key;
 
@@ -82,6 +83,18 @@ pub struct ServerArgs {
     /// The daemon's address, e.g. 127.0.0.1:9090 (default when no config is given).
     #[arg(long)]
     pub server: Option<String>,
+    /// The API token (`server.token`), when the daemon requires one. Default: the token
+    /// in --config (`server.token` or `server.tokenFile`).
+    #[arg(
+        long,
+        env = "GITOPSD_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the API token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +131,8 @@ pub fn main(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("error: {}", crate::escape::control(&message));
             1
         }
     }
@@ -132,7 +146,7 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(log::EscapedFields).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }

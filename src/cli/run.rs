@@ -2,6 +2,7 @@
 
 use super::check::INVALID_CONFIG;
 use super::Output;
+use crate::escape;
 use crate::reconcile::{Engine, PassReport};
 use anyhow::Context;
 use std::path::Path;
@@ -43,15 +44,35 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
 
 async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     let listen = engine.settings().listen;
+    let options = crate::api::ApiOptions::from_settings(&engine.settings().server);
+    // A token file that cannot be used is a start-up error rather than a server that refuses
+    // every request; later, the file is read again at every request.
+    if let Some(token) = &options.token {
+        token.current().await?;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(listen = %listener.local_addr()?, configurations = engine.settings().configurations.len(), "gitopsd started");
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, configurations = engine.settings().configurations.len(), "gitopsd started");
+    if options.token.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(
+            listen = %local,
+            "the API listens beyond loopback without a token: anyone who can reach it can \
+             download every artifact and trigger reconciles; set server.token or \
+             server.tokenFile"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(crate::api::serve(engine.clone(), listener, async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    }));
+    let server = tokio::spawn(crate::api::serve(
+        engine.clone(),
+        listener,
+        options,
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+    ));
     let scheduler = {
         let engine = engine.clone();
         tokio::spawn(async move { engine.run(stop_rx).await })
@@ -83,7 +104,7 @@ fn print_report(report: &PassReport, output: Output) -> anyhow::Result<()> {
         Output::Text => {
             for s in &report.sources {
                 match (&s.error, &s.artifact) {
-                    (Some(e), _) => println!("source {}: FAILED: {e}", s.name),
+                    (Some(e), _) => println!("source {}: FAILED: {}", s.name, escape::control(e)),
                     (None, Some(a)) => println!(
                         "source {}: {} -> {} ({} bytes, {})",
                         s.name,
@@ -97,7 +118,7 @@ fn print_report(report: &PassReport, output: Output) -> anyhow::Result<()> {
             }
             for k in &report.kustomizations {
                 match &k.error {
-                    Some(e) => println!("kustomization {}: FAILED: {e}", k.name),
+                    Some(e) => println!("kustomization {}: FAILED: {}", k.name, escape::control(e)),
                     None => println!(
                         "kustomization {}: {} objects at {} -> {}",
                         k.name,

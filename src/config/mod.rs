@@ -939,6 +939,63 @@ configurations:
     }
 
     #[test]
+    fn server_section() {
+        let settings = load_test("configurations: []\n").unwrap();
+        assert!(settings.server.token.is_none());
+        assert_eq!(settings.server.max_connections, None);
+        assert_eq!(settings.server.read_timeout, validate::DEFAULT_READ_TIMEOUT);
+
+        let settings = load_test(
+            "server: { tokenFile: keys/api, maxConnections: 7, readTimeout: 3s }\n\
+             configurations: []\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            &settings.server.token,
+            Some(SecretValue::File(path)) if path == Path::new("/etc/gitopsd/keys/api")
+        ));
+        assert_eq!(settings.server.max_connections, Some(7));
+        assert_eq!(settings.server.read_timeout, Duration::from_secs(3));
+
+        let text = "server:\n  token: \"a b\"\n  maxConnections: -1\n  readTimeout: 0s\n\
+                    configurations: []\n";
+        let found = problems(text);
+        let summary: Vec<(usize, usize, &str)> =
+            found.iter().map(|(l, c, m)| (*l, *c, m.as_str())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    2,
+                    10,
+                    "invalid server.token: expected printable ASCII characters without spaces"
+                ),
+                (
+                    3,
+                    19,
+                    "invalid value \"-1\" for server.maxConnections: expected a whole number of \
+                     at least 1"
+                ),
+                (
+                    4,
+                    16,
+                    "invalid duration \"0s\" for server.readTimeout: must be greater than zero; \
+                     expected a Go duration such as 90s, 10m or 1h30m"
+                ),
+            ]
+        );
+        let found = problems("server: { token: x, tokenFile: y }\nconfigurations: []\n");
+        assert_eq!(
+            found,
+            vec![(
+                1,
+                32,
+                "give either server.token or server.tokenFile, not both".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn shipped_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.yaml");
         let settings = load(&path).unwrap_or_else(|e| panic!("{e}"));

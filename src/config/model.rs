@@ -15,6 +15,8 @@ pub struct Settings {
     /// Absolute; relative paths in the file are resolved against the config file's directory.
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The rest of the `server` section: the API's token and limits.
+    pub server: ServerSettings,
     /// How many sources may fetch at the same time.
     pub max_concurrent_fetches: usize,
     /// The cluster (top-level `kubernetes`); `None`: no cluster is configured.
@@ -22,6 +24,19 @@ pub struct Settings {
     /// The top-level `render` section: what configurations inherit.
     pub render: crate::render::RenderSettings,
     pub configurations: Vec<Configuration>,
+}
+
+/// The HTTP API's protection (the `server` section besides `listen`).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The bearer token every endpoint but `/healthz`, `/readyz` and `/metrics` requires;
+    /// `None`: no authentication. A file is read again at every request, so a rotated token
+    /// takes effect without a restart.
+    pub token: Option<SecretValue>,
+    /// Connections served at once; `None`: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers, and again its body.
+    pub read_timeout: Duration,
 }
 
 /// How to reach the cluster: a kubeconfig file and, optionally, one of its contexts.

@@ -19,7 +19,13 @@ pub const SETTINGS_FIELDS: &[&str] = &[
 ];
 /// `render`, at the top level (the default) and in a configuration (overriding it).
 pub const RENDER_FIELDS: &[&str] = &["sandbox", "remoteBases"];
-pub const SERVER_FIELDS: &[&str] = &["listen"];
+pub const SERVER_FIELDS: &[&str] = &[
+    "listen",
+    "token",
+    "tokenFile",
+    "maxConnections",
+    "readTimeout",
+];
 pub const KUBERNETES_FIELDS: &[&str] = &["kubeconfig", "context"];
 pub const CONFIGURATION_FIELDS: &[&str] = &[
     "name",
@@ -158,6 +164,10 @@ pub struct RawRender {
 pub struct RawServer {
     pub pos: Pos,
     pub listen: Option<Text>,
+    pub token: Option<Text>,
+    pub token_file: Option<Text>,
+    pub max_connections: Option<Text>,
+    pub read_timeout: Option<Text>,
 }
 
 /// The top-level `kubernetes` section.
@@ -311,6 +321,10 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         .map(|f| RawServer {
             pos: f.pos,
             listen: f.text("listen", problems),
+            token: f.text("token", problems),
+            token_file: f.text("tokenFile", problems),
+            max_connections: f.text("maxConnections", problems),
+            read_timeout: f.text("readTimeout", problems),
         });
     let kubernetes = fields
         .mapping("kubernetes", KUBERNETES_FIELDS, problems)

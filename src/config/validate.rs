@@ -11,11 +11,12 @@ use std::time::Duration;
 use super::duration::{self, DurationError};
 use super::model::{
     Configuration, GitImplementation, GitReference, KubernetesSettings, Kustomization, Publish,
-    SecretRef, Settings, SourceKind, SourceSettings, Target, DEFAULT_INTERVAL,
+    Secret, SecretRef, SecretValue, ServerSettings, Settings, SourceKind, SourceSettings, Target,
+    DEFAULT_INTERVAL,
 };
 use super::positions::{Pos, Problems};
 use super::schema::{
-    RawConfiguration, RawGitRef, RawKubernetes, RawKustomization, RawPublish, RawRender,
+    RawConfiguration, RawGitRef, RawKubernetes, RawKustomization, RawPublish, RawRender, RawServer,
     RawSettings, RawSource, Text,
 };
 use crate::render::{RenderSettings, SandboxMode};
@@ -26,6 +27,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitopsd";
 /// The status/artifact API's address when `server.listen` is not set.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
 pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 4;
+/// How long an API client may take to send its request headers, and again its body, when
+/// `server.readTimeout` is not set: ample for any real client, short enough that
+/// half-sent requests cannot pile up.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_PUBLISH_LINK: &str = "current";
 
@@ -62,6 +67,7 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
             }
         })
         .unwrap_or(DEFAULT_LISTEN);
+    let server = server(raw.server.as_ref(), base_dir, problems);
     let max_concurrent_fetches = match &raw.max_concurrent_fetches {
         Some(text) => match text.value.parse::<usize>() {
             Ok(n) if n >= 1 => n,
@@ -126,6 +132,7 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
     Settings {
         state_dir,
         listen,
+        server,
         max_concurrent_fetches,
         kubernetes,
         render,
@@ -225,6 +232,72 @@ fn render(
     RenderSettings {
         sandbox,
         remote_bases,
+    }
+}
+
+/// The `server` section besides `listen`. Messages name keys, never the token.
+fn server(raw: Option<&RawServer>, base_dir: &Path, problems: &mut Problems) -> ServerSettings {
+    let mut settings = ServerSettings {
+        token: None,
+        max_connections: None,
+        read_timeout: DEFAULT_READ_TIMEOUT,
+    };
+    let Some(raw) = raw else {
+        return settings;
+    };
+    settings.token = match (&raw.token, &raw.token_file) {
+        (Some(_), Some(file)) => {
+            problems.push(
+                file.pos,
+                "give either server.token or server.tokenFile, not both",
+            );
+            None
+        }
+        (Some(text), None) => {
+            if let Some(problem) = token_problem(&text.value) {
+                problems.push(text.pos, format!("invalid server.token: {problem}"));
+            }
+            Some(SecretValue::Inline(Secret(text.value.clone())))
+        }
+        (None, Some(text)) if text.value.trim().is_empty() => {
+            problems.push(
+                text.pos,
+                "server.tokenFile must not be empty; expected the path of a file holding the token",
+            );
+            None
+        }
+        (None, Some(text)) => Some(SecretValue::File(resolve(base_dir, Path::new(&text.value)))),
+        (None, None) => None,
+    };
+    if let Some(text) = &raw.max_connections {
+        match text.value.parse::<usize>() {
+            Ok(n) if n >= 1 => settings.max_connections = Some(n),
+            _ => problems.push(
+                text.pos,
+                format!(
+                    "invalid value {:?} for server.maxConnections: expected a whole number of at \
+                     least 1",
+                    text.value
+                ),
+            ),
+        }
+    }
+    if raw.read_timeout.is_some() {
+        settings.read_timeout =
+            positive_duration(&raw.read_timeout, "server.readTimeout", problems);
+    }
+    settings
+}
+
+/// Why `token` cannot be a bearer token (it must fit in an HTTP header as is), if it cannot.
+/// Never quotes the token. Shared with the daemon, which checks a `tokenFile`'s content.
+pub fn token_problem(token: &str) -> Option<&'static str> {
+    if token.is_empty() {
+        Some("the token is empty")
+    } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("expected printable ASCII characters without spaces")
+    } else {
+        None
     }
 }
 
