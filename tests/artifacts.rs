@@ -485,3 +485,238 @@ fn publish_links_current_to_the_files_of_the_commit() {
     setup.sync_artifact();
     assert_published(&second);
 }
+
+/// `run --once -o json`, whatever its exit code: the code and the source's report.
+fn sync_outcome(setup: &Setup) -> (Option<i32>, Value) {
+    let output = Command::new(gitopsd_bin())
+        .args(["run", "--once", "-o", "json", "--config"])
+        .arg(&setup.config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gitopsd");
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", describe(&output)));
+    (output.status.code(), report["sources"][0].clone())
+}
+
+/// Runs git in `dir` with `input` on stdin; returns stdout, trimmed.
+fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    let mut child = support::git_command(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "crafter")
+        .env("GIT_AUTHOR_EMAIL", "crafter@example.com")
+        .env("GIT_COMMITTER_NAME", "crafter")
+        .env("GIT_COMMITTER_EMAIL", "crafter@example.com")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run git");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "git {args:?}\n{}", describe(&output));
+    text(&output.stdout).trim().to_string()
+}
+
+/// A tree object written as given, with `git hash-object --literally`: none of the checks
+/// `git mktree` makes (a `/` in a name, `..`, an empty name, `.git`). Entries are
+/// `(mode, name, object id)`; `40000` is a directory, `100644` a file.
+fn crafted_tree(bare: &Path, entries: &[(&str, &[u8], &str)]) -> String {
+    let mut raw = Vec::new();
+    for (mode, name, id) in entries {
+        raw.extend_from_slice(mode.as_bytes());
+        raw.push(b' ');
+        raw.extend_from_slice(name);
+        raw.push(0);
+        raw.extend_from_slice(&hex::decode(id).unwrap());
+    }
+    git_with_input(
+        bare,
+        &["hash-object", "--literally", "-t", "tree", "-w", "--stdin"],
+        &raw,
+    )
+}
+
+/// Commits `tree` on top of main in the bare repository and moves main to it.
+fn commit_on_main(bare: &Path, tree: &str) -> String {
+    let parent = support::git(bare, ["rev-parse", "main"]);
+    let commit = git_with_input(
+        bare,
+        &["commit-tree", tree, "-p", &parent, "-F", "-"],
+        b"crafted\n",
+    );
+    support::git(bare, ["update-ref", "refs/heads/main", &commit]);
+    commit
+}
+
+#[test]
+fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
+    let repo = Repo::new();
+    repo.write("app/configmap.yaml", configmap("good"));
+    let good = repo.commit("good");
+    repo.push_all();
+    let bare = repo.bare().path();
+    let blob = git_with_input(bare, &["hash-object", "-w", "--stdin"], b"escaped\n");
+    let file = |name: &'static [u8]| ("100644", name, blob.clone());
+    let app = support::git(bare, ["rev-parse", "main:app"]);
+    let in_dir = |dir: &'static [u8], inner: (&'static str, &'static [u8], String)| {
+        let sub = crafted_tree(bare, &[(inner.0, inner.1, &inner.2)]);
+        ("40000", dir, sub)
+    };
+
+    // (extra entries of the root tree, the path the error must name)
+    let cases: Vec<(Vec<(&str, &[u8], String)>, &str)> = vec![
+        (vec![file(b"..")], ".."),
+        (vec![file(b"a/../../x")], "a/../../x"),
+        (vec![file(b"/etc/escaped")], "/etc/escaped"),
+        (vec![in_dir(b"", file(b"escaped"))], "/"),
+        (vec![in_dir(b"deploy", file(b".."))], "deploy/.."),
+        (vec![in_dir(b"deploy", in_dir(b"..", file(b"x")))], "deploy/.."),
+        (vec![in_dir(b".GIT", file(b"config"))], ".GIT"),
+        (vec![in_dir(b".git", file(b"config"))], ".git"),
+    ];
+    for implementation in ["gix", "git2"] {
+        let setup = Setup::new(
+            &repo.bare().file_url(),
+            &format!("      gitImplementation: {implementation}\n"),
+        );
+        let first = setup.sync_artifact();
+        assert_eq!(first, setup.artifacts_dir().join(format!("{good}.tar.gz")));
+        let digest = sha256_file(&first);
+
+        for (extra, path) in &cases {
+            let mut entries: Vec<(&str, &[u8], &str)> = vec![("40000", b"app", &app)];
+            entries.extend(extra.iter().map(|(m, n, id)| (*m, *n, id.as_str())));
+            let commit = commit_on_main(bare, &crafted_tree(bare, &entries));
+
+            let (code, source) = sync_outcome(&setup);
+            let context = format!("{implementation}, {path:?}: {source:#}");
+            assert_ne!(code, Some(0), "{context}");
+            let error = source["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains(&format!("refusing to pack the path {path:?}")),
+                "{context}"
+            );
+            assert!(!error.contains('\n'), "one sentence: {context}");
+            // Nothing of the crafted commit was stored; the last good artifact is current.
+            assert!(
+                !setup.artifacts_dir().join(format!("{commit}.tar.gz")).exists(),
+                "{context}"
+            );
+            assert_eq!(source["artifact"]["path"], first.to_str().unwrap(), "{context}");
+            assert_eq!(source["artifact"]["digest"], digest.as_str(), "{context}");
+            assert_eq!(
+                source["revision"],
+                format!("main@sha1:{good}").as_str(),
+                "{context}"
+            );
+            let leftovers: Vec<_> = std::fs::read_dir(setup.artifacts_dir())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(leftovers.len(), 1, "{context}: {leftovers:?}");
+        }
+        support::git(bare, ["update-ref", "refs/heads/main", &good]);
+    }
+}
+
+/// Peak resident memory (KiB) of `command`: its `VmHWM`, polled from /proc while it runs.
+/// (wait4's `ru_maxrss` would also count what the forking test process had resident.)
+fn peak_rss_kib(mut command: Command) -> (i64, std::process::Output) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("spawn");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut out).map(|_| out)
+    });
+    let mut peak = 0i64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            let hwm = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+            peak = peak.max(hwm.unwrap_or(0));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: reader.join().unwrap().unwrap(),
+        stderr: std::fs::read(log.path()).unwrap(),
+    };
+    (peak, output)
+}
+
+/// A 1 GiB file is packed from the git object database piece by piece, never held whole.
+#[test]
+fn a_large_file_is_packed_with_flat_memory() {
+    const SIZE: u64 = 1 << 30;
+    let repo = Repo::new();
+    repo.write("app/configmap.yaml", configmap("app"));
+    // Sparse zeros: nothing to write to disk, and git stores them whole (over its big-file
+    // threshold, never as a delta), which is what a large binary in a repository looks like.
+    let big = repo.path().join("blobs/big.bin");
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    std::fs::File::create(&big).unwrap().set_len(SIZE).unwrap();
+    let commit = repo.commit("a large file");
+    repo.push_all();
+    std::fs::remove_file(&big).unwrap();
+
+    for implementation in ["gix", "git2"] {
+        let setup = Setup::new(
+            &repo.bare().file_url(),
+            &format!("      gitImplementation: {implementation}\n"),
+        );
+        let mut command = Command::new(gitopsd_bin());
+        command
+            .args(["run", "--once", "-o", "json", "--config"])
+            .arg(&setup.config)
+            .env("GITOPSD_LOG", "info");
+        let (peak_kib, output) = peak_rss_kib(command);
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        eprintln!(
+            "{implementation}: peak RSS of `gitopsd run --once` for a {} MiB file: {peak_kib} KiB",
+            SIZE >> 20
+        );
+
+        let artifact = setup.artifacts_dir().join(format!("{commit}.tar.gz"));
+        let file = std::fs::File::open(&artifact).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut seen = false;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path_bytes().as_ref() == b"blobs/big.bin" {
+                assert_eq!(entry.header().size().unwrap(), SIZE);
+                let mut count = 0u64;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut entry, &mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    assert!(buf[..n].iter().all(|b| *b == 0));
+                    count += n as u64;
+                }
+                assert_eq!(count, SIZE);
+                seen = true;
+            }
+        }
+        assert!(seen, "the large file is in the artifact");
+        assert!(
+            peak_kib < 256 << 10,
+            "{implementation}: peak RSS {peak_kib} KiB for a {} MiB file: not streamed",
+            SIZE >> 20
+        );
+    }
+}

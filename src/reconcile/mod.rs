@@ -94,15 +94,32 @@ fn settings_digest(c: &Configuration) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// Create the state dir 0700, or take group and other access away from an existing one. It
+/// holds git caches (whose objects and config may hold anything the repository holds),
+/// state.json, generated keys and rendered manifests (Secrets among them): it is the daemon's
+/// alone, whatever the umask or a service manager made it.
+fn make_state_dir_private(dir: &std::path::Path) -> std::io::Result<()> {
+    crate::atomic::create_private_dir(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     pub fn new(settings: Settings) -> std::io::Result<Arc<Engine>> {
-        std::fs::create_dir_all(&settings.state_dir)?;
+        make_state_dir_private(&settings.state_dir)?;
         let tmp = settings.state_dir.join("tmp");
         // Scratch dirs of a run that was killed are garbage now.
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
-        std::fs::create_dir_all(&tmp)?;
+        crate::atomic::create_private_dir(&tmp)?;
         let state = StateStore::open(&settings.state_dir);
         let store = ArtifactStore::new(settings.state_dir.join("artifacts"));
         state.update(|st| {
@@ -360,7 +377,10 @@ impl Engine {
         });
         let outcome = match tokio::time::timeout(c.source.timeout, job).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(format!("fetch of {} crashed: {join}", c.source.url)),
+            Ok(Err(join)) => Err(format!(
+                "fetch of {} crashed: {join}",
+                crate::source::git::refs::redact_url(&c.source.url)
+            )),
             Err(_) => {
                 interrupt.store(true, Ordering::Relaxed);
                 Err(format!(

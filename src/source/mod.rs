@@ -125,6 +125,27 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// The same error with `url`'s credentials taken out of its message, wherever a transport
+    /// or library quoted them (see [`git::refs::redact_text`]).
+    pub fn redact(self, url: &str) -> SourceError {
+        let clean = |text: String| git::refs::redact_text(&text, url);
+        match self {
+            SourceError::Git(m) => SourceError::Git(clean(m)),
+            SourceError::Azure(m) => SourceError::Azure(clean(m)),
+            SourceError::Bucket(m) => SourceError::Bucket(clean(m)),
+            SourceError::Timeout { url: u, after } => SourceError::Timeout {
+                url: clean(u),
+                after,
+            },
+            SourceError::Io { url: u, source } => SourceError::Io {
+                url: clean(u),
+                source: std::io::Error::new(source.kind(), clean(source.to_string())),
+            },
+        }
+    }
+}
+
 /// A fetchable source. Implementations are blocking; the scheduler runs them on
 /// `spawn_blocking` threads under a concurrency bound.
 pub trait Source: Send + Sync {
