@@ -514,7 +514,11 @@ fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
         .expect("run git");
     child.stdin.take().unwrap().write_all(input).unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "git {args:?}\n{}", describe(&output));
+    assert!(
+        output.status.success(),
+        "git {args:?}\n{}",
+        describe(&output)
+    );
     text(&output.stdout).trim().to_string()
 }
 
@@ -564,14 +568,17 @@ fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
         ("40000", dir, sub)
     };
 
-    // (extra entries of the root tree, the path the error must name)
+    // (extra entries of the root tree, the path the error must name). An empty name, which
+    // would make the path absolute, cannot be served: git's pack-objects refuses to send it.
     let cases: Vec<(Vec<(&str, &[u8], String)>, &str)> = vec![
         (vec![file(b"..")], ".."),
         (vec![file(b"a/../../x")], "a/../../x"),
         (vec![file(b"/etc/escaped")], "/etc/escaped"),
-        (vec![in_dir(b"", file(b"escaped"))], "/"),
         (vec![in_dir(b"deploy", file(b".."))], "deploy/.."),
-        (vec![in_dir(b"deploy", in_dir(b"..", file(b"x")))], "deploy/.."),
+        (
+            vec![in_dir(b"deploy", in_dir(b"..", file(b"x")))],
+            "deploy/..",
+        ),
         (vec![in_dir(b".GIT", file(b"config"))], ".GIT"),
         (vec![in_dir(b".git", file(b"config"))], ".git"),
     ];
@@ -598,12 +605,20 @@ fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
                 "{context}"
             );
             assert!(!error.contains('\n'), "one sentence: {context}");
+            eprintln!("{implementation}: refused as: {error}");
             // Nothing of the crafted commit was stored; the last good artifact is current.
             assert!(
-                !setup.artifacts_dir().join(format!("{commit}.tar.gz")).exists(),
+                !setup
+                    .artifacts_dir()
+                    .join(format!("{commit}.tar.gz"))
+                    .exists(),
                 "{context}"
             );
-            assert_eq!(source["artifact"]["path"], first.to_str().unwrap(), "{context}");
+            assert_eq!(
+                source["artifact"]["path"],
+                first.to_str().unwrap(),
+                "{context}"
+            );
             assert_eq!(source["artifact"]["digest"], digest.as_str(), "{context}");
             assert_eq!(
                 source["revision"],
@@ -658,7 +673,12 @@ fn peak_rss_kib(mut command: Command) -> (i64, std::process::Output) {
     (peak, output)
 }
 
-/// A 1 GiB file is packed from the git object database piece by piece, never held whole.
+/// A 1 GiB file is packed from the git object database piece by piece, never held whole: a
+/// whole sync stays under 64 MiB resident.
+///
+/// Fetched with libgit2 over `git://`: its indexer hashes a received object as it streams it.
+/// gix's indexer (any transport) and libgit2's in-process `file://` transport hold the largest
+/// object whole while fetching, which no packer can undo (README, Performance).
 #[test]
 fn a_large_file_is_packed_with_flat_memory() {
     const SIZE: u64 = 1 << 30;
@@ -672,51 +692,47 @@ fn a_large_file_is_packed_with_flat_memory() {
     let commit = repo.commit("a large file");
     repo.push_all();
     std::fs::remove_file(&big).unwrap();
+    let (_daemon, url) = support::GitDaemon::serving(repo.bare());
 
-    for implementation in ["gix", "git2"] {
-        let setup = Setup::new(
-            &repo.bare().file_url(),
-            &format!("      gitImplementation: {implementation}\n"),
-        );
-        let mut command = Command::new(gitopsd_bin());
-        command
-            .args(["run", "--once", "-o", "json", "--config"])
-            .arg(&setup.config)
-            .env("GITOPSD_LOG", "info");
-        let (peak_kib, output) = peak_rss_kib(command);
-        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-        eprintln!(
-            "{implementation}: peak RSS of `gitopsd run --once` for a {} MiB file: {peak_kib} KiB",
-            SIZE >> 20
-        );
+    let setup = Setup::new(&url, "      gitImplementation: git2\n");
+    let mut command = Command::new(gitopsd_bin());
+    command
+        .args(["run", "--once", "-o", "json", "--config"])
+        .arg(&setup.config)
+        .env("GITOPSD_LOG", "info");
+    let (peak_kib, output) = peak_rss_kib(command);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    eprintln!(
+        "peak RSS of `gitopsd run --once` for a {} MiB file: {peak_kib} KiB",
+        SIZE >> 20
+    );
 
-        let artifact = setup.artifacts_dir().join(format!("{commit}.tar.gz"));
-        let file = std::fs::File::open(&artifact).unwrap();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let mut seen = false;
-        for entry in archive.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            if entry.path_bytes().as_ref() == b"blobs/big.bin" {
-                assert_eq!(entry.header().size().unwrap(), SIZE);
-                let mut count = 0u64;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = std::io::Read::read(&mut entry, &mut buf).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    assert!(buf[..n].iter().all(|b| *b == 0));
-                    count += n as u64;
+    let artifact = setup.artifacts_dir().join(format!("{commit}.tar.gz"));
+    let file = std::fs::File::open(&artifact).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut seen = false;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path_bytes().as_ref() == b"blobs/big.bin" {
+            assert_eq!(entry.header().size().unwrap(), SIZE);
+            let mut count = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut entry, &mut buf).unwrap();
+                if n == 0 {
+                    break;
                 }
-                assert_eq!(count, SIZE);
-                seen = true;
+                assert!(buf[..n].iter().all(|b| *b == 0));
+                count += n as u64;
             }
+            assert_eq!(count, SIZE);
+            seen = true;
         }
-        assert!(seen, "the large file is in the artifact");
-        assert!(
-            peak_kib < 256 << 10,
-            "{implementation}: peak RSS {peak_kib} KiB for a {} MiB file: not streamed",
-            SIZE >> 20
-        );
     }
+    assert!(seen, "the large file is in the artifact");
+    assert!(
+        peak_kib < 64 << 10,
+        "peak RSS {peak_kib} KiB for a {} MiB file: not streamed",
+        SIZE >> 20
+    );
 }

@@ -759,7 +759,9 @@ fn a_token_in_the_url_is_shown_nowhere_and_state_files_are_private() {
         done.then(|| st.clone())
     });
     for name in ["locked-gix", "locked-git2"] {
-        let error = source(&status, name).unwrap()["lastError"].as_str().unwrap();
+        let error = source(&status, name).unwrap()["lastError"]
+            .as_str()
+            .unwrap();
         assert!(
             error.contains("http://<redacted>@127.0.0.1"),
             "the error names the URL, redacted: {error}"
@@ -827,5 +829,12 @@ fn a_token_in_the_url_is_shown_nowhere_and_state_files_are_private() {
         "{entries:?}"
     );
     let marker = fs::read_to_string(state.join("git/default/open-gix.git/gitopsd-url")).unwrap();
-    assert_eq!(marker, format!("http://<redacted>@127.0.0.1:{}/git/{}.git", server.port(), repo.bare().name()));
+    assert_eq!(
+        marker,
+        format!(
+            "http://<redacted>@127.0.0.1:{}/git/{}.git",
+            server.port(),
+            repo.bare().name()
+        )
+    );
 }

@@ -516,7 +516,12 @@ mod tests {
     #[test]
     fn bucket_rules_always_drop_git_directories() {
         let rules = IgnoreRules::for_bucket(Some("!.git/\n!.git/config\n"), Some("!.git")).unwrap();
-        for path in [".git/", ".git/config", "apps/.git/hooks/post-checkout", "sub/.git"] {
+        for path in [
+            ".git/",
+            ".git/config",
+            "apps/.git/hooks/post-checkout",
+            "sub/.git",
+        ] {
             assert!(excluded(&rules, path), "{path}");
         }
         assert!(!excluded(&rules, ".github/workflows/ci.yaml"));

@@ -364,10 +364,7 @@ mod tests {
 
     #[test]
     fn redaction_drops_all_userinfo_except_an_ssh_login() {
-        assert_eq!(
-            redact_url("https://u:secret@h/x"),
-            "https://<redacted>@h/x"
-        );
+        assert_eq!(redact_url("https://u:secret@h/x"), "https://<redacted>@h/x");
         assert_eq!(
             redact_url("https://ghp_TOKEN@github.com/org/repo"),
             "https://<redacted>@github.com/org/repo"
@@ -376,22 +373,21 @@ mod tests {
         assert_eq!(redact_url("https://h/x@y"), "https://h/x@y");
         assert_eq!(redact_url("https://h?a=b@c"), "https://h?a=b@c");
         assert_eq!(redact_url("git@h:x"), "git@h:x");
-        assert_eq!(
-            redact_url("ssh://git:pw@h:22/x"),
-            "ssh://git@h:22/x"
-        );
+        assert_eq!(redact_url("ssh://git:pw@h:22/x"), "ssh://git@h:22/x");
         assert_eq!(redact_url("ssh://git@h/x"), "ssh://git@h/x");
     }
 
     #[test]
     fn text_loses_the_url_and_its_secrets_in_any_form() {
         let url = "https://ghp_abc%2Fdef@127.0.0.1:1/org/repo";
-        let text = format!(
-            "cannot fetch {url}: 401 for ghp_abc/def@127.0.0.1 (token ghp_abc%2Fdef)"
-        );
+        let text =
+            format!("cannot fetch {url}: 401 for ghp_abc/def@127.0.0.1 (token ghp_abc%2Fdef)");
         let out = redact_text(&text, url);
         assert!(!out.contains("ghp_abc"), "{out}");
-        assert!(out.contains("https://<redacted>@127.0.0.1:1/org/repo"), "{out}");
+        assert!(
+            out.contains("https://<redacted>@127.0.0.1:1/org/repo"),
+            "{out}"
+        );
 
         let url = "https://u:pw@h/x";
         let out = redact_text("u:pw@h refused; user u", url);

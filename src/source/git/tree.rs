@@ -109,9 +109,13 @@ impl CommitTree {
         let kind = self.repo.object_hash();
         let packs = match &mut self.packs {
             Some(packs) => packs,
-            none => none.insert(PackedBlobs::open(&objects_dir, kind).map_err(|e| unreadable(rel, e))?),
+            none => {
+                none.insert(PackedBlobs::open(&objects_dir, kind).map_err(|e| unreadable(rel, e))?)
+            }
         };
-        packs.open_blob(id, STREAM_OVER).map_err(|e| unreadable(rel, e))
+        packs
+            .open_blob(id, STREAM_OVER)
+            .map_err(|e| unreadable(rel, e))
     }
 }
 
@@ -164,7 +168,8 @@ impl PackedBlobs {
             }
             let mut file = File::open(data.path())?;
             file.seek(SeekFrom::Start(entry.data_offset))?;
-            let inflate = flate2::bufread::ZlibDecoder::new(BufReader::with_capacity(64 << 10, file));
+            let inflate =
+                flate2::bufread::ZlibDecoder::new(BufReader::with_capacity(64 << 10, file));
             return Ok(Some(PackedBlob {
                 inflate,
                 size: entry.decompressed_size,
@@ -212,7 +217,9 @@ pub fn check_name(name: &[u8]) -> Result<(), String> {
                 Error::PathSeparator => {
                     "an entry's name contains `/`, which no tree entry may hold".into()
                 }
-                Error::DotGitDir => "an entry is named `.git`, which git reserves for itself".into(),
+                Error::DotGitDir => {
+                    "an entry is named `.git`, which git reserves for itself".into()
+                }
                 other => other.to_string(),
             }
         })
