@@ -499,72 +499,18 @@ fn sync_outcome(setup: &Setup) -> (Option<i32>, Value) {
     (output.status.code(), report["sources"][0].clone())
 }
 
-/// Runs git in `dir` with `input` on stdin; returns stdout, trimmed.
-fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
-    let mut child = support::git_command(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "crafter")
-        .env("GIT_AUTHOR_EMAIL", "crafter@example.com")
-        .env("GIT_COMMITTER_NAME", "crafter")
-        .env("GIT_COMMITTER_EMAIL", "crafter@example.com")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run git");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}\n{}",
-        describe(&output)
-    );
-    text(&output.stdout).trim().to_string()
-}
-
-/// A tree object written as given, with `git hash-object --literally`: none of the checks
-/// `git mktree` makes (a `/` in a name, `..`, an empty name, `.git`). Entries are
-/// `(mode, name, object id)`; `40000` is a directory, `100644` a file.
-fn crafted_tree(bare: &Path, entries: &[(&str, &[u8], &str)]) -> String {
-    let mut raw = Vec::new();
-    for (mode, name, id) in entries {
-        raw.extend_from_slice(mode.as_bytes());
-        raw.push(b' ');
-        raw.extend_from_slice(name);
-        raw.push(0);
-        raw.extend_from_slice(&hex::decode(id).unwrap());
-    }
-    git_with_input(
-        bare,
-        &["hash-object", "--literally", "-t", "tree", "-w", "--stdin"],
-        &raw,
-    )
-}
-
-/// Commits `tree` on top of main in the bare repository and moves main to it.
-fn commit_on_main(bare: &Path, tree: &str) -> String {
-    let parent = support::git(bare, ["rev-parse", "main"]);
-    let commit = git_with_input(
-        bare,
-        &["commit-tree", tree, "-p", &parent, "-F", "-"],
-        b"crafted\n",
-    );
-    support::git(bare, ["update-ref", "refs/heads/main", &commit]);
-    commit
-}
-
 #[test]
 fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
     let repo = Repo::new();
     repo.write("app/configmap.yaml", configmap("good"));
     let good = repo.commit("good");
     repo.push_all();
-    let bare = repo.bare().path();
-    let blob = git_with_input(bare, &["hash-object", "-w", "--stdin"], b"escaped\n");
+    let bare = repo.bare();
+    let blob = bare.write_blob(b"escaped\n");
     let file = |name: &'static [u8]| ("100644", name, blob.clone());
-    let app = support::git(bare, ["rev-parse", "main:app"]);
+    let app = bare.rev_parse("main:app");
     let in_dir = |dir: &'static [u8], inner: (&'static str, &'static [u8], String)| {
-        let sub = crafted_tree(bare, &[(inner.0, inner.1, &inner.2)]);
+        let sub = bare.write_tree_literally(&[(inner.0, inner.1, &inner.2)]);
         ("40000", dir, sub)
     };
 
@@ -594,7 +540,7 @@ fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
         for (extra, path) in &cases {
             let mut entries: Vec<(&str, &[u8], &str)> = vec![("40000", b"app", &app)];
             entries.extend(extra.iter().map(|(m, n, id)| (*m, *n, id.as_str())));
-            let commit = commit_on_main(bare, &crafted_tree(bare, &entries));
+            let commit = bare.commit_tree("main", &bare.write_tree_literally(&entries));
 
             let (code, source) = sync_outcome(&setup);
             let context = format!("{implementation}, {path:?}: {source:#}");
@@ -631,7 +577,7 @@ fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
                 .collect();
             assert_eq!(leftovers.len(), 1, "{context}: {leftovers:?}");
         }
-        support::git(bare, ["update-ref", "refs/heads/main", &good]);
+        bare.git(["update-ref", "refs/heads/main", &good]);
     }
 }
 

@@ -838,3 +838,55 @@ fn a_token_in_the_url_is_shown_nowhere_and_state_files_are_private() {
         )
     );
 }
+
+/// A commit whose tree holds an entry named `..` (made with `git hash-object --literally`,
+/// served by a real git server) fails its sync naming the path; the daemon keeps serving the
+/// last good artifact and stays ready.
+#[test]
+fn a_crafted_tree_is_refused_and_the_last_good_artifact_is_still_served() {
+    let repo = app_repo();
+    let (_server, url) = GitDaemon::serving(repo.bare());
+    let setup = Setup::new(&web_configuration(&url, "1h"));
+    let mut daemon = setup.start();
+    daemon.wait_ready();
+    let good = format!("main@sha1:{}", repo.head());
+    let status = daemon.wait_status("the first artifact", |st| {
+        let s = source(st, "web")?;
+        (s["artifact"]["revision"] == good.as_str()).then(|| s.clone())
+    });
+    let url_path = status["artifact"]["urlPath"].as_str().unwrap().to_string();
+    let digest = status["artifact"]["digest"].as_str().unwrap().to_string();
+
+    let bare = repo.bare();
+    let escaping = bare.write_blob(b"outside\n");
+    let app = bare.rev_parse("main:app");
+    let tree = bare.write_tree_literally(&[("40000", b"app", &app), ("100644", b"..", &escaping)]);
+    let crafted = bare.commit_tree("main", &tree);
+
+    let output = setup.client(&["reconcile", "web", "--server", &setup.server()]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let error = daemon.wait_status("the crafted revision to fail", |st| {
+        source(st, "web")?["lastError"].as_str().map(str::to_string)
+    });
+    assert!(
+        error.contains("refusing to pack the path \"..\""),
+        "{error}"
+    );
+
+    let status = daemon.status();
+    let s = source(&status, "web").unwrap();
+    assert_eq!(s["artifact"]["revision"], good.as_str(), "{status:#}");
+    assert_eq!(s["artifact"]["digest"], digest.as_str(), "{status:#}");
+    let served = daemon.get(&format!("/artifacts/{url_path}")).unwrap();
+    assert_eq!(served.status, 200);
+    assert_eq!(sha256_hex(&served.body), digest);
+    assert_eq!(daemon.get("/readyz").unwrap().status, 200);
+    let stored: Vec<_> = fs::read_dir(setup.state().join("artifacts/git/default/web"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        stored.iter().all(|name| !name.starts_with(&crafted)),
+        "{stored:?}"
+    );
+}
