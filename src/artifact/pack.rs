@@ -1166,6 +1166,47 @@ mod tests {
         }
     }
 
+    /// A tree that lists whatever names it is given, as a crafted git tree can.
+    struct Listed(Vec<&'static [u8]>);
+
+    impl Tree for Listed {
+        type Dir = ();
+        type File = ();
+        fn root(&self) {}
+        fn entries(&mut self, _: &(), rel: &Path) -> Result<Entries<Self>, PackError> {
+            use std::os::unix::ffi::OsStrExt;
+            if !rel.as_os_str().is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(self
+                .0
+                .iter()
+                .map(|name| TreeEntry {
+                    name: std::ffi::OsStr::from_bytes(name).to_os_string(),
+                    kind: EntryKind::Dir(()),
+                })
+                .collect())
+        }
+        fn content(&mut self, _: &(), _: &Path) -> Result<Content<'_>, PackError> {
+            Ok(Content::Bytes {
+                data: b"",
+                executable: false,
+            })
+        }
+    }
+
+    #[test]
+    fn names_that_escape_are_refused_whatever_the_tree() {
+        for bad in [&b""[..], b".", b"..", b"a/../../x", b"/etc", b"nul\0byte"] {
+            let err = pack_tree(Listed(vec![b"ok", bad]), &no_rules(), io::sink()).unwrap_err();
+            assert!(
+                matches!(&err, PackError::UnsafeName { path, .. } if path.as_bytes() == bad),
+                "{err}"
+            );
+        }
+        pack_tree(Listed(vec![b"ok", b"..."]), &no_rules(), io::sink()).unwrap();
+    }
+
     #[test]
     fn missing_dir_is_an_error() {
         let err = pack_dir(Path::new("/nonexistent/gitopsd"), &no_rules(), io::sink()).unwrap_err();

@@ -321,3 +321,50 @@ fn os_string(name: &gix::bstr::BStr, rel: &Path) -> Result<OsString, PackError> 
         .map(OsString::from)
         .map_err(|_| unreadable(rel, "a file name is not UTF-8"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_git_would_not_check_out_are_refused() {
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/../../x",
+            b"/etc",
+            b".git",
+            b".GIT",
+            b".git.",
+            b"git~1",
+        ] {
+            assert!(
+                check_name(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &b"app"[..],
+            b".gitignore",
+            b".github",
+            b"...",
+            b"a\\b",
+            b"x.git",
+        ] {
+            assert_eq!(
+                check_name(good),
+                Ok(()),
+                "{:?}",
+                String::from_utf8_lossy(good)
+            );
+        }
+    }
+
+    #[test]
+    fn shown_paths_are_slash_separated() {
+        assert_eq!(shown_path(Path::new(""), b".."), "..");
+        assert_eq!(shown_path(Path::new("a/b"), b"x/y"), "a/b/x/y");
+    }
+}
