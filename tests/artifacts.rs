@@ -499,6 +499,9 @@ fn sync_outcome(setup: &Setup) -> (Option<i32>, Value) {
     (output.status.code(), report["sources"][0].clone())
 }
 
+/// One entry of a crafted tree: mode, name, object id.
+type TreeLine = (&'static str, &'static [u8], String);
+
 #[test]
 fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
     let repo = Repo::new();
@@ -509,24 +512,21 @@ fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
     let blob = bare.write_blob(b"escaped\n");
     let file = |name: &'static [u8]| ("100644", name, blob.clone());
     let app = bare.rev_parse("main:app");
-    let in_dir = |dir: &'static [u8], inner: (&'static str, &'static [u8], String)| {
+    let in_dir = |dir: &'static [u8], inner: TreeLine| {
         let sub = bare.write_tree_literally(&[(inner.0, inner.1, &inner.2)]);
         ("40000", dir, sub)
     };
 
-    // (extra entries of the root tree, the path the error must name). An empty name, which
+    // (an extra entry of the root tree, the path the error must name). An empty name, which
     // would make the path absolute, cannot be served: git's pack-objects refuses to send it.
-    let cases: Vec<(Vec<(&str, &[u8], String)>, &str)> = vec![
-        (vec![file(b"..")], ".."),
-        (vec![file(b"a/../../x")], "a/../../x"),
-        (vec![file(b"/etc/escaped")], "/etc/escaped"),
-        (vec![in_dir(b"deploy", file(b".."))], "deploy/.."),
-        (
-            vec![in_dir(b"deploy", in_dir(b"..", file(b"x")))],
-            "deploy/..",
-        ),
-        (vec![in_dir(b".GIT", file(b"config"))], ".GIT"),
-        (vec![in_dir(b".git", file(b"config"))], ".git"),
+    let cases: Vec<(TreeLine, &str)> = vec![
+        (file(b".."), ".."),
+        (file(b"a/../../x"), "a/../../x"),
+        (file(b"/etc/escaped"), "/etc/escaped"),
+        (in_dir(b"deploy", file(b"..")), "deploy/.."),
+        (in_dir(b"deploy", in_dir(b"..", file(b"x"))), "deploy/.."),
+        (in_dir(b".GIT", file(b"config")), ".GIT"),
+        (in_dir(b".git", file(b"config")), ".git"),
     ];
     for implementation in ["gix", "git2"] {
         let setup = Setup::new(
@@ -537,9 +537,11 @@ fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
         assert_eq!(first, setup.artifacts_dir().join(format!("{good}.tar.gz")));
         let digest = sha256_file(&first);
 
-        for (extra, path) in &cases {
-            let mut entries: Vec<(&str, &[u8], &str)> = vec![("40000", b"app", &app)];
-            entries.extend(extra.iter().map(|(m, n, id)| (*m, *n, id.as_str())));
+        for ((mode, name, id), path) in &cases {
+            let entries = [
+                ("40000", &b"app"[..], app.as_str()),
+                (mode, name, id.as_str()),
+            ];
             let commit = bare.commit_tree("main", &bare.write_tree_literally(&entries));
 
             let (code, source) = sync_outcome(&setup);

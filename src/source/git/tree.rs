@@ -105,12 +105,13 @@ impl CommitTree {
 
     /// The blob as a reader when it is large and stored whole in a pack; `None` otherwise.
     fn stream(&mut self, id: &ObjectId, rel: &Path) -> Result<Option<PackedBlob>, PackError> {
-        let objects_dir = self.repo.objects.store_ref().path().to_path_buf();
-        let kind = self.repo.object_hash();
         let packs = match &mut self.packs {
             Some(packs) => packs,
             none => {
-                none.insert(PackedBlobs::open(&objects_dir, kind).map_err(|e| unreadable(rel, e))?)
+                let objects_dir = self.repo.objects.store_ref().path();
+                let opened = PackedBlobs::open(objects_dir, self.repo.object_hash())
+                    .map_err(|e| unreadable(rel, e))?;
+                none.insert(opened)
             }
         };
         packs
