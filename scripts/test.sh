@@ -37,6 +37,9 @@ echo "test.sh: $(git --version), $(nginx -v 2>&1), $(cargo --version)"
 
 if [ "$#" -eq 0 ]; then
     set -- --all-targets
+    # The whole run also holds the code to its style and lint bar; a one-file run skips them.
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
 fi
 # Keep cargo's own output, and close with one summary line over every test binary.
 log="$(mktemp)"

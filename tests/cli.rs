@@ -358,3 +358,152 @@ fn help_mentions_the_subcommands_and_flags() {
         assert!(help.contains(flag), "run --help mentions {flag}:\n{help}");
     }
 }
+
+/// A config that holds an alias bomb under `configurations`: expanded, it would need tens of
+/// gigabytes.
+const ALIAS_BOMB_CONFIG: &str = "stateDir: ./state
+lol: &a [x, x, x, x, x, x, x, x, x, x]
+lol1: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+lol2: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+lol3: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+lol4: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+lol5: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+lol6: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+lol7: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+lol8: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+configurations: [*i, *i, *i, *i, *i, *i, *i, *i, *i, *i]
+";
+
+#[test]
+fn check_refuses_an_alias_bomb_within_a_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), ALIAS_BOMB_CONFIG);
+    // 1 GiB of address space: far more than a config needs, far less than the bomb expands to.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" check --config \"$1\"")
+        .arg(gitopsd_bin())
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gitopsd check under ulimit");
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:7:", config.display())) && stderr.contains("alias bomb"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// `gitopsd run --once` with this state dir and one local source; returns its output.
+fn run_once_with_state_dir(dir: &Path, state_dir: &str) -> Output {
+    let repo = app_repo();
+    let config = write_config(
+        dir,
+        &format!(
+            "stateDir: {state_dir}\nserver: {{ listen: \"127.0.0.1:{}\" }}\nconfigurations:\n  - name: web\n    source: {{ kind: git, url: \"{}\" }}\n",
+            free_port(),
+            repo.bare().file_url()
+        ),
+    );
+    gitopsd(&["run", "--config", config.to_str().unwrap(), "--once"])
+}
+
+#[test]
+fn run_refuses_a_system_directory_as_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_once_with_state_dir(dir.path(), "/proc");
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        text(&output.stderr).contains("stateDir /proc is a system directory"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn run_names_a_state_dir_that_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state"), "not a directory").unwrap();
+    let output = run_once_with_state_dir(dir.path(), "./state");
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let expected = format!(
+        "stateDir {} exists and is not a directory",
+        dir.path().join("state").display()
+    );
+    assert!(
+        text(&output.stderr).contains(&expected),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn start_removes_only_the_scratch_files_gitopsd_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // What an operator (or another program) keeps under the state dir's tmp/.
+    std::fs::create_dir_all(state.join("tmp")).unwrap();
+    std::fs::write(state.join("tmp/keep-me"), "mine").unwrap();
+    let first = run_once_with_state_dir(dir.path(), "./state");
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    // A scratch directory a killed run left behind.
+    let leftover = state.join("scratch/gitopsd-web-1-1");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("half-written"), "x").unwrap();
+
+    let second = run_once_with_state_dir(dir.path(), "./state");
+    assert_eq!(second.status.code(), Some(0), "{}", describe(&second));
+    assert_eq!(
+        std::fs::read_to_string(state.join("tmp/keep-me")).unwrap(),
+        "mine"
+    );
+    assert!(!leftover.exists(), "gitopsd's own leftover is cleaned");
+}
+
+#[test]
+fn a_second_gitopsd_on_one_state_dir_exits_2_naming_the_first() {
+    let repo = app_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "stateDir: ./state\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nconfigurations:\n  - name: web\n    source: {{ kind: git, url: \"{}\", interval: 1h }}\n",
+            repo.bare().file_url()
+        ),
+    );
+    let mut first = Command::new(gitopsd_bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the first gitopsd");
+    // The state dir is locked before the API listens.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !port_in_use(port) {
+        assert!(
+            Instant::now() < deadline,
+            "the first gitopsd never listened"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first gitopsd exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = gitopsd(&["run", "--config", config.to_str().unwrap(), "--once"]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(2), "{}", describe(&second));
+    assert!(
+        text(&second.stderr).contains(&format!(
+            "is in use by another gitopsd (pid {})",
+            first.id()
+        )),
+        "{}",
+        describe(&second)
+    );
+}

@@ -24,12 +24,14 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let engine = Engine::new(settings).with_context(|| {
-            format!(
-                "cannot prepare the state directory for {}",
-                config.display()
-            )
-        })?;
+        let engine = match Engine::new(settings) {
+            Ok(engine) => engine,
+            Err(e) if e.is_usage() => {
+                eprintln!("error: {e}");
+                return Ok(INVALID_CONFIG);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if once {
             let report = engine.run_once().await;
             print_report(&report, output)?;

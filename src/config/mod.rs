@@ -120,14 +120,41 @@ impl std::error::Error for Diagnostics {}
 /// Reads and validates the config file at `path`. Relative paths inside it resolve against
 /// the file's directory.
 pub fn load(path: &Path) -> Result<Settings, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        Diagnostics::whole_file(path, format!("cannot read the config file: {err}"))
-    })?;
+    let text =
+        read_config(path).map_err(|message| Diagnostics::whole_file(path, message.to_string()))?;
     let base_dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     load_str(&text, path, base_dir)
+}
+
+/// A config file larger than this is refused before it is parsed: a few thousand
+/// configurations take well under a megabyte, and parsing cost grows with the text.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("cannot read the config file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the config file is larger than {} MiB; gitopsd refuses to parse it", MAX_CONFIG_BYTES / 1024 / 1024)]
+    TooLarge,
+    #[error("cannot read the config file: it is not UTF-8 text")]
+    NotUtf8,
+}
+
+fn read_config(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit rather than trusting the size in the metadata, which a
+    // pipe or /proc file does not have.
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
 }
 
 /// Validates config `text`. `file_name` only labels diagnostics; relative paths in the text
@@ -510,7 +537,7 @@ configurations:
         assert_eq!(
             err.to_string(),
             "gitopsd.yaml:2:1: unknown field `cluster` at the top level, expected one of \
-             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `configurations`"
+             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `render`, `configurations`"
         );
     }
 
@@ -680,6 +707,77 @@ configurations:
     }
 
     #[test]
+    fn render_settings_are_inherited_and_checked() {
+        use crate::render::{RenderSettings, SandboxMode};
+        let text = r#"render: { sandbox: namespace, remoteBases: false }
+configurations:
+  - name: a
+    source: { kind: git, url: "https://h/r" }
+  - name: b
+    render: { sandbox: none }
+    source: { kind: git, url: "https://h/r" }
+  - name: c
+    render: { remoteBases: true, sandbox: landlock }
+    source: { kind: git, url: "https://h/r" }
+"#;
+        let settings = load_test(text).unwrap_or_else(|e| panic!("{e}"));
+        let render: Vec<RenderSettings> =
+            settings.configurations.iter().map(|c| c.render).collect();
+        let expect = |sandbox, remote_bases| RenderSettings {
+            sandbox,
+            remote_bases,
+        };
+        assert_eq!(settings.render, expect(SandboxMode::Namespace, false));
+        assert_eq!(
+            render,
+            vec![
+                expect(SandboxMode::Namespace, false),
+                expect(SandboxMode::None, false),
+                expect(SandboxMode::Landlock, true),
+            ]
+        );
+        // Unset everywhere: auto, and remote bases allowed (Flux's default).
+        let settings = load_test(
+            "configurations:\n  - name: a\n    source: {kind: git, url: 'https://h/r'}\n",
+        )
+        .unwrap();
+        assert_eq!(settings.configurations[0].render, RenderSettings::default());
+        assert_eq!(RenderSettings::default(), expect(SandboxMode::Auto, true));
+
+        let text = r#"render: { sandbox: chroot }
+configurations:
+  - name: a
+    render: { remoteBases: maybe, sandox: none }
+    source: { kind: git, url: "https://h/r" }
+"#;
+        let found = problems(text);
+        let summary: Vec<(usize, usize, &str)> =
+            found.iter().map(|(l, c, m)| (*l, *c, m.as_str())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    1,
+                    20,
+                    "invalid render.sandbox \"chroot\": expected `auto`, `landlock`, `namespace` \
+                     or `none`"
+                ),
+                (
+                    4,
+                    28,
+                    "invalid value \"maybe\" for render.remoteBases: expected true or false"
+                ),
+                (
+                    4,
+                    35,
+                    "unknown field `sandox` in `render` (did you mean `sandbox`?), expected one \
+                     of `sandbox`, `remoteBases`"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn display_has_one_line_per_problem() {
         let err = load_test("configurations: {}\nstateDir: [a]\n").unwrap_err();
         assert_eq!(
@@ -717,6 +815,127 @@ configurations:
             "{}: cannot read the config file",
             missing.display()
         )));
+    }
+
+    /// "Billion laughs": ten levels of ten aliases each would be 10^10 nodes.
+    const ALIAS_BOMB: &str = "a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+j: &j [*i, *i, *i, *i, *i, *i, *i, *i, *i, *i]
+";
+
+    #[test]
+    fn alias_bomb_is_refused_at_the_alias_that_overflows() {
+        let found = problems(ALIAS_BOMB);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (line, _, message) = &found[0];
+        // 10^5 nodes fit under the bound, 10^6 do not: the sixth line overflows.
+        assert_eq!(*line, 6, "{message}");
+        assert!(message.contains("alias bomb"), "{message}");
+    }
+
+    #[test]
+    fn ordinary_aliases_still_expand() {
+        let text = "stateDir: &dir /srv/state
+configurations:
+  - name: web
+    source: &src { kind: git, url: \"file:///srv/git/web.git\", interval: 1m }
+  - name: api
+    source: *src
+";
+        let settings = load_test(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.configurations.len(), 2);
+        assert_eq!(
+            settings.configurations[1].source.url,
+            "file:///srv/git/web.git"
+        );
+    }
+
+    #[test]
+    fn oversized_config_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gitopsd.yaml");
+        let padding = "#".repeat(MAX_CONFIG_BYTES as usize);
+        std::fs::write(&path, format!("configurations: []\n{padding}\n")).unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+    }
+
+    #[test]
+    fn intervals_below_one_second_are_refused() {
+        let found = problems(
+            "configurations:
+  - name: web
+    source: { kind: git, url: \"file:///srv/git/web.git\", interval: 1ns, retryInterval: 500ms }
+    kustomizations:
+      - { name: app, interval: 999ms }
+",
+        );
+        let messages: Vec<&str> = found.iter().map(|(_, _, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "invalid duration \"1ns\" for interval: must be at least 1s",
+                "invalid duration \"500ms\" for retryInterval: must be at least 1s",
+                "invalid duration \"999ms\" for interval: must be at least 1s",
+            ]
+        );
+        assert_eq!((found[0].0, found[2].0), (3, 5));
+    }
+
+    #[test]
+    fn two_kustomizations_writing_one_file_are_refused_with_both_positions() {
+        let found = problems(
+            "configurations:
+  - name: web
+    source: { kind: git, url: \"file:///srv/git/web.git\" }
+    kustomizations:
+      - { name: app, target: { directory: /srv/out } }
+  - name: api
+    namespace: other
+    source: { kind: git, url: \"file:///srv/git/api.git\" }
+    kustomizations:
+      - { name: app, target: { directory: /srv/out/ } }
+      - { name: db, target: { directory: /srv/out } }
+",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (10, 43));
+        assert!(
+            found[0].2.starts_with(
+                "kustomization `app` would write /srv/out/app.yaml, which the kustomization at \
+                 line 5, column 43 writes too"
+            ),
+            "{}",
+            found[0].2
+        );
+    }
+
+    #[test]
+    fn two_sources_publishing_into_one_directory_are_refused_with_both_positions() {
+        let found = problems(
+            "configurations:
+  - name: web
+    source: { kind: git, url: \"file:///srv/git/web.git\", publish: { directory: /srv/pub } }
+  - name: api
+    source: { kind: git, url: \"file:///srv/git/api.git\", publish: { directory: /srv/x/../pub, link: api } }
+",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, 5);
+        assert!(
+            found[0]
+                .2
+                .contains("is also the publish directory of the source at line 3"),
+            "{}",
+            found[0].2
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct Settings {
     pub max_concurrent_fetches: usize,
     /// The cluster (top-level `kubernetes`); `None`: no cluster is configured.
     pub kubernetes: Option<KubernetesSettings>,
+    /// The top-level `render` section: what configurations inherit.
+    pub render: crate::render::RenderSettings,
     pub configurations: Vec<Configuration>,
 }
 
@@ -53,6 +55,8 @@ pub struct Configuration {
     pub name: String,
     pub namespace: String,
     pub suspend: bool,
+    /// How its kustomizations are built: its own `render` over the top-level one.
+    pub render: crate::render::RenderSettings,
     pub source: SourceSettings,
     pub kustomizations: Vec<Kustomization>,
 }

@@ -132,6 +132,11 @@ pub struct Entry {
 /// Deeper than this is not a config file; refuse it rather than risk the stack.
 const MAX_DEPTH: usize = 128;
 
+/// How many nodes the tree may hold once aliases are expanded. Every alias copies its
+/// anchor's subtree, so a few hundred bytes of nested aliases ("billion laughs") would
+/// otherwise expand into gigabytes; a real config with thousands of sources stays far below.
+pub const MAX_NODES: usize = 250_000;
+
 /// Parses one YAML document. A syntax error is fatal and comes back alone as `Err`;
 /// structural problems that still leave a usable tree (duplicate keys, non-string keys, a
 /// second document) are pushed to `problems` and parsing goes on.
@@ -139,6 +144,7 @@ pub fn parse(text: &str, problems: &mut Problems) -> Result<Node, Problem> {
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
+        nodes: 0,
         problems,
     };
     builder.document()
@@ -146,7 +152,10 @@ pub fn parse(text: &str, problems: &mut Problems) -> Result<Node, Problem> {
 
 struct Builder<'t, 'p> {
     parser: Parser<std::str::Chars<'t>>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node with the number of nodes in its subtree.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes in the tree so far, aliases counted as the copies they become.
+    nodes: usize,
     problems: &'p mut Problems,
 }
 
@@ -203,6 +212,21 @@ impl Builder<'_, '_> {
         Ok(root)
     }
 
+    /// Count `added` more nodes in the tree, refusing to go past [`MAX_NODES`].
+    fn grow(&mut self, added: usize, pos: Pos) -> Result<(), Problem> {
+        self.nodes = self.nodes.saturating_add(added);
+        if self.nodes > MAX_NODES {
+            return Err(Problem {
+                pos,
+                message: format!(
+                    "YAML aliases expand this document to more than {MAX_NODES} values; \
+                     a config file never needs that many (is this an alias bomb?)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn node(&mut self, event: Event, pos: Pos, depth: usize) -> Result<Node, Problem> {
         if depth > MAX_DEPTH {
             return Err(Problem {
@@ -210,6 +234,20 @@ impl Builder<'_, '_> {
                 message: format!("YAML nested more than {MAX_DEPTH} levels deep"),
             });
         }
+        if let Event::Alias(id) = event {
+            let Some((node, size)) = self.anchors.get(&id) else {
+                return Err(Problem {
+                    pos,
+                    message: "YAML alias refers to an unknown anchor".into(),
+                });
+            };
+            let (node, size) = (node.clone(), *size);
+            // Checked before the copy is made: the copy is what would exhaust memory.
+            self.grow(size, pos)?;
+            return Ok(node);
+        }
+        self.grow(1, pos)?;
+        let before = self.nodes;
         let (node, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let kind = if style == TScalarStyle::Plain && tag.is_none() && is_null(&text) {
@@ -232,15 +270,6 @@ impl Builder<'_, '_> {
                 (Node { pos, kind }, anchor)
             }
             Event::MappingStart(anchor, _) => (self.mapping(pos, depth)?, anchor),
-            Event::Alias(id) => {
-                return match self.anchors.get(&id) {
-                    Some(node) => Ok(node.clone()),
-                    None => Err(Problem {
-                        pos,
-                        message: "YAML alias refers to an unknown anchor".into(),
-                    }),
-                };
-            }
             other => {
                 return Err(Problem {
                     pos,
@@ -249,7 +278,8 @@ impl Builder<'_, '_> {
             }
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = self.nodes - before + 1;
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         Ok(node)
     }

@@ -14,8 +14,11 @@ pub const SETTINGS_FIELDS: &[&str] = &[
     "server",
     "kubernetes",
     "maxConcurrentFetches",
+    "render",
     "configurations",
 ];
+/// `render`, at the top level (the default) and in a configuration (overriding it).
+pub const RENDER_FIELDS: &[&str] = &["sandbox", "remoteBases"];
 pub const SERVER_FIELDS: &[&str] = &["listen"];
 pub const KUBERNETES_FIELDS: &[&str] = &["kubeconfig", "context"];
 pub const CONFIGURATION_FIELDS: &[&str] = &[
@@ -23,6 +26,7 @@ pub const CONFIGURATION_FIELDS: &[&str] = &[
     "namespace",
     "scope",
     "suspend",
+    "render",
     "source",
     "kustomizations",
 ];
@@ -137,8 +141,17 @@ pub struct RawSettings {
     pub server: Option<RawServer>,
     pub kubernetes: Option<RawKubernetes>,
     pub max_concurrent_fetches: Option<Text>,
+    pub render: Option<RawRender>,
     /// `None` when missing (already reported) or not a list.
     pub configurations: Option<Vec<RawConfiguration>>,
+}
+
+/// A `render` section, top-level or of one configuration.
+#[derive(Debug, Clone)]
+pub struct RawRender {
+    pub pos: Pos,
+    pub sandbox: Option<Text>,
+    pub remote_bases: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +175,7 @@ pub struct RawConfiguration {
     pub namespace: Option<Text>,
     pub scope: Option<Text>,
     pub suspend: Option<Text>,
+    pub render: Option<RawRender>,
     pub source: Option<RawSource>,
     pub kustomizations: Vec<RawKustomization>,
 }
@@ -288,6 +302,7 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
             server: None,
             kubernetes: None,
             max_concurrent_fetches: None,
+            render: None,
             configurations: None,
         };
     };
@@ -325,6 +340,7 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         server,
         kubernetes,
         max_concurrent_fetches: fields.text("maxConcurrentFetches", problems),
+        render: render(&fields, problems),
         configurations,
     }
 }
@@ -349,9 +365,20 @@ fn configuration(node: &Node, problems: &mut Problems) -> Option<RawConfiguratio
         namespace: fields.text("namespace", problems),
         scope: fields.text("scope", problems),
         suspend: fields.text("suspend", problems),
+        render: render(&fields, problems),
         source,
         kustomizations,
     })
+}
+
+fn render(fields: &Fields<'_>, problems: &mut Problems) -> Option<RawRender> {
+    fields
+        .mapping("render", RENDER_FIELDS, problems)
+        .map(|f| RawRender {
+            pos: f.pos,
+            sandbox: f.text("sandbox", problems),
+            remote_bases: f.text("remoteBases", problems),
+        })
 }
 
 fn source(fields: &Fields<'_>, problems: &mut Problems) -> RawSource {

@@ -15,9 +15,10 @@ use super::model::{
 };
 use super::positions::{Pos, Problems};
 use super::schema::{
-    RawConfiguration, RawGitRef, RawKubernetes, RawKustomization, RawPublish, RawSettings,
-    RawSource, Text,
+    RawConfiguration, RawGitRef, RawKubernetes, RawKustomization, RawPublish, RawRender,
+    RawSettings, RawSource, Text,
 };
+use crate::render::{RenderSettings, SandboxMode};
 use crate::source::git::semver::Range;
 
 /// Where state lives when `stateDir` is not set.
@@ -27,6 +28,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 4;
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_PUBLISH_LINK: &str = "current";
+
+/// The shortest interval and retryInterval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 const DURATION_HINT: &str = "expected a Go duration such as 90s, 10m or 1h30m";
 const LABEL_RULES: &str = "expected a DNS-1123 label: at most 63 lowercase letters, digits \
@@ -85,6 +89,8 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         settings: kubernetes.as_ref(),
     };
 
+    let render = render(raw.render.as_ref(), RenderSettings::default(), problems);
+
     let raw_configurations = raw.configurations.as_deref().unwrap_or_default();
     let mut configurations = Vec::with_capacity(raw_configurations.len());
     // (namespace, name) → line of the first definition.
@@ -108,17 +114,117 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
                 seen.insert(key, name.pos.line);
             }
         }
-        if let Some(configuration) = configuration(raw_configuration, base_dir, cluster, problems) {
+        if let Some(configuration) =
+            configuration(raw_configuration, base_dir, cluster, render, problems)
+        {
             configurations.push(configuration);
         }
     }
+
+    check_collisions(raw_configurations, base_dir, problems);
 
     Settings {
         state_dir,
         listen,
         max_concurrent_fetches,
         kubernetes,
+        render,
         configurations,
+    }
+}
+
+/// Two writers of one file or directory undo each other: two kustomizations rendering into
+/// the same `<directory>/<name>.yaml`, or two sources publishing into one directory (each
+/// collects the other's revisions as garbage, leaving its `current` link dangling). Both
+/// places are named so the user can pick which to move.
+fn check_collisions(raws: &[RawConfiguration], base_dir: &Path, problems: &mut Problems) {
+    let mut publishers: HashMap<PathBuf, Pos> = HashMap::new();
+    let mut targets: HashMap<PathBuf, Pos> = HashMap::new();
+    for configuration in raws {
+        let publish = configuration
+            .source
+            .as_ref()
+            .and_then(|s| s.publish.as_ref())
+            .and_then(|p| p.directory.as_ref());
+        if let Some(text) = publish.filter(|t| !t.value.is_empty()) {
+            let directory = resolve(base_dir, Path::new(&text.value));
+            match publishers.get(&directory) {
+                Some(first) => problems.push(
+                    text.pos,
+                    format!(
+                        "publish.directory {} is also the publish directory of the source at \
+                         line {}, column {}; two sources cannot publish into one directory",
+                        directory.display(),
+                        first.line,
+                        first.column
+                    ),
+                ),
+                None => {
+                    publishers.insert(directory, text.pos);
+                }
+            }
+        }
+        for kustomization in &configuration.kustomizations {
+            let directory = kustomization
+                .target
+                .as_ref()
+                .and_then(|t| t.directory.as_ref())
+                .filter(|t| !t.value.is_empty());
+            let (Some(text), Some(name)) = (directory, kustomization.name.as_ref()) else {
+                continue;
+            };
+            let file =
+                resolve(base_dir, Path::new(&text.value)).join(format!("{}.yaml", name.value));
+            match targets.get(&file) {
+                Some(first) => problems.push(
+                    text.pos,
+                    format!(
+                        "kustomization `{}` would write {}, which the kustomization at line {}, \
+                         column {} writes too; give one of them another target directory",
+                        name.value,
+                        file.display(),
+                        first.line,
+                        first.column
+                    ),
+                ),
+                None => {
+                    targets.insert(file, text.pos);
+                }
+            }
+        }
+    }
+}
+
+/// A `render` section over `inherited`: each key it sets replaces the inherited value.
+fn render(
+    raw: Option<&RawRender>,
+    inherited: RenderSettings,
+    problems: &mut Problems,
+) -> RenderSettings {
+    let Some(raw) = raw else {
+        return inherited;
+    };
+    let sandbox = match &raw.sandbox {
+        None => inherited.sandbox,
+        Some(text) => SandboxMode::parse(text.as_str()).unwrap_or_else(|| {
+            problems.push(
+                text.pos,
+                format!(
+                    "invalid render.sandbox {:?}: expected `auto`, `landlock`, `namespace` or \
+                     `none`",
+                    text.value
+                ),
+            );
+            inherited.sandbox
+        }),
+    };
+    let remote_bases = match &raw.remote_bases {
+        None => inherited.remote_bases,
+        some => boolean(some, "render.remoteBases", problems),
+    };
+    RenderSettings {
+        sandbox,
+        remote_bases,
     }
 }
 
@@ -208,6 +314,7 @@ fn configuration(
     raw: &RawConfiguration,
     base_dir: &Path,
     cluster: Cluster<'_>,
+    inherited: RenderSettings,
     problems: &mut Problems,
 ) -> Option<Configuration> {
     let name = raw
@@ -231,6 +338,7 @@ fn configuration(
         }
     }
     let suspend = boolean(&raw.suspend, "suspend", problems);
+    let render = render(raw.render.as_ref(), inherited, problems);
     let source = raw
         .source
         .as_ref()
@@ -240,6 +348,7 @@ fn configuration(
         name: name?,
         namespace: namespace?,
         suspend,
+        render,
         source: source?,
         kustomizations,
     })
@@ -305,9 +414,9 @@ fn source(
             }
         },
     };
-    let interval = positive_duration(&raw.interval, "interval", problems);
+    let interval = polling_interval(&raw.interval, "interval", problems);
     let timeout = positive_duration(&raw.timeout, "timeout", problems);
-    let retry_interval = positive_duration(&raw.retry_interval, "retryInterval", problems);
+    let retry_interval = polling_interval(&raw.retry_interval, "retryInterval", problems);
     let suspend = boolean(&raw.suspend, "suspend", problems);
     let publish = match &raw.publish {
         Some(publish) => Some(self::publish(publish, base_dir, problems)?),
@@ -778,8 +887,8 @@ fn kustomization(
         path: path?,
         prune: boolean(&raw.prune, "prune", problems),
         depends_on,
-        interval: positive_duration(&raw.interval, "interval", problems),
-        retry_interval: positive_duration(&raw.retry_interval, "retryInterval", problems),
+        interval: polling_interval(&raw.interval, "interval", problems),
+        retry_interval: polling_interval(&raw.retry_interval, "retryInterval", problems),
         timeout: positive_duration(&raw.timeout, "timeout", problems),
         wait: boolean(&raw.wait, "wait", problems),
         force: boolean(&raw.force, "force", problems),
@@ -938,6 +1047,25 @@ fn positive_duration(text: &Option<Text>, key: &str, problems: &mut Problems) ->
             DEFAULT_INTERVAL
         }
     }
+}
+
+/// An interval or retryInterval: a duration of at least [`MIN_INTERVAL`]. Shorter ones turn
+/// polling into a busy loop (1ns polled 94 times a second) against someone else's server.
+fn polling_interval(text: &Option<Text>, key: &str, problems: &mut Problems) -> Duration {
+    let value = positive_duration(text, key, problems);
+    if let Some(text) = text {
+        if value < MIN_INTERVAL {
+            problems.push(
+                text.pos,
+                format!(
+                    "invalid duration {:?} for {key}: must be at least {}s",
+                    text.value,
+                    MIN_INTERVAL.as_secs()
+                ),
+            );
+        }
+    }
+    value
 }
 
 /// A directory from the file: relative ones resolve against the config file's directory.

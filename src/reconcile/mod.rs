@@ -11,13 +11,13 @@ use crate::apply::{DirectoryTarget, Inventory, Target as _};
 use crate::artifact::store::ArtifactStore;
 use crate::artifact::Artifact;
 use crate::config::{Configuration, Kustomization, Settings, Target};
-use crate::render::Renderer;
+use crate::render::{BuildOptions, Renderer, SandboxSupport};
 use crate::source::{FetchOutcome, Revision};
-use crate::state::{now_rfc3339, set_condition, unix_now, StateStore};
+use crate::state::{now_rfc3339, set_condition, unix_now, StateDir, StateDirError, StateStore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,10 +28,14 @@ pub const KEEP_ARTIFACTS: usize = 2;
 
 pub struct Engine {
     settings: Settings,
+    /// Locked for as long as the engine lives; scratch space comes from it.
+    state_dir: StateDir,
     state: Arc<StateStore>,
     store: ArtifactStore,
     fetch_permits: Semaphore,
     renderer: OnceLock<Result<Arc<Renderer>, String>>,
+    /// What the kernel offers to confine builds, probed once at start.
+    sandbox: SandboxSupport,
     triggers: HashMap<String, Arc<Notify>>,
 }
 
@@ -94,32 +98,10 @@ fn settings_digest(c: &Configuration) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// Create the state dir 0700, or take group and other access away from an existing one. It
-/// holds git caches (whose objects and config may hold anything the repository holds),
-/// state.json, generated keys and rendered manifests (Secrets among them): it is the daemon's
-/// alone, whatever the umask or a service manager made it.
-fn make_state_dir_private(dir: &std::path::Path) -> std::io::Result<()> {
-    crate::atomic::create_private_dir(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
-        }
-    }
-    Ok(())
-}
-
 impl Engine {
-    pub fn new(settings: Settings) -> std::io::Result<Arc<Engine>> {
-        make_state_dir_private(&settings.state_dir)?;
-        let tmp = settings.state_dir.join("tmp");
-        // Scratch dirs of a run that was killed are garbage now.
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        crate::atomic::create_private_dir(&tmp)?;
+    pub fn new(settings: Settings) -> Result<Arc<Engine>, StateDirError> {
+        // Checks, locks and makes the state dir 0700 (the daemon's alone).
+        let state_dir = StateDir::open(&settings.state_dir)?;
         let state = StateStore::open(&settings.state_dir);
         let store = ArtifactStore::new(settings.state_dir.join("artifacts"));
         state.update(|st| {
@@ -165,12 +147,16 @@ impl Engine {
             .map(|c| (c.name.clone(), Arc::new(Notify::new())))
             .collect();
         let permits = settings.max_concurrent_fetches.max(1);
+        let sandbox = SandboxSupport::detect();
+        log_sandbox(&settings, &sandbox);
         Ok(Arc::new(Engine {
             settings,
+            state_dir,
             state,
             store,
             fetch_permits: Semaphore::new(permits),
             renderer: OnceLock::new(),
+            sandbox,
             triggers,
         }))
     }
@@ -461,8 +447,7 @@ impl Engine {
             &c.source,
             &self.settings.state_dir.join("git"),
         );
-        let scratch =
-            ScratchDir::new(&self.settings.state_dir, &c.name).map_err(|e| e.to_string())?;
+        let scratch = self.state_dir.scratch(&c.name).map_err(|e| e.to_string())?;
         let (revision, snapshot) = match source
             .fetch(previous, scratch.path().to_path_buf(), interrupt)
             .map_err(|e| e.to_string())?
@@ -638,13 +623,21 @@ impl Engine {
         previous: &Inventory,
     ) -> Result<Inventory, String> {
         let renderer = self.renderer()?;
-        let scratch =
-            ScratchDir::new(&self.settings.state_dir, &k.name).map_err(|e| e.to_string())?;
+        let confinement = self
+            .sandbox
+            .resolve(c.render.sandbox)
+            .map_err(|e| e.to_string())?;
+        let options = BuildOptions {
+            timeout: k.timeout,
+            confinement,
+            remote_bases: c.render.remote_bases,
+        };
+        let scratch = self.state_dir.scratch(&k.name).map_err(|e| e.to_string())?;
         let root = scratch.path().join("src");
         crate::artifact::pack::extract(&artifact.path, &artifact.digest, &root)
             .map_err(|e| format!("cannot extract artifact {}: {e}", artifact.path.display()))?;
         let rendered = renderer
-            .build(&root, &k.path, k.timeout)
+            .build(&root, &k.path, &options)
             .map_err(|e| format!("kustomize build of '{}' failed: {e}", display_path(&k.path)))?;
         let target = DirectoryTarget {
             directory: self.target_dir(c, k),
@@ -654,6 +647,34 @@ impl Engine {
             .apply(&rendered, previous)
             .map_err(|e| e.to_string())?;
         Ok(report.inventory)
+    }
+}
+
+/// Say once, at start, how builds will be confined: which mechanism, which configurations
+/// opted out, and which cannot render at all on this machine.
+fn log_sandbox(settings: &Settings, support: &SandboxSupport) {
+    let with_kustomizations = settings
+        .configurations
+        .iter()
+        .filter(|c| !c.kustomizations.is_empty());
+    let mut confined = Vec::new();
+    for c in with_kustomizations {
+        match support.resolve(c.render.sandbox) {
+            Ok(crate::render::Confinement::Unconfined) => tracing::warn!(
+                configuration = %c.name,
+                "render sandbox disabled (render.sandbox: none): kustomize can read any file \
+                 gitopsd can read, such as keys and other configurations' files"
+            ),
+            Ok(confinement) => confined.push(format!("{}: {}", c.name, confinement.as_str())),
+            Err(e) => tracing::error!(configuration = %c.name, "{e}"),
+        }
+    }
+    if !confined.is_empty() {
+        tracing::info!(
+            support = %support.describe(),
+            "render sandbox: {}",
+            confined.join(", ")
+        );
     }
 }
 
@@ -673,30 +694,5 @@ fn release_memory() {
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// A private directory under `<stateDir>/tmp`, removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(state_dir: &Path, label: &str) -> std::io::Result<ScratchDir> {
-        let dir = state_dir.join("tmp").join(format!(
-            "{label}-{}-{}",
-            std::process::id(),
-            crate::atomic::unique()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        Ok(ScratchDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

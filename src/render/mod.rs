@@ -8,20 +8,25 @@
 //!
 //! Like Flux, files are loaded with `--load-restrictor LoadRestrictionsNone` (an overlay may
 //! reference `../common/patch.yaml`), and like Flux's secure file system nothing outside the
-//! artifact may be read: the path must resolve inside the root, symlinks leading out of the
-//! root are removed from the scratch copy before the build, and a generated kustomization
-//! refuses to list such a symlink.
+//! artifact may be read: the build runs in a kernel sandbox that can open only the artifact,
+//! the kustomize binary and its libraries ([`sandbox`]); the path must resolve inside the
+//! root, symlinks leading out of the root are removed from the scratch copy before the build,
+//! and a generated kustomization refuses to list such a symlink.
 
 mod generate;
 mod object;
 mod paths;
+mod remote;
 mod run;
+pub mod sandbox;
 
 pub use object::ObjectId;
+pub use sandbox::{Confinement, RenderSettings, SandboxMode, Support as SandboxSupport};
 
 use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -76,6 +81,17 @@ impl Tool {
     }
 }
 
+/// How one build runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// The build is killed when it runs longer.
+    pub timeout: Duration,
+    /// The sandbox it runs in (see [`SandboxSupport::resolve`]).
+    pub confinement: Confinement,
+    /// Whether remote bases and resources may be fetched (`render.remoteBases`).
+    pub remote_bases: bool,
+}
+
 /// Runs kustomize builds. Cheap to clone; holds only which binary to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Renderer {
@@ -119,18 +135,46 @@ pub enum RenderError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "kustomization path {}: {file} refers to the remote {field} {url}, and remote bases are \
+         disabled (render.remoteBases: false); vendor it into the repository or allow remote bases",
+        shown(path)
+    )]
+    RemoteBase {
+        path: String,
+        file: String,
+        field: String,
+        url: String,
+    },
+    #[error("kustomize build of {}: {source}", shown(path))]
+    Sandbox {
+        path: String,
+        #[source]
+        source: sandbox::SandboxError,
+    },
     #[error("cannot run {tool}: {source}")]
     Spawn {
         tool: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("kustomize build of {} failed ({status}): {stderr}", shown(path))]
+    #[error(
+        "kustomize build of {} failed ({status}{}): {stderr}",
+        shown(path),
+        match confinement {
+            Confinement::Unconfined => "",
+            // kustomize reports a refused read as "permission denied" or "no such file":
+            // say where that comes from.
+            Confinement::Landlock | Confinement::Namespace =>
+                ", in a sandbox that reads only the artifact",
+        }
+    )]
     BuildFailed {
         path: String,
         status: String,
         /// kustomize's stderr, trimmed to its first lines.
         stderr: String,
+        confinement: Confinement,
     },
     #[error(
         "kustomize build of {} timed out after {after:?} and was killed{}",
@@ -192,14 +236,16 @@ impl Renderer {
     /// Build the kustomization at `path` (relative to `root`, normalised, `""` for the root).
     ///
     /// `root` is a private scratch copy of the artifact: a generated `kustomization.yaml` is
-    /// written into it, and symlinks leading outside it are removed. The build is killed if it
-    /// runs longer than `timeout`.
+    /// written into it, symlinks leading outside it are removed, and the sandbox keeps its
+    /// working files next to it (`<root>.sandbox`, removed afterwards). The build is killed if
+    /// it runs longer than `options.timeout`.
     pub fn build(
         &self,
         root: &Path,
         path: &str,
-        timeout: Duration,
+        options: &BuildOptions,
     ) -> Result<Rendered, RenderError> {
+        let timeout = options.timeout;
         let owned = || path.to_string();
         let (root, dir) = paths::resolve_inside(root, path).map_err(|problem| match problem {
             PathProblem::Escapes => RenderError::PathEscapes { path: owned() },
@@ -241,9 +287,42 @@ impl Renderer {
             );
         }
 
-        let finished = run::run_with_timeout(self.command(&dir), timeout).map_err(|e| match e {
+        if !options.remote_bases {
+            let found = remote::find(&root, &dir).map_err(|source| RenderError::Io {
+                path: owned(),
+                source,
+            })?;
+            if let Some(found) = found {
+                return Err(RenderError::RemoteBase {
+                    path: owned(),
+                    file: found.file,
+                    field: found.field,
+                    url: found.url,
+                });
+            }
+        }
+
+        let jail = sandbox::Jail::prepare(
+            options.confinement,
+            &root,
+            &dir,
+            &self.binary,
+            options.remote_bases,
+        )
+        .map_err(|source| RenderError::Sandbox {
+            path: owned(),
+            source,
+        })?;
+        let mut command = self.command(jail.program(), &dir);
+        jail.apply(&mut command);
+        let finished = run::run_with_timeout(command, timeout).map_err(|e| match e {
             RunError::Spawn(source) | RunError::Wait(source) => RenderError::Spawn {
-                tool: self.describe(),
+                tool: match options.confinement {
+                    Confinement::Unconfined => self.describe(),
+                    sandboxed => {
+                        format!("{} in the {} sandbox", self.describe(), sandboxed.as_str())
+                    }
+                },
                 source,
             },
             RunError::TimedOut { stderr } => RenderError::Timeout {
@@ -261,6 +340,7 @@ impl Renderer {
                 path: owned(),
                 status: finished.status.to_string(),
                 stderr: summarize_stderr(&finished.stderr),
+                confinement: options.confinement,
             });
         }
         if !finished.stderr.is_empty() {
@@ -276,8 +356,11 @@ impl Renderer {
         })
     }
 
-    fn command(&self, dir: &Path) -> Command {
-        let mut command = Command::new(&self.binary);
+    /// The build's command line; `program` is the binary as the sandbox reaches it, and
+    /// `argv[0]` stays the configured name (kubectl picks its behaviour by that name).
+    fn command(&self, program: &Path, dir: &Path) -> Command {
+        let mut command = Command::new(program);
+        command.arg0(&self.binary);
         match self.tool {
             Tool::Kustomize => command.arg("build"),
             Tool::Kubectl => command.arg("kustomize"),
@@ -342,7 +425,10 @@ fn detect_from(
     Err(RenderError::NoKustomize)
 }
 
-fn find_on_path(name: &std::ffi::OsStr, search_path: Option<&OsString>) -> Option<PathBuf> {
+pub(crate) fn find_on_path(
+    name: &std::ffi::OsStr,
+    search_path: Option<&OsString>,
+) -> Option<PathBuf> {
     std::env::split_paths(search_path?)
         .filter(|dir| !dir.as_os_str().is_empty())
         .map(|dir| dir.join(name))

@@ -1,6 +1,9 @@
 use super::*;
 use std::fs;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::symlink;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
@@ -8,6 +11,15 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn kubectl() -> Renderer {
     Renderer::with_binary(KUBECTL, Tool::Kubectl)
+}
+
+/// Real builds run as gitopsd runs them: in the kernel's sandbox.
+fn sandboxed() -> BuildOptions {
+    BuildOptions {
+        timeout: TIMEOUT,
+        confinement: Confinement::Landlock,
+        remote_bases: true,
+    }
 }
 
 fn write(path: &Path, text: &str) {
@@ -119,7 +131,7 @@ fn generated_build_matches_kubectl_on_a_hand_written_kustomization() {
         &format!("resources:\n- {}\n", listed.join("\n- ")),
     );
 
-    let rendered = kubectl().build(&generated, "apps", TIMEOUT).unwrap();
+    let rendered = kubectl().build(&generated, "apps", &sandboxed()).unwrap();
     let text = fs::read_to_string(generated.join("apps/kustomization.yaml")).unwrap();
     assert!(text.starts_with("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"));
     assert!(text.contains("- ./nested\n"));
@@ -163,7 +175,7 @@ fn non_kubernetes_yaml_fails_generation_naming_the_file() {
         &tmp.path().join("app/ci/.gitlab-ci.yml"),
         "stages:\n- build\n",
     );
-    match kubectl().build(tmp.path(), "app", TIMEOUT) {
+    match kubectl().build(tmp.path(), "app", &sandboxed()) {
         Err(RenderError::NotKubernetes { path, file, .. }) => {
             assert_eq!(path, "app");
             assert_eq!(file, "./ci/.gitlab-ci.yml");
@@ -179,7 +191,7 @@ fn empty_directory_renders_no_objects() {
     let tmp = tempfile::tempdir().unwrap();
     fs::create_dir_all(tmp.path().join("empty/sub")).unwrap();
     write(&tmp.path().join("empty/notes.txt"), "x");
-    let rendered = kubectl().build(tmp.path(), "empty", TIMEOUT).unwrap();
+    let rendered = kubectl().build(tmp.path(), "empty", &sandboxed()).unwrap();
     assert_eq!(rendered, Rendered::default());
     let text = fs::read_to_string(tmp.path().join("empty/kustomization.yaml")).unwrap();
     assert!(text.contains("resources: []"));
@@ -202,17 +214,17 @@ fn refuses_paths_leaving_the_root() {
     symlink(outside.path(), root.join("link")).unwrap();
 
     for path in ["..", "../root/..", "app/../..", "link"] {
-        match kubectl().build(&root, path, TIMEOUT) {
+        match kubectl().build(&root, path, &sandboxed()) {
             Err(RenderError::PathEscapes { path: p }) => assert_eq!(p, path),
             other => panic!("{path}: expected PathEscapes, got {other:?}"),
         }
     }
     assert!(matches!(
-        kubectl().build(&root, "missing", TIMEOUT),
+        kubectl().build(&root, "missing", &sandboxed()),
         Err(RenderError::PathNotFound { .. })
     ));
     assert!(matches!(
-        kubectl().build(&root, "app/cm.yaml", TIMEOUT),
+        kubectl().build(&root, "app/cm.yaml", &sandboxed()),
         Err(RenderError::NotADirectory { .. })
     ));
     // The outside directory was not touched.
@@ -232,7 +244,7 @@ fn symlinks_leading_outside_cannot_be_read() {
         tmp.path().join("gen/leak.yaml"),
     )
     .unwrap();
-    match kubectl().build(tmp.path(), "gen", TIMEOUT) {
+    match kubectl().build(tmp.path(), "gen", &sandboxed()) {
         Err(RenderError::SymlinkEscapes { file, .. }) => assert_eq!(file, "./leak.yaml"),
         other => panic!("expected SymlinkEscapes, got {other:?}"),
     }
@@ -247,7 +259,7 @@ fn symlinks_leading_outside_cannot_be_read() {
         tmp.path().join("own/leak.yaml"),
     )
     .unwrap();
-    match kubectl().build(tmp.path(), "own", TIMEOUT) {
+    match kubectl().build(tmp.path(), "own", &sandboxed()) {
         Err(RenderError::BuildFailed { stderr, .. }) => {
             assert!(stderr.contains("leak.yaml"), "{stderr}")
         }
@@ -265,7 +277,9 @@ fn files_outside_the_kustomization_dir_but_inside_the_artifact_load() {
         &tmp.path().join("overlay/kustomization.yaml"),
         "resources:\n- ../common/cm.yaml\n",
     );
-    let rendered = kubectl().build(tmp.path(), "overlay", TIMEOUT).unwrap();
+    let rendered = kubectl()
+        .build(tmp.path(), "overlay", &sandboxed())
+        .unwrap();
     assert_eq!(
         rendered.objects,
         vec![ObjectId::new("v1", "ConfigMap", "web", "shared")]
@@ -279,7 +293,9 @@ fn build_failure_keeps_stderr() {
         &tmp.path().join("app/kustomization.yaml"),
         "resources:\n- does-not-exist.yaml\n",
     );
-    let err = kubectl().build(tmp.path(), "app", TIMEOUT).unwrap_err();
+    let err = kubectl()
+        .build(tmp.path(), "app", &sandboxed())
+        .unwrap_err();
     match &err {
         RenderError::BuildFailed { path, stderr, .. } => {
             assert_eq!(path, "app");
@@ -302,9 +318,15 @@ fn build_retrying(
     renderer: &Renderer,
     root: &Path,
     timeout: Duration,
+    confinement: Confinement,
 ) -> Result<Rendered, RenderError> {
     for _ in 0..50 {
-        match renderer.build(root, "", timeout) {
+        let options = BuildOptions {
+            timeout,
+            confinement,
+            remote_bases: true,
+        };
+        match renderer.build(root, "", &options) {
             Err(RenderError::Spawn { source, .. }) if source.raw_os_error() == Some(26) => {
                 std::thread::sleep(Duration::from_millis(20))
             }
@@ -324,7 +346,13 @@ fn timeout_kills_the_build() {
 
     let renderer = Renderer::with_binary(&fake, Tool::Kustomize);
     let start = Instant::now();
-    match build_retrying(&renderer, &root, Duration::from_millis(300)) {
+    // The script runs `sleep`, which no sandbox lets it execute.
+    match build_retrying(
+        &renderer,
+        &root,
+        Duration::from_millis(300),
+        Confinement::Unconfined,
+    ) {
         Err(RenderError::Timeout { after, .. }) => {
             assert_eq!(after, Duration::from_millis(300))
         }
@@ -345,16 +373,25 @@ fn fake_kustomize_gets_build_and_load_restrictor() {
     );
     let root = tmp.path().join("root");
     write(&root.join("kustomization.yaml"), "resources: []\n");
-    let rendered = build_retrying(
-        &Renderer::with_binary(&fake, Tool::Kustomize),
-        &root,
-        TIMEOUT,
-    )
-    .unwrap();
-    assert_eq!(
-        rendered.objects,
-        vec![ObjectId::new("v1", "Namespace", "", "n")]
-    );
+    // The same command line and working directory in every sandbox (the script uses shell
+    // builtins only, and its interpreter is allowed as the binary's loader).
+    for confinement in [
+        Confinement::Unconfined,
+        Confinement::Landlock,
+        Confinement::Namespace,
+    ] {
+        let rendered = build_retrying(
+            &Renderer::with_binary(&fake, Tool::Kustomize),
+            &root,
+            TIMEOUT,
+            confinement,
+        )
+        .unwrap_or_else(|e| panic!("{confinement:?}: {e}"));
+        assert_eq!(
+            rendered.objects,
+            vec![ObjectId::new("v1", "Namespace", "", "n")]
+        );
+    }
 }
 
 #[test]
@@ -437,4 +474,150 @@ fn stderr_summary_strips_klog_and_truncates() {
     let summary = summarize_stderr(many.as_bytes());
     assert!(summary.ends_with("... (28 more lines)"), "{summary}");
     assert_eq!(summarize_stderr(b""), "no error output");
+}
+
+fn options(confinement: Confinement, remote_bases: bool) -> BuildOptions {
+    BuildOptions {
+        timeout: TIMEOUT,
+        confinement,
+        remote_bases,
+    }
+}
+
+#[test]
+fn sandboxes_keep_generators_inside_the_artifact() {
+    let outside = tempfile::tempdir().unwrap();
+    write(&outside.path().join("secret.txt"), "TOP-SECRET\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    write(&root.join("common/data.txt"), "shared-value\n");
+    write(
+        &root.join("inside/kustomization.yaml"),
+        "configMapGenerator:\n- name: ok\n  files:\n  - ../common/data.txt\n",
+    );
+    write(
+        &root.join("leak/kustomization.yaml"),
+        &format!(
+            "configMapGenerator:\n- name: leak\n  files:\n  - {}\n",
+            outside.path().join("secret.txt").display()
+        ),
+    );
+
+    // Unconfined, the generator reads the file: this is what the sandboxes prevent.
+    let leaked = kubectl()
+        .build(&root, "leak", &options(Confinement::Unconfined, true))
+        .unwrap();
+    assert!(leaked.yaml.contains("TOP-SECRET"));
+
+    for confinement in [Confinement::Landlock, Confinement::Namespace] {
+        // Flux's behaviour inside the artifact stays: a sibling directory is readable.
+        let inside = kubectl()
+            .build(&root, "inside", &options(confinement, true))
+            .unwrap_or_else(|e| panic!("{confinement:?}: {e}"));
+        assert!(inside.yaml.contains("shared-value"), "{}", inside.yaml);
+
+        match kubectl().build(&root, "leak", &options(confinement, true)) {
+            Err(e @ RenderError::BuildFailed { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.starts_with(
+                        "kustomize build of \"leak\" failed (exit status: 1, in a sandbox that \
+                         reads only the artifact): "
+                    ),
+                    "{message}"
+                );
+                assert!(message.contains("secret.txt"), "{confinement:?}: {message}");
+                assert!(!message.contains("TOP-SECRET"), "{message}");
+            }
+            other => panic!("{confinement:?}: expected BuildFailed, got {other:?}"),
+        }
+    }
+    // The sandbox's working files are gone.
+    assert_eq!(
+        fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>(),
+        vec![std::ffi::OsString::from("root")]
+    );
+}
+
+/// A one-file HTTP server on loopback that answers every request with `body`; returns its
+/// URL and how many requests reached it.
+fn serve_once_per_request(body: &'static str) -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/cm.yaml", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, hits)
+}
+
+#[test]
+fn remote_resources_load_in_the_sandbox_only_when_allowed() {
+    let (url, hits) = serve_once_per_request(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\ndata:\n  k: v\n",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    write(
+        &root.join("app/kustomization.yaml"),
+        &format!("resources:\n- {url}\n"),
+    );
+
+    for confinement in [Confinement::Landlock, Confinement::Namespace] {
+        // Allowed (Flux's default): the sandbox lets kustomize reach the network.
+        let rendered = kubectl()
+            .build(&root, "app", &options(confinement, true))
+            .unwrap_or_else(|e| panic!("{confinement:?}: {e}"));
+        assert_eq!(
+            rendered.objects,
+            vec![ObjectId::new("v1", "ConfigMap", "", "remote")]
+        );
+
+        // Disabled: refused before the build, naming the URL.
+        let before = hits.load(Ordering::SeqCst);
+        match kubectl().build(&root, "app", &options(confinement, false)) {
+            Err(e @ RenderError::RemoteBase { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "kustomization path \"app\": app/kustomization.yaml refers to the remote \
+                     resources {url}, and remote bases are disabled (render.remoteBases: \
+                     false); vendor it into the repository or allow remote bases"
+                )
+            ),
+            other => panic!("{confinement:?}: expected RemoteBase, got {other:?}"),
+        }
+
+        // And should the check miss a reference, the sandbox itself has no network: the
+        // build is run here without the check.
+        let dir = root.canonicalize().unwrap().join("app");
+        let jail = sandbox::Jail::prepare(
+            confinement,
+            &root.canonicalize().unwrap(),
+            &dir,
+            Path::new(KUBECTL),
+            false,
+        )
+        .unwrap();
+        let mut command = kubectl().command(jail.program(), &dir);
+        jail.apply(&mut command);
+        let Ok(finished) = run::run_with_timeout(command, TIMEOUT) else {
+            panic!("{confinement:?}: kubectl did not run");
+        };
+        assert!(!finished.status.success(), "{confinement:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), before, "{confinement:?}");
+    }
 }

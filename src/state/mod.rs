@@ -4,6 +4,10 @@
 //! The file is rewritten atomically after every change; a `kill -9` leaves either the old or
 //! the new state, and either is a valid point to continue from.
 
+pub mod dir;
+
+pub use dir::{ScratchDir, StateDir, StateDirError};
+
 use crate::apply::Inventory;
 use crate::artifact::Artifact;
 use crate::source::Revision;
