@@ -20,13 +20,29 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(dest: &Path) -> io::Result<Self> {
+        Self::create_with_mode(dest, 0o666)
+    }
+
+    /// As [`AtomicFile::create`], for a file only gitopsd's user may read (0600): it exists
+    /// with that mode from the start, so not even the temp file is ever readable by others.
+    pub fn create_private(dest: &Path) -> io::Result<Self> {
+        Self::create_with_mode(dest, 0o600)
+    }
+
+    fn create_with_mode(dest: &Path, mode: u32) -> io::Result<Self> {
         let dir = parent_dir(dest);
         fs::create_dir_all(dir)?;
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         // The temp name starts with a dot and ends in .tmp so that GC and listings skip it;
         // pid + counter keep concurrent writers apart.
         let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
-        let file = File::create(&temp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let file = options.open(&temp)?;
         Ok(Self {
             temp,
             dest: dest.to_path_buf(),
@@ -72,6 +88,25 @@ pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     f.commit()
 }
 
+/// [`write`], for a file that may hold anything secret: mode 0600 (see
+/// [`AtomicFile::create_private`]). A file that already exists with a wider mode is replaced,
+/// so it ends up 0600 too.
+pub fn write_private(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = AtomicFile::create_private(dest)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// `create_dir_all`, where every directory it creates is 0700 (existing ones are left as
+/// they are): for directories below the state dir that hold credentials or cached content.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// fsync a directory so that renames and unlinks inside it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -108,5 +143,23 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         write(&dest, b"new").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new");
+    }
+
+    #[test]
+    fn private_files_and_dirs_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("state.json");
+        write(&dest, b"old").unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&dest, b"new").unwrap();
+        assert_eq!(mode(&dest), 0o600);
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+
+        let nested = dir.path().join("a/b");
+        create_private_dir(&nested).unwrap();
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&nested), 0o700);
     }
 }

@@ -485,3 +485,202 @@ fn publish_links_current_to_the_files_of_the_commit() {
     setup.sync_artifact();
     assert_published(&second);
 }
+
+/// `run --once -o json`, whatever its exit code: the code and the source's report.
+fn sync_outcome(setup: &Setup) -> (Option<i32>, Value) {
+    let output = Command::new(gitopsd_bin())
+        .args(["run", "--once", "-o", "json", "--config"])
+        .arg(&setup.config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gitopsd");
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", describe(&output)));
+    (output.status.code(), report["sources"][0].clone())
+}
+
+/// One entry of a crafted tree: mode, name, object id.
+type TreeLine = (&'static str, &'static [u8], String);
+
+#[test]
+fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
+    let repo = Repo::new();
+    repo.write("app/configmap.yaml", configmap("good"));
+    let good = repo.commit("good");
+    repo.push_all();
+    let bare = repo.bare();
+    let blob = bare.write_blob(b"escaped\n");
+    let file = |name: &'static [u8]| ("100644", name, blob.clone());
+    let app = bare.rev_parse("main:app");
+    let in_dir = |dir: &'static [u8], inner: TreeLine| {
+        let sub = bare.write_tree_literally(&[(inner.0, inner.1, &inner.2)]);
+        ("40000", dir, sub)
+    };
+
+    // (an extra entry of the root tree, the path the error must name). An empty name, which
+    // would make the path absolute, cannot be served: git's pack-objects refuses to send it.
+    let cases: Vec<(TreeLine, &str)> = vec![
+        (file(b".."), ".."),
+        (file(b"a/../../x"), "a/../../x"),
+        (file(b"/etc/escaped"), "/etc/escaped"),
+        (in_dir(b"deploy", file(b"..")), "deploy/.."),
+        (in_dir(b"deploy", in_dir(b"..", file(b"x"))), "deploy/.."),
+        (in_dir(b".GIT", file(b"config")), ".GIT"),
+        (in_dir(b".git", file(b"config")), ".git"),
+    ];
+    for implementation in ["gix", "git2"] {
+        let setup = Setup::new(
+            &repo.bare().file_url(),
+            &format!("      gitImplementation: {implementation}\n"),
+        );
+        let first = setup.sync_artifact();
+        assert_eq!(first, setup.artifacts_dir().join(format!("{good}.tar.gz")));
+        let digest = sha256_file(&first);
+
+        for ((mode, name, id), path) in &cases {
+            let entries = [
+                ("40000", &b"app"[..], app.as_str()),
+                (mode, name, id.as_str()),
+            ];
+            let commit = bare.commit_tree("main", &bare.write_tree_literally(&entries));
+
+            let (code, source) = sync_outcome(&setup);
+            let context = format!("{implementation}, {path:?}: {source:#}");
+            assert_ne!(code, Some(0), "{context}");
+            let error = source["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains(&format!("refusing to pack the path {path:?}")),
+                "{context}"
+            );
+            assert!(!error.contains('\n'), "one sentence: {context}");
+            eprintln!("{implementation}: refused as: {error}");
+            // Nothing of the crafted commit was stored; the last good artifact is current.
+            assert!(
+                !setup
+                    .artifacts_dir()
+                    .join(format!("{commit}.tar.gz"))
+                    .exists(),
+                "{context}"
+            );
+            assert_eq!(
+                source["artifact"]["path"],
+                first.to_str().unwrap(),
+                "{context}"
+            );
+            assert_eq!(source["artifact"]["digest"], digest.as_str(), "{context}");
+            assert_eq!(
+                source["revision"],
+                format!("main@sha1:{good}").as_str(),
+                "{context}"
+            );
+            let leftovers: Vec<_> = std::fs::read_dir(setup.artifacts_dir())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(leftovers.len(), 1, "{context}: {leftovers:?}");
+        }
+        bare.git(["update-ref", "refs/heads/main", &good]);
+    }
+}
+
+/// Peak resident memory (KiB) of `command`: its `VmHWM`, polled from /proc while it runs.
+/// (wait4's `ru_maxrss` would also count what the forking test process had resident.)
+fn peak_rss_kib(mut command: Command) -> (i64, std::process::Output) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("spawn");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut out).map(|_| out)
+    });
+    let mut peak = 0i64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            let hwm = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+            peak = peak.max(hwm.unwrap_or(0));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: reader.join().unwrap().unwrap(),
+        stderr: std::fs::read(log.path()).unwrap(),
+    };
+    (peak, output)
+}
+
+/// A 1 GiB file is packed from the git object database piece by piece, never held whole: a
+/// whole sync stays under 64 MiB resident.
+///
+/// Fetched with libgit2 over `git://`: its indexer hashes a received object as it streams it.
+/// gix's indexer (any transport) and libgit2's in-process `file://` transport hold the largest
+/// object whole while fetching, which no packer can undo (README, Performance).
+#[test]
+fn a_large_file_is_packed_with_flat_memory() {
+    const SIZE: u64 = 1 << 30;
+    let repo = Repo::new();
+    repo.write("app/configmap.yaml", configmap("app"));
+    // Sparse zeros: nothing to write to disk, and git stores them whole (over its big-file
+    // threshold, never as a delta), which is what a large binary in a repository looks like.
+    let big = repo.path().join("blobs/big.bin");
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    std::fs::File::create(&big).unwrap().set_len(SIZE).unwrap();
+    let commit = repo.commit("a large file");
+    repo.push_all();
+    std::fs::remove_file(&big).unwrap();
+    let (_daemon, url) = support::GitDaemon::serving(repo.bare());
+
+    let setup = Setup::new(&url, "      gitImplementation: git2\n");
+    let mut command = Command::new(gitopsd_bin());
+    command
+        .args(["run", "--once", "-o", "json", "--config"])
+        .arg(&setup.config)
+        .env("GITOPSD_LOG", "info");
+    let (peak_kib, output) = peak_rss_kib(command);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    eprintln!(
+        "peak RSS of `gitopsd run --once` for a {} MiB file: {peak_kib} KiB",
+        SIZE >> 20
+    );
+
+    let artifact = setup.artifacts_dir().join(format!("{commit}.tar.gz"));
+    let file = std::fs::File::open(&artifact).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut seen = false;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path_bytes().as_ref() == b"blobs/big.bin" {
+            assert_eq!(entry.header().size().unwrap(), SIZE);
+            let mut count = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut entry, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                assert!(buf[..n].iter().all(|b| *b == 0));
+                count += n as u64;
+            }
+            assert_eq!(count, SIZE);
+            seen = true;
+        }
+    }
+    assert!(seen, "the large file is in the artifact");
+    assert!(
+        peak_kib < 64 << 10,
+        "peak RSS {peak_kib} KiB for a {} MiB file: not streamed",
+        SIZE >> 20
+    );
+}

@@ -209,6 +209,35 @@ fn lists_applies_ignore_rules_and_packs_with_flux_revision() {
     }
 }
 
+#[test]
+fn git_directories_in_a_bucket_are_never_published() {
+    let seaweed = Seaweed::start(&["fleet"]);
+    let mut objects = FLEET.to_vec();
+    let git_like: [(&str, &[u8]); 5] = [
+        (".git/config", b"[core]\n\thooksPath = /tmp\n"),
+        (".git/hooks/post-checkout", b"#!/bin/sh\necho pwned\n"),
+        ("apps/.git", b"gitdir: /elsewhere\n"),
+        ("apps/.gitkeep", b""),
+        (".github/workflows/ci.yaml", b"on: push\n"),
+    ];
+    objects.extend_from_slice(&git_like);
+    seaweed.put("fleet", &objects);
+    let setup = Setup::new();
+    let mut extra = admin_keys();
+    // A negation in the field cannot bring them back.
+    extra.push(("ignore", "\"*.bak\\n!.git/\\n!.git\""));
+    let (report, output) = setup.run_once(&source_yaml(&seaweed.endpoint(), "fleet", &extra));
+    let (revision, path) = synced(&report, &output);
+    let kept = [
+        ".github/workflows/ci.yaml",
+        "apps/.gitkeep",
+        "apps/db/db.yaml",
+        "apps/web.yaml",
+    ];
+    assert_eq!(artifact_files(&path), kept);
+    assert_eq!(revision, expected_revision(&objects, &kept));
+}
+
 fn library_source(endpoint: &str, bucket: &str, prefix: Option<&str>) -> BucketSource {
     BucketSource {
         id: "default/fleet".into(),

@@ -697,3 +697,196 @@ fn recovers_from_kill_9_during_a_sync() {
         daemon.context()
     );
 }
+
+/// Every file below `dir`, with its mode; directories too (marked by a trailing `/`).
+fn tree_modes(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            out.push((path.clone(), mode, true));
+            out.extend(tree_modes(&path));
+        } else {
+            out.push((path, mode, false));
+        }
+    }
+    out
+}
+
+/// A token given as the URL's user (`https://TOKEN@host/org/repo`, GitHub's form) appears in
+/// no output and no file, in success and in failure, on both git implementations; the state
+/// dir and the files that could hold a secret are the daemon's user's alone.
+#[test]
+fn a_token_in_the_url_is_shown_nowhere_and_state_files_are_private() {
+    const TOKEN: &str = "ghp_R3dactMe0123456789abcdefghijklmn";
+    let repo = app_repo();
+    let server = HttpGitServer::builder()
+        .basic_auth("deploy", "not-the-token")
+        .start();
+    server.serve(repo.bare());
+    let with_token = |url: String| url.replacen("http://", &format!("http://{TOKEN}@"), 1);
+    // `open` needs no credentials (the token is sent or not, the fetch works); `locked` asks
+    // for other ones (401), so the URL ends up in an error.
+    let open = with_token(server.url(repo.bare().name()));
+    let locked = with_token(server.auth_url(repo.bare().name()));
+    let mut configurations = String::new();
+    for implementation in ["gix", "git2"] {
+        for (name, url) in [("open", &open), ("locked", &locked)] {
+            configurations.push_str(&format!(
+                "  - name: {name}-{implementation}\n    source: {{ kind: git, url: \"{url}\", \
+                 ref: {{ branch: main }}, interval: 1h, gitImplementation: {implementation} }}\n"
+            ));
+        }
+    }
+    let setup = Setup::new(&configurations);
+    let mut daemon = setup.start();
+    let status = daemon.wait_status("every source to have synced or failed", |st| {
+        let done = ["open-gix", "open-git2", "locked-gix", "locked-git2"]
+            .iter()
+            .all(|name| {
+                source(st, name).is_some_and(|s| {
+                    let settled = if name.starts_with("open") {
+                        s["artifact"].is_object()
+                    } else {
+                        s["lastError"].is_string()
+                    };
+                    settled && s["lastAttemptTime"].is_string()
+                })
+            });
+        done.then(|| st.clone())
+    });
+    for name in ["locked-gix", "locked-git2"] {
+        let error = source(&status, name).unwrap()["lastError"]
+            .as_str()
+            .unwrap();
+        assert!(
+            error.contains("http://<redacted>@127.0.0.1"),
+            "the error names the URL, redacted: {error}"
+        );
+    }
+
+    let mut outputs = vec![
+        ("/api/v1/status".to_string(), status.to_string()),
+        ("/metrics".to_string(), daemon.metrics()),
+    ];
+    for args in [
+        &["status", "--server", &setup.server()][..],
+        &["status", "-o", "json", "--server", &setup.server()][..],
+    ] {
+        let output = setup.client(args);
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        outputs.push((format!("gitopsd {args:?}"), describe(&output)));
+    }
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.context());
+    outputs.push(("the daemon's log".into(), daemon.log()));
+
+    let once = Command::new(gitopsd_bin())
+        .args(["run", "--once", "-o", "json", "--config"])
+        .arg(&setup.config)
+        .env("GITOPSD_LOG", "debug")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(once.status.code(), Some(0), "{}", describe(&once));
+    let report = text(&once.stdout);
+    assert!(report.contains("http://<redacted>@127.0.0.1"), "{report}");
+    outputs.push(("run --once -o json".into(), describe(&once)));
+
+    for (what, output) in &outputs {
+        assert!(!output.contains(TOKEN), "the token is in {what}:\n{output}");
+    }
+
+    // No file of the state dir holds the token, whatever it is (state.json, the caches'
+    // markers, git's own files); the state dir and its caches are 0700, and state.json and
+    // the markers 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let state = setup.state();
+    let mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "state dir");
+    let entries = tree_modes(&state);
+    for (path, mode, is_dir) in &entries {
+        let shown = path.strip_prefix(&state).unwrap().display().to_string();
+        if *is_dir {
+            if shown == "git" || shown.starts_with("git/") && !shown.contains(".git/") {
+                assert_eq!(*mode, 0o700, "{shown}");
+            }
+            continue;
+        }
+        let bytes = fs::read(path).unwrap();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the token is in {shown}"
+        );
+        if shown == "state.json" || shown.ends_with("/gitopsd-url") {
+            assert_eq!(*mode, 0o600, "{shown}");
+        }
+    }
+    assert!(
+        entries.iter().any(|(p, _, _)| p.ends_with("gitopsd-url")),
+        "{entries:?}"
+    );
+    let marker = fs::read_to_string(state.join("git/default/open-gix.git/gitopsd-url")).unwrap();
+    assert_eq!(
+        marker,
+        format!(
+            "http://<redacted>@127.0.0.1:{}/git/{}.git",
+            server.port(),
+            repo.bare().name()
+        )
+    );
+}
+
+/// A commit whose tree holds an entry named `..` (made with `git hash-object --literally`,
+/// served by a real git server) fails its sync naming the path; the daemon keeps serving the
+/// last good artifact and stays ready.
+#[test]
+fn a_crafted_tree_is_refused_and_the_last_good_artifact_is_still_served() {
+    let repo = app_repo();
+    let (_server, url) = GitDaemon::serving(repo.bare());
+    let setup = Setup::new(&web_configuration(&url, "1h"));
+    let mut daemon = setup.start();
+    daemon.wait_ready();
+    let good = format!("main@sha1:{}", repo.head());
+    let status = daemon.wait_status("the first artifact", |st| {
+        let s = source(st, "web")?;
+        (s["artifact"]["revision"] == good.as_str()).then(|| s.clone())
+    });
+    let url_path = status["artifact"]["urlPath"].as_str().unwrap().to_string();
+    let digest = status["artifact"]["digest"].as_str().unwrap().to_string();
+
+    let bare = repo.bare();
+    let escaping = bare.write_blob(b"outside\n");
+    let app = bare.rev_parse("main:app");
+    let tree = bare.write_tree_literally(&[("40000", b"app", &app), ("100644", b"..", &escaping)]);
+    let crafted = bare.commit_tree("main", &tree);
+
+    let output = setup.client(&["reconcile", "web", "--server", &setup.server()]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let error = daemon.wait_status("the crafted revision to fail", |st| {
+        source(st, "web")?["lastError"].as_str().map(str::to_string)
+    });
+    assert!(
+        error.contains("refusing to pack the path \"..\""),
+        "{error}"
+    );
+
+    let status = daemon.status();
+    let s = source(&status, "web").unwrap();
+    assert_eq!(s["artifact"]["revision"], good.as_str(), "{status:#}");
+    assert_eq!(s["artifact"]["digest"], digest.as_str(), "{status:#}");
+    let served = daemon.get(&format!("/artifacts/{url_path}")).unwrap();
+    assert_eq!(served.status, 200);
+    assert_eq!(sha256_hex(&served.body), digest);
+    assert_eq!(daemon.get("/readyz").unwrap().status, 200);
+    let stored: Vec<_> = fs::read_dir(setup.state().join("artifacts/git/default/web"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        stored.iter().all(|name| !name.starts_with(&crafted)),
+        "{stored:?}"
+    );
+}

@@ -64,6 +64,10 @@ pub enum PackError {
     Changed { path: PathBuf, expected: u64 },
     #[error("cannot write the artifact: {0}")]
     Write(#[source] io::Error),
+    /// A tree entry whose name is not one plain path component (or one git reserves): packed,
+    /// it would make a tar tool write outside the directory it extracts into.
+    #[error("refusing to pack the path {path:?}: {reason}")]
+    UnsafeName { path: String, reason: String },
     #[error("invalid expected digest {0:?}: want sha256:<64 lowercase hex>")]
     BadDigest(String),
     #[error("artifact {path} has digest {actual} but {expected} was expected; it is corrupt or was replaced, refusing to extract it")]
@@ -126,13 +130,16 @@ pub enum EntryKind<D, F> {
     File(F),
 }
 
-/// A file's bytes: streamed from an open file, or already in memory (a git blob).
+/// A file's bytes: streamed from a reader (a file on disk, a large git blob inflated from its
+/// pack), or already in memory (a small git blob).
 pub enum Content<'a> {
-    Open {
-        file: File,
-        /// The size when it was opened; packing fails if the file no longer has it.
+    Stream {
+        reader: Box<dyn Read + 'a>,
+        /// The size announced (a file's when it was opened); packing fails unless the
+        /// reader gives exactly this many bytes.
         size: u64,
         executable: bool,
+        /// For messages.
         path: PathBuf,
     },
     Bytes {
@@ -211,8 +218,8 @@ impl Tree for DirTree {
                 expected: listed.len(),
             });
         }
-        Ok(Content::Open {
-            file,
+        Ok(Content::Stream {
+            reader: Box::new(file),
             size: meta.len(),
             executable: is_executable(&meta),
             path,
@@ -425,7 +432,7 @@ impl TarStream {
     }
 
     /// Copy exactly `size` bytes of `file`, then check it has nothing more.
-    fn copy_file(&mut self, file: &mut File, size: u64, path: &Path) -> Result<(), PackError> {
+    fn copy_file(&mut self, file: &mut dyn Read, size: u64, path: &Path) -> Result<(), PackError> {
         let mut remaining = size;
         while remaining > 0 {
             if self.chunk.room() == 0 {
@@ -535,21 +542,26 @@ fn walk<T: Tree>(
     rules: &IgnoreRules,
     tar: &mut TarStream,
 ) -> Result<(), PackError> {
-    let mut children: Vec<Child<T::Dir, T::File>> = tree
-        .entries(dir, rel)?
-        .into_iter()
-        .map(|entry| {
-            let mut key = os_bytes(&entry.name).to_vec();
-            if matches!(entry.kind, EntryKind::Dir(_)) {
-                key.push(b'/');
-            }
-            Child {
-                name: entry.name,
-                key,
-                kind: entry.kind,
-            }
-        })
-        .collect();
+    let mut children: Vec<Child<T::Dir, T::File>> = Vec::new();
+    for entry in tree.entries(dir, rel)? {
+        let mut key = os_bytes(&entry.name).to_vec();
+        if let Some(reason) = unsafe_component(&key) {
+            let mut path = String::from_utf8_lossy(name).into_owned();
+            path.push_str(&String::from_utf8_lossy(&key));
+            return Err(PackError::UnsafeName {
+                path,
+                reason: reason.into(),
+            });
+        }
+        if matches!(entry.kind, EntryKind::Dir(_)) {
+            key.push(b'/');
+        }
+        children.push(Child {
+            name: entry.name,
+            key,
+            kind: entry.kind,
+        });
+    }
     children.sort_unstable_by(|a, b| a.key.cmp(&b.key));
 
     let name_len = name.len();
@@ -572,17 +584,33 @@ fn walk<T: Tree>(
     Ok(())
 }
 
+/// Why `name` cannot be one component of a tar entry's name, whatever tree it came from: the
+/// last line of defence for what [`extract`] (and any tar tool) would otherwise resolve outside
+/// its destination. Trees check their own, stricter rules first (git's: `source::git::tree`).
+fn unsafe_component(name: &[u8]) -> Option<&'static str> {
+    match name {
+        b"" => Some("an entry has an empty name, which makes the path absolute"),
+        b"." | b".." => Some(
+            "an entry is named `.` or `..`, which would reach outside the directory the \
+             artifact is extracted into",
+        ),
+        _ if name.contains(&b'/') => Some("an entry's name contains `/`"),
+        _ if name.contains(&0) => Some("an entry's name contains a NUL byte"),
+        _ => None,
+    }
+}
+
 fn pack_file(content: Content<'_>, name: &[u8], tar: &mut TarStream) -> Result<(), PackError> {
     let mode = |executable| if executable { MODE_EXEC } else { MODE_FILE };
     match content {
-        Content::Open {
-            mut file,
+        Content::Stream {
+            mut reader,
             size,
             executable,
             path,
         } => {
             tar.header(name, tar::EntryType::Regular, mode(executable), size)?;
-            tar.copy_file(&mut file, size, &path)
+            tar.copy_file(&mut reader, size, &path)
         }
         Content::Bytes { data, executable } => {
             let size = data.len() as u64;
@@ -1136,6 +1164,47 @@ mod tests {
                 "{kind:?}: {result:?}"
             );
         }
+    }
+
+    /// A tree that lists whatever names it is given, as a crafted git tree can.
+    struct Listed(Vec<&'static [u8]>);
+
+    impl Tree for Listed {
+        type Dir = ();
+        type File = ();
+        fn root(&self) {}
+        fn entries(&mut self, _: &(), rel: &Path) -> Result<Entries<Self>, PackError> {
+            use std::os::unix::ffi::OsStrExt;
+            if !rel.as_os_str().is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(self
+                .0
+                .iter()
+                .map(|name| TreeEntry {
+                    name: std::ffi::OsStr::from_bytes(name).to_os_string(),
+                    kind: EntryKind::Dir(()),
+                })
+                .collect())
+        }
+        fn content(&mut self, _: &(), _: &Path) -> Result<Content<'_>, PackError> {
+            Ok(Content::Bytes {
+                data: b"",
+                executable: false,
+            })
+        }
+    }
+
+    #[test]
+    fn names_that_escape_are_refused_whatever_the_tree() {
+        for bad in [&b""[..], b".", b"..", b"a/../../x", b"/etc", b"nul\0byte"] {
+            let err = pack_tree(Listed(vec![b"ok", bad]), &no_rules(), io::sink()).unwrap_err();
+            assert!(
+                matches!(&err, PackError::UnsafeName { path, .. } if path.as_bytes() == bad),
+                "{err}"
+            );
+        }
+        pack_tree(Listed(vec![b"ok", b"..."]), &no_rules(), io::sink()).unwrap();
     }
 
     #[test]

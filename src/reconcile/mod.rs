@@ -100,6 +100,7 @@ fn settings_digest(c: &Configuration) -> String {
 
 impl Engine {
     pub fn new(settings: Settings) -> Result<Arc<Engine>, StateDirError> {
+        // Checks, locks and makes the state dir 0700 (the daemon's alone).
         let state_dir = StateDir::open(&settings.state_dir)?;
         let state = StateStore::open(&settings.state_dir);
         let store = ArtifactStore::new(settings.state_dir.join("artifacts"));
@@ -362,7 +363,10 @@ impl Engine {
         });
         let outcome = match tokio::time::timeout(c.source.timeout, job).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(format!("fetch of {} crashed: {join}", c.source.url)),
+            Ok(Err(join)) => Err(format!(
+                "fetch of {} crashed: {join}",
+                crate::source::git::refs::redact_url(&c.source.url)
+            )),
             Err(_) => {
                 interrupt.store(true, Ordering::Relaxed);
                 Err(format!(

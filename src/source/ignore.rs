@@ -4,7 +4,10 @@
 //! matching pattern decides (inside one layer, as in git, the last matching line wins):
 //!
 //! 1. the always-excluded list (git: `.git/ .gitignore .gitmodules .gitattributes` at any
-//!    depth; buckets: the root `.sourceignore` key). Nothing can re-include these.
+//!    depth; buckets: the root `.sourceignore` key, and `.git` at any depth, as for git: a
+//!    published `.git/config` or `.git/hooks/` would be a repository's own settings, and
+//!    could make git run a hook in whatever directory the artifact is extracted into).
+//!    Nothing can re-include these.
 //! 2. the source's `ignore` field, anchored at the root;
 //! 3. each `.sourceignore` file, anchored at its own directory and applying to paths strictly
 //!    below it, the deepest first;
@@ -41,6 +44,10 @@ pub const SOURCE_IGNORE_FILE: &str = ".sourceignore";
 
 /// Excluded from every git artifact, at any depth (fluxcd/pkg `sourceignore.ExcludeVCS`).
 pub const ALWAYS_EXCLUDED_GIT: &[&str] = &[".git/", ".gitignore", ".gitmodules", ".gitattributes"];
+
+/// Excluded from every bucket and azblob artifact: the root `.sourceignore` key, and `.git/`
+/// at any depth (plus a `.git` file, through `compile_static`'s `files_too`).
+pub const ALWAYS_EXCLUDED_BUCKET: &[&str] = &["/.sourceignore", ".git/"];
 
 /// Flux's default exclusions for git sources (fluxcd/pkg `sourceignore.ExcludeExt`,
 /// `ExcludeCI`, `ExcludeExtra`), applied only when no ignore pattern is configured anywhere.
@@ -142,13 +149,17 @@ impl IgnoreRules {
     }
 
     /// Rules for bucket keys: the root `.sourceignore` object's content and the `ignore` field.
-    /// As in Flux there are no default exclusions for buckets, and the root `.sourceignore`
-    /// key itself is always excluded.
+    /// As in Flux there are no default exclusions for buckets; the root `.sourceignore` key
+    /// itself and `.git` (a directory or a file, at any depth) are always excluded.
     pub fn for_bucket(
         sourceignore: Option<&str>,
         ignore: Option<&str>,
     ) -> Result<IgnoreRules, IgnoreError> {
-        let always = compile_static("the always-excluded list", &["/.sourceignore"], &[])?;
+        let always = compile_static(
+            "the always-excluded list",
+            ALWAYS_EXCLUDED_BUCKET,
+            &[".git"],
+        )?;
         let mut layers = HashMap::new();
         if let Some(text) = sourceignore {
             let matcher = compile(SOURCE_IGNORE_FILE, text)?;
@@ -494,12 +505,27 @@ mod tests {
         assert!(excluded(&rules, ".sourceignore"));
         assert!(!excluded(&rules, "sub/.sourceignore"));
         assert!(!excluded(&rules, "logo.png"));
-        assert!(!excluded(&rules, ".git/"));
+        assert!(!excluded(&rules, ".gitignore"), "only git sources drop it");
         assert!(excluded(&rules, "a.bak"));
         assert!(!excluded(&rules, "important.bak"), "the field wins");
         assert!(excluded(&rules, "tmp/x/y.yaml"));
         let none = IgnoreRules::for_bucket(None, None).unwrap();
         assert!(!excluded(&none, "x.png"));
+    }
+
+    #[test]
+    fn bucket_rules_always_drop_git_directories() {
+        let rules = IgnoreRules::for_bucket(Some("!.git/\n!.git/config\n"), Some("!.git")).unwrap();
+        for path in [
+            ".git/",
+            ".git/config",
+            "apps/.git/hooks/post-checkout",
+            "sub/.git",
+        ] {
+            assert!(excluded(&rules, path), "{path}");
+        }
+        assert!(!excluded(&rules, ".github/workflows/ci.yaml"));
+        assert!(!excluded(&rules, "x.git"));
     }
 
     #[test]

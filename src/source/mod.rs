@@ -80,7 +80,7 @@ impl Snapshot {
         revision: &Revision,
         ignore: Option<&str>,
     ) -> Result<crate::artifact::Artifact, String> {
-        use crate::artifact::pack::DirTree;
+        use crate::artifact::pack::{DirTree, PackError};
         let rules_failed = |e: &dyn fmt::Display| format!("ignore rules of {name}: {e}");
         let stored = match self {
             Snapshot::Dir(dir) => {
@@ -91,7 +91,14 @@ impl Snapshot {
             }
             Snapshot::GitCommit { repo, commit } => {
                 let mut tree = git::tree::CommitTree::open(repo, commit)?;
-                let found = tree.source_ignores().map_err(|e| rules_failed(&e))?;
+                // Reading the `.sourceignore` files walks every tree of the commit first, so
+                // it is where a crafted tree is refused: say so, not "ignore rules".
+                let found = tree.source_ignores().map_err(|e| match e {
+                    PackError::UnsafeName { .. } => {
+                        format!("cannot store artifact for {name}: {e}")
+                    }
+                    other => rules_failed(&other),
+                })?;
                 let rules = ignore::IgnoreRules::for_git_layers(found, ignore)
                     .map_err(|e| rules_failed(&e))?;
                 store.store(kind, namespace, name, revision, tree, &rules)
@@ -123,6 +130,27 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SourceError {
+    /// The same error with `url`'s credentials taken out of its message, wherever a transport
+    /// or library quoted them (see [`git::refs::redact_text`]).
+    pub fn redact(self, url: &str) -> SourceError {
+        let clean = |text: String| git::refs::redact_text(&text, url);
+        match self {
+            SourceError::Git(m) => SourceError::Git(clean(m)),
+            SourceError::Azure(m) => SourceError::Azure(clean(m)),
+            SourceError::Bucket(m) => SourceError::Bucket(clean(m)),
+            SourceError::Timeout { url: u, after } => SourceError::Timeout {
+                url: clean(u),
+                after,
+            },
+            SourceError::Io { url: u, source } => SourceError::Io {
+                url: clean(u),
+                source: std::io::Error::new(source.kind(), clean(source.to_string())),
+            },
+        }
+    }
 }
 
 /// A fetchable source. Implementations are blocking; the scheduler runs them on

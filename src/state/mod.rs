@@ -151,7 +151,8 @@ impl StateStore {
         };
         match bytes
             .map_err(std::io::Error::other)
-            .and_then(|b| crate::atomic::write(&self.path, &b))
+            // 0600: errors and URLs are redacted, but the file is the daemon's alone anyway.
+            .and_then(|b| crate::atomic::write_private(&self.path, &b))
         {
             Ok(()) => {}
             Err(e) => {

@@ -163,6 +163,78 @@ impl BareRepo {
     pub fn rev_parse(&self, rev: &str) -> String {
         self.git(["rev-parse", "--verify", "--end-of-options", rev])
     }
+
+    /// Writes `content` as a blob; returns its id.
+    pub fn write_blob(&self, content: &[u8]) -> String {
+        self.git_with_input(&["hash-object", "-w", "--stdin"], content)
+    }
+
+    /// Writes a tree object exactly as given, with `git hash-object --literally`: none of
+    /// the checks `git mktree` makes (a `/` in a name, `..`, `.git`), as an attacker would.
+    /// Entries are `(mode, name, object id)`: `40000` a directory, `100644` a file.
+    pub fn write_tree_literally(&self, entries: &[(&str, &[u8], &str)]) -> String {
+        let mut raw = Vec::new();
+        for (mode, name, id) in entries {
+            raw.extend_from_slice(mode.as_bytes());
+            raw.push(b' ');
+            raw.extend_from_slice(name);
+            raw.push(0);
+            let id = (0..id.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&id[i..i + 2], 16).expect("a hex object id"));
+            raw.extend(id);
+        }
+        self.git_with_input(
+            &["hash-object", "--literally", "-t", "tree", "-w", "--stdin"],
+            &raw,
+        )
+    }
+
+    /// Commits `tree` on top of `branch` and moves the branch to it; returns the commit.
+    pub fn commit_tree(&self, branch: &str, tree: &str) -> String {
+        let parent = self.rev_parse(branch);
+        let commit = self.git_with_input(
+            &["commit-tree", tree, "-p", &parent, "-F", "-"],
+            b"written by the harness\n",
+        );
+        self.git(["update-ref", &format!("refs/heads/{branch}"), &commit]);
+        commit
+    }
+
+    fn git_with_input(&self, args: &[&str], input: &[u8]) -> String {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut command = git_command(&self.path);
+        command
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "gitopsd harness")
+            .env("GIT_AUTHOR_EMAIL", "harness@gitopsd.test")
+            .env("GIT_COMMITTER_NAME", "gitopsd harness")
+            .env("GIT_COMMITTER_EMAIL", "harness@gitopsd.test")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input)
+            .expect("write to git");
+        let output = child.wait_with_output().expect("wait for git");
+        if !output.status.success() {
+            panic!(
+                "{command:?} failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string()
+    }
 }
 
 impl AsRef<Path> for BareRepo {

@@ -437,7 +437,7 @@ pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, String> {
         return Ok(SecretBytes::new(bytes));
     }
     let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)
+    crate::atomic::create_private_dir(parent)
         .map_err(|e| format!("cannot create {}: {}", parent.display(), io_reason(&e)))?;
     let scratch = tempfile_dir(parent)?;
     let temp_key = scratch.join("key");

@@ -38,6 +38,19 @@ impl Source for GitSource {
         _scratch: PathBuf,
         interrupt: &AtomicBool,
     ) -> Result<FetchOutcome, SourceError> {
+        // Every message below names the URL redacted already; this also catches the URL or
+        // its credentials wherever a transport quoted them in its own words.
+        self.fetch_unredacted(previous, interrupt)
+            .map_err(|e| e.redact(&self.url))
+    }
+}
+
+impl GitSource {
+    fn fetch_unredacted(
+        &self,
+        previous: Option<&Revision>,
+        interrupt: &AtomicBool,
+    ) -> Result<FetchOutcome, SourceError> {
         let url = &self.url;
         // A commit never moves: if it is what we have, there is nothing to ask the remote.
         if let GitReference::Commit { sha, branch } = &self.reference {
@@ -208,8 +221,11 @@ impl GitSource {
 /// Open the source's bare cache, or start a new one when it is missing, belongs to another
 /// URL, or cannot be opened (a crash mid-fetch must never wedge a source).
 fn open_cache(dir: &Path, url: &str) -> std::io::Result<gix::Repository> {
+    // The marker tells a changed remote from the same one. It holds the URL redacted: no
+    // credential belongs on disk, and a rotated token in the URL is still the same remote.
     let marker = dir.join("gitopsd-url");
-    let same_url = fs::read_to_string(&marker).is_ok_and(|u| u == url);
+    let remote = refs::redact_url(url);
+    let same_url = fs::read_to_string(&marker).is_ok_and(|u| u == remote);
     if same_url {
         remove_stale_locks(dir);
         if let Ok(repo) = gix::open(dir) {
@@ -219,9 +235,9 @@ fn open_cache(dir: &Path, url: &str) -> std::io::Result<gix::Repository> {
     if dir.exists() {
         fs::remove_dir_all(dir)?;
     }
-    fs::create_dir_all(dir)?;
+    crate::atomic::create_private_dir(dir)?;
     let repo = gix::init_bare(dir).map_err(std::io::Error::other)?;
-    crate::atomic::write(&marker, url.as_bytes())?;
+    crate::atomic::write_private(&marker, remote.as_bytes())?;
     Ok(repo)
 }
 

@@ -189,20 +189,104 @@ pub fn pick_newest(wanted: &mut Wanted, commit_time: impl Fn(&str) -> Option<i64
     }
 }
 
-/// `user:password@` removed from a URL, so that it can appear in logs and errors.
+/// What replaces credentials in a URL or a message.
+pub const REDACTED: &str = "<redacted>";
+
+/// A URL as it may be shown: in logs, errors, the status, state.json, files.
+///
+/// For `ssh://` URLs the user is a login name (`git@`), not a secret, and stays; a password
+/// goes. For every other scheme the whole userinfo goes, user included: a token given as the
+/// user (`https://TOKEN@host/org/repo`, GitHub's personal-access-token form) is as secret as a
+/// password. scp-like `git@host:path` has no credentials to hide.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{}{}@{}", &url[..scheme_end + 3], user, &rest[at + 1..])
+    match split_userinfo(url) {
+        Some((head, userinfo, tail)) if is_ssh_scheme(head) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{head}{user}@{tail}")
         }
+        Some((head, _, tail)) => format!("{head}{REDACTED}@{tail}"),
         None => url.to_string(),
     }
+}
+
+/// `text` (an error or a transport's message about `url`) with the URL's credentials replaced
+/// by [`REDACTED`]: the URL itself wherever it appears, and its secret parts on their own,
+/// since transports quote them in other forms (percent-decoded, `user@host`, a basic-auth
+/// pair). A secret shorter than [`MIN_BARE_SECRET`] is replaced only where it stands before
+/// an `@`, so that a short user name does not mangle every word containing it.
+pub fn redact_text(text: &str, url: &str) -> String {
+    let Some((head, userinfo, _)) = split_userinfo(url) else {
+        return text.to_string();
+    };
+    let mut out = text.replace(url, &redact_url(url));
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    let mut secrets: Vec<&str> = Vec::new();
+    if !is_ssh_scheme(head) {
+        secrets.push(userinfo);
+        // A user is secret when it is all there is (a token), or outside ssh anyway.
+        secrets.push(user);
+    }
+    secrets.extend(password);
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+        forms.push(secret.to_string());
+        let decoded = percent_decode(secret);
+        if decoded != secret {
+            forms.push(decoded);
+        }
+    }
+    // Longest first, so that `user:password` goes whole before `user` alone.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    for form in forms {
+        out = out.replace(&format!("{form}@"), &format!("{REDACTED}@"));
+        if form.len() >= MIN_BARE_SECRET {
+            out = out.replace(&form, REDACTED);
+        }
+    }
+    out
+}
+
+/// See [`redact_text`].
+pub const MIN_BARE_SECRET: usize = 4;
+
+/// `(scheme://, userinfo, rest after @)` when `url` has a scheme and userinfo.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let scheme_end = url.find("://")? + 3;
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some((&url[..scheme_end], &rest[..at], &rest[at + 1..]))
+}
+
+fn is_ssh_scheme(head: &str) -> bool {
+    let scheme = head.trim_end_matches("://").to_ascii_lowercase();
+    matches!(scheme.as_str(), "ssh" | "git+ssh" | "ssh+git")
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -279,9 +363,40 @@ mod tests {
     }
 
     #[test]
-    fn redaction_drops_passwords() {
-        assert_eq!(redact_url("https://u:secret@h/x"), "https://u@h/x");
+    fn redaction_drops_all_userinfo_except_an_ssh_login() {
+        assert_eq!(redact_url("https://u:secret@h/x"), "https://<redacted>@h/x");
+        assert_eq!(
+            redact_url("https://ghp_TOKEN@github.com/org/repo"),
+            "https://<redacted>@github.com/org/repo"
+        );
+        assert_eq!(redact_url("http://tok@h:8080"), "http://<redacted>@h:8080");
         assert_eq!(redact_url("https://h/x@y"), "https://h/x@y");
+        assert_eq!(redact_url("https://h?a=b@c"), "https://h?a=b@c");
         assert_eq!(redact_url("git@h:x"), "git@h:x");
+        assert_eq!(redact_url("ssh://git:pw@h:22/x"), "ssh://git@h:22/x");
+        assert_eq!(redact_url("ssh://git@h/x"), "ssh://git@h/x");
+    }
+
+    #[test]
+    fn text_loses_the_url_and_its_secrets_in_any_form() {
+        let url = "https://ghp_abc%2Fdef@127.0.0.1:1/org/repo";
+        let text =
+            format!("cannot fetch {url}: 401 for ghp_abc/def@127.0.0.1 (token ghp_abc%2Fdef)");
+        let out = redact_text(&text, url);
+        assert!(!out.contains("ghp_abc"), "{out}");
+        assert!(
+            out.contains("https://<redacted>@127.0.0.1:1/org/repo"),
+            "{out}"
+        );
+
+        let url = "https://u:pw@h/x";
+        let out = redact_text("u:pw@h refused; user u", url);
+        assert_eq!(out, "<redacted>@h refused; user u");
+
+        // An ssh login is no secret; its password is.
+        let url = "ssh://git:hunter22@h/x";
+        let out = redact_text("ssh://git:hunter22@h/x: git said hunter22", url);
+        assert_eq!(out, "ssh://git@h/x: git said <redacted>");
+        assert_eq!(redact_text("plain", "https://h/x"), "plain");
     }
 }
