@@ -7,6 +7,8 @@
 //!   [`BareRepo`], which is what every server serves ([`Repo::push_all`] publishes).
 //! - [`file_url`], [`GitDaemon`] (`git://`) and [`HttpGitServer`] (smart HTTP through nginx,
 //!   fcgiwrap and `git http-backend`) serve bare repositories.
+//! - [`StallingServer`] is a hung git server: silent, or a proxy that stops forwarding
+//!   mid-advertisement or mid-pack.
 //! - [`Proxy`] is a real forward HTTP proxy (tinyproxy) whose log tells which requests and
 //!   tunnels went through it.
 //!
@@ -29,6 +31,7 @@ mod process;
 mod proxy;
 pub mod seaweed;
 mod snapshot;
+mod stall;
 mod sshd;
 mod tls;
 pub mod token_server;
@@ -43,6 +46,7 @@ pub use output::{describe, sha256_file, text};
 pub use process::{free_port, port_in_use, ServerProcess};
 pub use proxy::Proxy;
 pub use snapshot::unpack;
+pub use stall::StallingServer;
 pub use sshd::{fingerprint, keygen, SshServer};
 pub use tls::{openssl, TestPki};
 

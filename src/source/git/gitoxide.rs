@@ -1,6 +1,7 @@
 //! The gix backend: ls-refs, shallow fetch into a per-source bare cache, and materialising
 //! the commit's tree into the snapshot directory.
 
+use super::cancel::{Watch, WatchedPipe, WatchedSocket, CONNECT_LIMIT, STALL_LIMIT};
 use super::refs::{self, RemoteRef, Wanted};
 use crate::config::GitReference;
 use gix::protocol::transport::client::blocking_io::http as transport_http;
@@ -19,6 +20,7 @@ pub fn list_refs(
     repo: &gix::Repository,
     url: &str,
     reference: &GitReference,
+    interrupt: &AtomicBool,
     session: &Session,
 ) -> Result<Vec<RemoteRef>, Failure> {
     let Some(prefixes) = refs::listing_prefixes(reference) else {
@@ -26,7 +28,7 @@ pub fn list_refs(
     };
     let specs: Vec<String> = prefixes.iter().map(|p| listing_spec(p)).collect();
     let remote = remote(repo, url, &specs)?;
-    let connection = connect(&remote, url, session)?;
+    let connection = connect(&remote, url, session, Watch::new(interrupt))?;
     let (ref_map, _handshake) = connection
         .ref_map(gix::progress::Discard, Default::default())
         .map_err(|e| session.failure(url, &e))?;
@@ -44,7 +46,7 @@ pub fn fetch(
 ) -> Result<(), Failure> {
     let specs = wanted.refspecs();
     let remote = remote(repo, url, &specs)?;
-    let connection = connect(&remote, url, session)?;
+    let connection = connect(&remote, url, session, Watch::new(interrupt))?;
     let mut prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| session.failure(url, &e))?;
@@ -68,8 +70,13 @@ pub struct Backend {
 }
 
 impl super::Backend for Backend {
-    fn list_refs(&self, url: &str, reference: &GitReference) -> Result<Vec<RemoteRef>, Failure> {
-        list_refs(&self.repo, url, reference, &self.session)
+    fn list_refs(
+        &self,
+        url: &str,
+        reference: &GitReference,
+        interrupt: &AtomicBool,
+    ) -> Result<Vec<RemoteRef>, Failure> {
+        list_refs(&self.repo, url, reference, interrupt, &self.session)
     }
     fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), Failure> {
         fetch(&self.repo, url, wanted, interrupt, &self.session)
@@ -101,28 +108,30 @@ pub fn commit_time(repo: &gix::Repository, commit: &str) -> Option<i64> {
     commit.time().ok().map(|t| t.seconds)
 }
 
-type Connection<'a, 'r> = gix::remote::Connection<
-    'a,
-    'static,
-    'r,
-    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
->;
+/// A transport may borrow the fetch's interrupt flag (`'i`, see [`Watch`]).
+type BoxedTransport<'i> = Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send + 'i>;
+
+type Connection<'a, 'r, 'i> = gix::remote::Connection<'a, 'static, 'r, BoxedTransport<'i>>;
 
 /// Connect for fetching. `git://` gets a socket of our own with Nagle's algorithm off: the
 /// client sends its request as several small packets, and with Nagle on, each waits for the
 /// server's delayed ACK (40 ms on Linux), which made an unchanged poll cost ~50 ms instead of
 /// a few.
-fn connect<'a, 'r>(
+///
+/// The connections gitopsd makes itself (`git://`, ssh) give up once `watch` says so; curl
+/// gets its low-speed limit (see [`super::cancel`]).
+fn connect<'a, 'r, 'i>(
     remote: &'a gix::Remote<'r>,
     url: &str,
     session: &Session,
-) -> Result<Connection<'a, 'r>, Failure> {
+    watch: Watch<'i>,
+) -> Result<Connection<'a, 'r, 'i>, Failure> {
     let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok();
     if let Some(parsed) = parsed
         .as_ref()
         .filter(|u| u.scheme == gix::url::Scheme::Git)
     {
-        let transport = git_daemon_transport(parsed).map_err(|e| {
+        let transport = git_daemon_transport(parsed, watch).map_err(|e| {
             format!(
                 "cannot fetch from {}: {}",
                 refs::redact_url(url),
@@ -137,7 +146,8 @@ fn connect<'a, 'r>(
             .filter(|u| u.scheme == gix::url::Scheme::Ssh),
         &session.ssh,
     ) {
-        let transport = ssh_transport(parsed, ssh).map_err(|e| session.failure(url, &e))?;
+        let transport =
+            ssh_transport(parsed, ssh, watch).map_err(|e| session.failure(url, &e))?;
         return Ok(remote.to_connection_with_transport(transport));
     }
     let proxy = crate::source::proxy::for_url(url);
@@ -176,8 +186,7 @@ fn connect<'a, 'r>(
                 })
                 .map_err(|e| fail(e.to_string()))?;
         }
-        let transport: Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send> =
-            Box::new(transport);
+        let transport: BoxedTransport<'i> = Box::new(transport);
         let connection = remote.to_connection_with_transport(transport);
         return Ok(connection.with_credentials(credentials_callback(session.basic.clone())));
     }
@@ -197,8 +206,7 @@ fn connect<'a, 'r>(
         version,
         false,
     );
-    let transport: Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send> =
-        Box::new(transport);
+    let transport: BoxedTransport<'i> = Box::new(transport);
     let mut connection = remote.to_connection_with_transport(transport);
     connection.set_transport_options(http_options(remote.repo(), url, proxy.as_ref())?);
     Ok(connection.with_credentials(credentials_callback(session.basic.clone())))
@@ -289,6 +297,11 @@ fn http_options(
     options.proxy = Some(proxy.map(|p| p.url().to_string()).unwrap_or_default());
     options.no_proxy = Some(String::new());
     options.proxy_authenticate = None;
+    // A server that stops sending must not hold the fetch thread: curl drops a transfer
+    // slower than a byte a second for the stall limit (see `super::cancel`).
+    options.low_speed_limit_bytes_per_second = 1;
+    options.low_speed_time_seconds = STALL_LIMIT.as_secs();
+    options.connect_timeout = Some(CONNECT_LIMIT);
     if proxy.is_some_and(|p| p.credentials().is_some()) {
         use gix::protocol::transport::client::blocking_io::http::options::ProxyAuthMethod;
         options.proxy_auth_method = ProxyAuthMethod::Basic;
@@ -321,9 +334,10 @@ fn credentials_callback(
     }
 }
 
-fn git_daemon_transport(
+fn git_daemon_transport<'i>(
     url: &gix::Url,
-) -> std::io::Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>> {
+    watch: Watch<'i>,
+) -> std::io::Result<BoxedTransport<'i>> {
     use gix::protocol::transport::client::git;
     use std::net::{TcpStream, ToSocketAddrs};
     let host = url.host().unwrap_or("localhost");
@@ -332,8 +346,9 @@ fn git_daemon_transport(
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("could not resolve {host}")))?;
-    let read = TcpStream::connect_timeout(&address, std::time::Duration::from_secs(10))?;
+    let read = TcpStream::connect_timeout(&address, CONNECT_LIMIT)?;
     read.set_nodelay(true)?;
+    let read = WatchedSocket::new(read, watch)?;
     let write = read.try_clone()?;
     Ok(Box::new(git::blocking_io::Connection::new(
         WithoutDeepenRelative::new(read),
@@ -353,10 +368,11 @@ fn git_daemon_transport(
 /// that returns less than was asked for, and reads from a pipe nearly always do: that capped
 /// a pack download at a few MB/s (README, Performance). Here ssh's stderr goes to a file that
 /// [`Session::failure`] reads when the connection fails.
-fn ssh_transport(
+fn ssh_transport<'i>(
     url: &gix::Url,
     ssh: &SshSession,
-) -> std::io::Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>> {
+    watch: Watch<'i>,
+) -> std::io::Result<BoxedTransport<'i>> {
     use gix::protocol::transport::client::git;
     use std::process::{Command, Stdio};
     let host = url
@@ -391,7 +407,7 @@ fn ssh_transport(
     let stdout = child.stdout.take().expect("stdout is piped");
     Ok(Box::new(git::blocking_io::Connection::new(
         SshOutput {
-            stdout: WithoutDeepenRelative::new(stdout),
+            stdout: WithoutDeepenRelative::new(WatchedPipe::new(stdout, watch)),
             child,
         },
         stdin,
@@ -408,19 +424,22 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// ssh's stdout; the process is stopped and reaped with the connection.
-struct SshOutput {
-    stdout: WithoutDeepenRelative<std::process::ChildStdout>,
+/// ssh's stdout; the process is stopped and reaped with the connection, which is also how a
+/// cancelled or stalled fetch ends an ssh session that is still waiting for the server.
+/// (Requests are written to ssh's stdin unwatched: they are small, and ssh reads them into
+/// its own buffers whatever the server does.)
+struct SshOutput<'i> {
+    stdout: WithoutDeepenRelative<WatchedPipe<'i, std::process::ChildStdout>>,
     child: std::process::Child,
 }
 
-impl std::io::Read for SshOutput {
+impl std::io::Read for SshOutput<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.stdout.read(buf)
     }
 }
 
-impl Drop for SshOutput {
+impl Drop for SshOutput<'_> {
     fn drop(&mut self) {
         // By now the fetch is over or has failed: nothing more is wanted from the server.
         let _ = self.child.kill();
@@ -974,7 +993,6 @@ mod mtls {
     use std::io::{self, BufRead, Cursor, Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
     pub struct Client {
         /// `None`: plain http (through a proxy).
@@ -1386,9 +1404,9 @@ mod mtls {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::other(format!("could not resolve {host}")))?;
-        let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(30))?;
-        tcp.set_read_timeout(Some(Duration::from_secs(300)))?;
-        tcp.set_write_timeout(Some(Duration::from_secs(300)))?;
+        let tcp = TcpStream::connect_timeout(&address, super::CONNECT_LIMIT)?;
+        tcp.set_read_timeout(Some(super::STALL_LIMIT))?;
+        tcp.set_write_timeout(Some(super::STALL_LIMIT))?;
         Ok(tcp)
     }
 

@@ -21,6 +21,7 @@ pub type Failure = String;
 
 /// Open the bare cache, or make a new one.
 pub fn open(dir: &Path) -> Result<git2::Repository, git2::Error> {
+    super::cancel::libgit2_timeouts();
     git2::Repository::open_bare(dir).or_else(|_| git2::Repository::init_bare(dir))
 }
 
@@ -140,8 +141,10 @@ pub fn fetch<'a>(
     headers: &[&str],
 ) -> Result<(), Failure> {
     let specs = wanted.refspecs();
-    // Returning false from the progress callback makes libgit2 stop the transfer.
+    // Returning false from a progress callback makes libgit2 stop the transfer; a server
+    // that sends nothing at all is left to libgit2's server timeout (`super::cancel`).
     callbacks.transfer_progress(move |_| !interrupt.load(Ordering::Relaxed));
+    callbacks.sideband_progress(move |_| !interrupt.load(Ordering::Relaxed));
     let mut options = FetchOptions::new();
     options
         .remote_callbacks(callbacks)
@@ -149,10 +152,13 @@ pub fn fetch<'a>(
         .proxy_options(proxy(url))
         .download_tags(AutotagOption::None);
     // libgit2 reads file:// repositories in-process, and that transport cannot do shallow
-    // fetches: local sources get full history (same snapshot, more disk).
+    // fetches: local sources get full history, which the cache compaction then drops
+    // (`super::cache`). Above all a shallow cache must not ask for its history back here.
     let local = url.starts_with("file://") || !url.contains("://");
-    if wanted.shallow && !local {
-        options.depth(1);
+    if wanted.shallow {
+        if !local {
+            options.depth(1);
+        }
     } else if repo.is_shallow() {
         // A commit pinned on a branch needs the branch's history; i32::MAX unshallows.
         options.depth(i32::MAX);
@@ -327,9 +333,15 @@ fn ssh_reason(log: &str, host: &str) -> String {
 }
 
 impl super::Backend for Backend {
-    fn list_refs(&self, url: &str, reference: &GitReference) -> Result<Vec<RemoteRef>, Failure> {
+    fn list_refs(
+        &self,
+        url: &str,
+        reference: &GitReference,
+        interrupt: &AtomicBool,
+    ) -> Result<Vec<RemoteRef>, Failure> {
         self.check(url)?;
-        let callbacks = self.callbacks(url);
+        let mut callbacks = self.callbacks(url);
+        callbacks.transfer_progress(move |_| !interrupt.load(Ordering::Relaxed));
         list_refs(&self.repo, url, reference, callbacks, &self.headers())
             .map_err(|f| self.explain(url, f))
     }
