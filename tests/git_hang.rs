@@ -220,6 +220,11 @@ fn git_server_stops_mid_pack() {
     let (daemon, _) = GitDaemon::serving(repo.bare());
     let proxy = StallingServer::truncating(daemon.port(), 64 << 10);
     once_times_out(&proxy.git_url(repo.bare()));
+    // One connection listed the refs; the stall was in the next one's pack.
+    assert!(
+        proxy.accepted() >= 2,
+        "the fetch never got past the ref listing"
+    );
 }
 
 fn http_server_stops_mid_pack() {
@@ -251,8 +256,7 @@ impl Daemon {
 
     /// `gitopsd_source_fetch_errors_total` of source `name`.
     fn fetch_errors(&self, name: &str) -> u64 {
-        metric(&self.metrics(), "gitopsd_source_fetch_errors_total", name)
-            .map_or(0, |v| v as u64)
+        metric(&self.metrics(), "gitopsd_source_fetch_errors_total", name).map_or(0, |v| v as u64)
     }
 }
 
@@ -324,19 +328,30 @@ fn threads_and_sockets_return_to_baseline() {
     let pid = daemon.pid();
     let context = || format!("--- gitopsd log ---\n{}", setup.log());
     // Nothing listens yet: both fail at once (connection refused), which leaves nothing open.
-    wait_for("the first refused fetches", Duration::from_secs(60), context, || {
-        daemon.fetch_errors("viagit") >= 1 && daemon.fetch_errors("viahttp") >= 1
-    });
+    wait_for(
+        "the first refused fetches",
+        Duration::from_secs(60),
+        context,
+        || daemon.fetch_errors("viagit") >= 1 && daemon.fetch_errors("viahttp") >= 1,
+    );
     let (threads, sockets) = quietest(pid, Duration::from_secs(8));
     eprintln!("baseline: {threads} threads, {sockets} sockets");
 
     let mut silent = StallingServer::silent_on(git_port);
     let mut truncating = StallingServer::truncating_on(http_port, http.port(), 64 << 10);
-    let (git_before, http_before) = (daemon.fetch_errors("viagit"), daemon.fetch_errors("viahttp"));
-    wait_for("three timeouts per source", Duration::from_secs(120), context, || {
-        daemon.fetch_errors("viagit") >= git_before + 3
-            && daemon.fetch_errors("viahttp") >= http_before + 3
-    });
+    let (git_before, http_before) = (
+        daemon.fetch_errors("viagit"),
+        daemon.fetch_errors("viahttp"),
+    );
+    wait_for(
+        "three timeouts per source",
+        Duration::from_secs(120),
+        context,
+        || {
+            daemon.fetch_errors("viagit") >= git_before + 3
+                && daemon.fetch_errors("viahttp") >= http_before + 3
+        },
+    );
     assert!(silent.accepted() >= 1 && truncating.accepted() >= 1);
     let log = setup.log();
     assert!(log.contains("timed out after 2s"), "{log}");
@@ -376,12 +391,19 @@ fn sigterm_stops_a_daemon_with_stuck_fetches() {
     let git = StallingServer::silent();
     let web = StallingServer::silent();
     let (git_url, http_url) = (git.git_url(repo.bare()), web.http_url(repo.bare()));
-    let setup = Setup::new(&[("viagit", &git_url), ("viahttp", &http_url)], "10m", "10m");
+    let setup = Setup::new(
+        &[("viagit", &git_url), ("viahttp", &http_url)],
+        "10m",
+        "10m",
+    );
     let mut daemon = setup.start();
     let context = || format!("--- gitopsd log ---\n{}", setup.log());
-    wait_for("both fetches to hang", Duration::from_secs(60), context, || {
-        git.accepted() >= 1 && web.accepted() >= 1
-    });
+    wait_for(
+        "both fetches to hang",
+        Duration::from_secs(60),
+        context,
+        || git.accepted() >= 1 && web.accepted() >= 1,
+    );
     // Let them settle into their blocking reads.
     std::thread::sleep(Duration::from_secs(1));
     // SAFETY: kill(2) on the child this test started and has not reaped yet.

@@ -46,7 +46,6 @@ pub struct Engine {
     cache_bytes: std::sync::Mutex<HashMap<String, u64>>,
 }
 
-
 /// The result of one pass (`run --once -o json`).
 #[derive(Debug, Default, Serialize)]
 pub struct PassReport {
@@ -483,7 +482,9 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + c.source.timeout;
         let lock = self.fetch_locks[idx].clone();
         let Ok(guard) = tokio::time::timeout_at(deadline, lock.lock_owned()).await else {
-            return Err(timed_out(" (the previous fetch of this source is still ending)"));
+            return Err(timed_out(
+                " (the previous fetch of this source is still ending)",
+            ));
         };
         let span = tracing::info_span!("fetch", source = %source_key(c));
         let engine = self.clone();

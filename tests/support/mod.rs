@@ -31,8 +31,8 @@ mod process;
 mod proxy;
 pub mod seaweed;
 mod snapshot;
-mod stall;
 mod sshd;
+mod stall;
 mod tls;
 pub mod token_server;
 
@@ -46,8 +46,8 @@ pub use output::{describe, sha256_file, text};
 pub use process::{free_port, port_in_use, ServerProcess};
 pub use proxy::Proxy;
 pub use snapshot::unpack;
-pub use stall::StallingServer;
 pub use sshd::{fingerprint, keygen, SshServer};
+pub use stall::StallingServer;
 pub use tls::{openssl, TestPki};
 
 /// The `gitopsd` binary that cargo built for this test run.

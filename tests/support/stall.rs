@@ -22,7 +22,10 @@ use super::process::{free_port, loopback};
 enum Behaviour {
     Silent,
     /// Forward to `127.0.0.1:upstream`; of each answer, pass on `bytes` bytes only.
-    Truncate { upstream: u16, bytes: usize },
+    Truncate {
+        upstream: u16,
+        bytes: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -159,8 +162,7 @@ fn serve(shared: &Arc<Shared>, client: TcpStream, behaviour: Behaviour) {
     let Behaviour::Truncate { upstream, bytes } = behaviour else {
         return;
     };
-    let Ok(server) = TcpStream::connect_timeout(&loopback(upstream), Duration::from_secs(5))
-    else {
+    let Ok(server) = TcpStream::connect_timeout(&loopback(upstream), Duration::from_secs(5)) else {
         return;
     };
     hold(shared, &server);

@@ -100,7 +100,10 @@ impl<'i> WatchedSocket<'i> {
 }
 
 fn is_tick(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl Read for WatchedSocket<'_> {

@@ -109,7 +109,8 @@ pub fn commit_time(repo: &gix::Repository, commit: &str) -> Option<i64> {
 }
 
 /// A transport may borrow the fetch's interrupt flag (`'i`, see [`Watch`]).
-type BoxedTransport<'i> = Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send + 'i>;
+type BoxedTransport<'i> =
+    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send + 'i>;
 
 type Connection<'a, 'r, 'i> = gix::remote::Connection<'a, 'static, 'r, BoxedTransport<'i>>;
 
@@ -146,8 +147,7 @@ fn connect<'a, 'r, 'i>(
             .filter(|u| u.scheme == gix::url::Scheme::Ssh),
         &session.ssh,
     ) {
-        let transport =
-            ssh_transport(parsed, ssh, watch).map_err(|e| session.failure(url, &e))?;
+        let transport = ssh_transport(parsed, ssh, watch).map_err(|e| session.failure(url, &e))?;
         return Ok(remote.to_connection_with_transport(transport));
     }
     let proxy = crate::source::proxy::for_url(url);
