@@ -34,7 +34,7 @@ pub const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(200);
 
 /// When to give up on a connection: the fetch's interrupt flag, and the stall limit.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Watch<'i> {
     interrupt: &'i AtomicBool,
     stall: Duration,
@@ -78,6 +78,7 @@ impl<'i> Watch<'i> {
 /// A TCP connection whose reads and writes return an error once the fetch is cancelled or
 /// the server stalls, instead of blocking the thread for as long as the server keeps the
 /// connection open.
+#[derive(Debug)]
 pub struct WatchedSocket<'i> {
     stream: TcpStream,
     watch: Watch<'i>,

@@ -162,10 +162,10 @@ fn connect<'a, 'r, 'i>(
         let fail = |e: String| format!("cannot fetch from {}: {e}", refs::redact_url(url));
         let client = match &session.client_tls {
             Some((cert, key)) => {
-                mtls::Client::new(cert, key.expose(), session.ca_pem.as_deref(), proxy)
+                mtls::Client::new(cert, key.expose(), session.ca_pem.as_deref(), proxy, watch)
                     .map_err(fail)?
             }
-            None => mtls::Client::plain(proxy),
+            None => mtls::Client::plain(proxy, watch),
         };
         let parsed =
             gix::url::parse(gix::bstr::BStr::new(url)).map_err(|_| fail("invalid URL".into()))?;
@@ -983,6 +983,7 @@ pub fn ssh_failure(log: &str, host: &str) -> Option<String> {
 /// advertisement and negotiation and costs the pack's size in memory for a fetch. A proxy
 /// chosen by [`crate::source::proxy`] is used through a CONNECT tunnel, as curl does for https.
 mod mtls {
+    use super::{Watch, WatchedSocket};
     use crate::source::proxy::Proxy;
     use gix::protocol::transport::client::blocking_io::http::{
         GetResponse, Http, Options, PostBodyDataKind, PostResponse,
@@ -994,14 +995,16 @@ mod mtls {
     use std::net::{TcpStream, ToSocketAddrs};
     use std::sync::{Arc, Mutex};
 
-    pub struct Client {
+    pub struct Client<'i> {
         /// `None`: plain http (through a proxy).
         connector: Option<Arc<SslConnector>>,
         extra_headers: Vec<String>,
         proxy: Option<Proxy>,
+        /// Every connection gives up when the fetch is cancelled or the server stalls.
+        watch: Watch<'i>,
     }
 
-    impl Client {
+    impl<'i> Client<'i> {
         /// `cert_pem` may hold a chain (leaf first). `ca_pem`, when given, replaces the
         /// system's trust store. `proxy`: the proxy to tunnel through, if any.
         pub fn new(
@@ -1009,7 +1012,8 @@ mod mtls {
             key_pem: &[u8],
             ca_pem: Option<&[u8]>,
             proxy: Option<Proxy>,
-        ) -> Result<Client, String> {
+            watch: Watch<'i>,
+        ) -> Result<Client<'i>, String> {
             let mut builder = SslConnector::builder(SslMethod::tls_client())
                 .map_err(|e| format!("cannot set up TLS: {e}"))?;
             let chain = X509::stack_from_pem(cert_pem)
@@ -1052,15 +1056,17 @@ mod mtls {
                 connector: Some(Arc::new(builder.build())),
                 extra_headers: Vec::new(),
                 proxy,
+                watch,
             })
         }
 
         /// Plain `http://` through `proxy`: no TLS, one connection to the proxy per request.
-        pub fn plain(proxy: Option<Proxy>) -> Client {
+        pub fn plain(proxy: Option<Proxy>, watch: Watch<'i>) -> Client<'i> {
             Client {
                 connector: None,
                 extra_headers: Vec::new(),
                 proxy,
+                watch,
             }
         }
 
@@ -1069,7 +1075,7 @@ mod mtls {
             method: &'static str,
             url: &str,
             headers: Vec<String>,
-        ) -> Arc<Mutex<Pending>> {
+        ) -> Arc<Mutex<Pending<'i>>> {
             let mut all = headers;
             all.extend(self.extra_headers.iter().cloned());
             Arc::new(Mutex::new(Pending {
@@ -1080,13 +1086,14 @@ mod mtls {
                 headers: all,
                 body: Arc::new(Mutex::new(Vec::new())),
                 result: None,
+                watch: self.watch,
             }))
         }
     }
 
-    impl Http for Client {
-        type Headers = Lazy;
-        type ResponseBody = Lazy;
+    impl<'i> Http for Client<'i> {
+        type Headers = Lazy<'i>;
+        type ResponseBody = Lazy<'i>;
         type PostBody = BodyWriter;
 
         fn get(
@@ -1094,7 +1101,7 @@ mod mtls {
             url: &str,
             _base_url: &str,
             headers: impl IntoIterator<Item = impl AsRef<str>>,
-        ) -> gix::error::Result<GetResponse<Lazy, Lazy>> {
+        ) -> gix::error::Result<GetResponse<Lazy<'i>, Lazy<'i>>> {
             let headers = headers
                 .into_iter()
                 .map(|h| h.as_ref().to_string())
@@ -1118,7 +1125,7 @@ mod mtls {
             _base_url: &str,
             headers: impl IntoIterator<Item = impl AsRef<str>>,
             _body: PostBodyDataKind,
-        ) -> gix::error::Result<PostResponse<Lazy, Lazy, BodyWriter>> {
+        ) -> gix::error::Result<PostResponse<Lazy<'i>, Lazy<'i>, BodyWriter>> {
             let headers = headers
                 .into_iter()
                 .map(|h| h.as_ref().to_string())
@@ -1163,7 +1170,8 @@ mod mtls {
     /// A response's header block and body, or the failure (kind and message).
     type Exchange = Result<(Vec<u8>, Vec<u8>), (io::ErrorKind, String)>;
 
-    struct Pending {
+    struct Pending<'i> {
+        watch: Watch<'i>,
         connector: Option<Arc<SslConnector>>,
         proxy: Option<Proxy>,
         method: &'static str,
@@ -1173,7 +1181,7 @@ mod mtls {
         result: Option<Exchange>,
     }
 
-    impl Pending {
+    impl Pending<'_> {
         fn run(&mut self) -> io::Result<()> {
             if self.result.is_none() {
                 let body =
@@ -1187,6 +1195,7 @@ mod mtls {
                         &self.url,
                         &self.headers,
                         body,
+                        self.watch,
                     )
                     .map_err(|e| (e.kind(), e.to_string())),
                 );
@@ -1205,14 +1214,14 @@ mod mtls {
     }
 
     /// A response part, fetched on first read.
-    pub struct Lazy {
-        pending: Arc<Mutex<Pending>>,
+    pub struct Lazy<'i> {
+        pending: Arc<Mutex<Pending<'i>>>,
         part: Part,
         data: Option<Cursor<Vec<u8>>>,
     }
 
-    impl Lazy {
-        fn new(pending: Arc<Mutex<Pending>>, part: Part) -> Lazy {
+    impl<'i> Lazy<'i> {
+        fn new(pending: Arc<Mutex<Pending<'i>>>, part: Part) -> Lazy<'i> {
             Lazy {
                 pending,
                 part,
@@ -1237,13 +1246,13 @@ mod mtls {
         }
     }
 
-    impl Read for Lazy {
+    impl Read for Lazy<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.load()?.read(buf)
         }
     }
 
-    impl BufRead for Lazy {
+    impl BufRead for Lazy<'_> {
         fn fill_buf(&mut self) -> io::Result<&[u8]> {
             self.load()?.fill_buf()
         }
@@ -1263,6 +1272,7 @@ mod mtls {
         url: &str,
         headers: &[String],
         body: Option<Vec<u8>>,
+        watch: Watch<'_>,
     ) -> io::Result<(Vec<u8>, Vec<u8>)> {
         let (rest, default_port) = match (url.strip_prefix("https://"), connector) {
             (Some(rest), Some(_)) => (rest, 443),
@@ -1293,11 +1303,12 @@ mod mtls {
                 None => (authority, default_port),
             }
         };
-        let (mut stream, mut request): (Box<dyn ReadWrite>, String) = match (connector, proxy) {
+        let (mut stream, mut request): (Box<dyn ReadWrite + '_>, String) = match (connector, proxy)
+        {
             (Some(connector), proxy) => {
                 let tcp = match proxy {
-                    Some(proxy) => tunnel(proxy, host, port)?,
-                    None => connect(host, port)?,
+                    Some(proxy) => tunnel(proxy, host, port, watch)?,
+                    None => connect(host, port, watch)?,
                 };
                 let tls = connector.connect(host, tcp).map_err(|e| {
                     let text = e.to_string();
@@ -1312,7 +1323,7 @@ mod mtls {
             (None, Some(proxy)) => {
                 // Plain http through the proxy: the absolute URL in the request line tells it
                 // where to forward.
-                let tcp = connect_proxy(proxy)?;
+                let tcp = connect_proxy(proxy, watch)?;
                 let mut line = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
                 if let Some(value) = proxy_authorization(proxy) {
                     line.push_str(&format!("Proxy-Authorization: {value}\r\n"));
@@ -1342,7 +1353,8 @@ mod mtls {
                 Ok(0) => break,
                 Ok(n) => response.extend_from_slice(&buf[..n]),
                 // Servers often close without a TLS close_notify; completeness is checked below.
-                Err(_) if !response.is_empty() => break,
+                // A cancelled or stalled exchange is a failure, however much had arrived.
+                Err(e) if !response.is_empty() && e.kind() != io::ErrorKind::TimedOut => break,
                 Err(e) => return Err(e),
             }
         }
@@ -1398,16 +1410,14 @@ mod mtls {
         Ok((header_block, body))
     }
 
-    /// A TCP connection to `host:port` with the timeouts every exchange uses.
-    fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    /// A TCP connection to `host:port` that gives up when `watch` says so.
+    fn connect<'i>(host: &str, port: u16, watch: Watch<'i>) -> io::Result<WatchedSocket<'i>> {
         let address = (host, port)
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::other(format!("could not resolve {host}")))?;
         let tcp = TcpStream::connect_timeout(&address, super::CONNECT_LIMIT)?;
-        tcp.set_read_timeout(Some(super::STALL_LIMIT))?;
-        tcp.set_write_timeout(Some(super::STALL_LIMIT))?;
-        Ok(tcp)
+        WatchedSocket::new(tcp, watch)
     }
 
     /// Either kind of connection a request goes over.
@@ -1416,7 +1426,7 @@ mod mtls {
 
     /// A TCP connection to the proxy itself. Only http:// proxies are spoken to (TLS to the
     /// proxy, or SOCKS, would need more than this small client has).
-    fn connect_proxy(proxy: &Proxy) -> io::Result<TcpStream> {
+    fn connect_proxy<'i>(proxy: &Proxy, watch: Watch<'i>) -> io::Result<WatchedSocket<'i>> {
         if !proxy.url().to_ascii_lowercase().starts_with("http://") {
             return Err(io::Error::other(format!(
                 "the proxy {} (from {}) is not an http:// proxy, the only kind gitopsd's own \
@@ -1428,7 +1438,7 @@ mod mtls {
         let (host, port) = proxy
             .address()
             .ok_or_else(|| io::Error::other(format!("invalid proxy URL {}", proxy.redacted())))?;
-        connect(&host, port).map_err(|e| {
+        connect(&host, port, watch).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot connect to the proxy {}: {e}", proxy.redacted()),
@@ -1446,8 +1456,13 @@ mod mtls {
 
     /// A connection to `host:port` through the proxy's CONNECT tunnel. TLS (with the client
     /// certificate) then runs end to end inside it: the proxy sees the host and port only.
-    fn tunnel(proxy: &Proxy, host: &str, port: u16) -> io::Result<TcpStream> {
-        let mut tcp = connect_proxy(proxy)?;
+    fn tunnel<'i>(
+        proxy: &Proxy,
+        host: &str,
+        port: u16,
+        watch: Watch<'i>,
+    ) -> io::Result<WatchedSocket<'i>> {
+        let mut tcp = connect_proxy(proxy, watch)?;
         let target = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
