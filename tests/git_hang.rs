@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    free_port, gitopsd_bin, implementation_name, text, GitDaemon, HttpGitServer, Repo,
+    free_port, gitopsd_bin, implementation_name, text, GitDaemon, HttpGitServer, Proxy, Repo,
     StallingServer,
 };
 
@@ -125,10 +125,15 @@ impl Setup {
 
 /// `gitopsd run --once -o json`, killed if it outlives `limit`: its exit status (None when
 /// it had to be killed), stdout and how long it ran.
-fn run_once(setup: &Setup, limit: Duration) -> (Option<ExitStatus>, String, Duration) {
+fn run_once(
+    setup: &Setup,
+    limit: Duration,
+    env: &[(&str, String)],
+) -> (Option<ExitStatus>, String, Duration) {
     let started = Instant::now();
     let mut child = setup
         .command(&["--once", "-o", "json"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn gitopsd run --once");
@@ -156,9 +161,14 @@ fn run_once(setup: &Setup, limit: Duration) -> (Option<ExitStatus>, String, Dura
 /// `run --once` against `url` ends soon after the timeout, with an error naming the URL
 /// and saying it timed out.
 fn once_times_out(url: &str) {
+    once_times_out_with(url, &[]);
+}
+
+/// [`once_times_out`] with extra environment variables for gitopsd.
+fn once_times_out_with(url: &str, env: &[(&str, String)]) {
     let setup = Setup::new(&[("stuck", url)], &format!("{TIMEOUT_SECS}s"), "1m");
     let limit = Duration::from_secs(TIMEOUT_SECS) + EXIT_SLACK;
-    let (status, stdout, took) = run_once(&setup, limit);
+    let (status, stdout, took) = run_once(&setup, limit, env);
     let Some(status) = status else {
         panic!(
             "run --once against {url} still ran after {limit:?}: the stuck fetch held it\n{}",
@@ -189,6 +199,23 @@ fn silent_http_server() {
     let server = StallingServer::silent();
     once_times_out(&server.http_url(repo.bare()));
     assert!(server.accepted() >= 1, "gitopsd never connected");
+}
+
+/// Plain http through a proxy goes through gitopsd's own HTTP client on gix (see the README's
+/// Proxies); the proxy forwards to a server that never answers.
+#[test]
+fn gix_silent_http_server_through_a_proxy() {
+    let repo = Repo::new();
+    let server = StallingServer::silent();
+    let proxy = Proxy::start();
+    support::IMPLEMENTATION.with(|i| i.set(gitopsd::config::GitImplementation::Gix));
+    let env = [
+        ("http_proxy", proxy.url()),
+        ("no_proxy", String::new()),
+        ("NO_PROXY", String::new()),
+    ];
+    once_times_out_with(&server.http_url(repo.bare()), &env);
+    assert!(server.accepted() >= 1, "the proxy never connected");
 }
 
 fn silent_ssh_server() {
