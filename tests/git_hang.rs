@@ -341,45 +341,54 @@ fn quietest(pid: u32, window: Duration) -> (usize, usize) {
     (threads, sockets)
 }
 
-/// Several timeouts against servers that hold their connections open forever (one silent
-/// over `git://`, one stopping mid-pack over `http://`), then the servers stop accepting:
-/// the daemon's threads and sockets go back to where they were before the first hang.
+/// Several timeouts against servers that hold their connections open forever (silent over
+/// `git://` and ssh, stopping mid-pack over `http://`), then the servers stop accepting: the
+/// daemon's threads and sockets go back to where they were before the first hang.
 fn threads_and_sockets_return_to_baseline() {
     let repo = big_repo();
     let (http, _) = HttpGitServer::serving(repo.bare());
-    let (git_port, http_port) = (free_port(), free_port());
+    let (git_port, http_port, ssh_port) = (free_port(), free_port(), free_port());
     let git_url = format!("git://127.0.0.1:{git_port}/repo.git");
     let http_url = format!("http://127.0.0.1:{http_port}/git/repo.git");
-    let setup = Setup::new(&[("viagit", &git_url), ("viahttp", &http_url)], "2s", "5s");
+    let ssh_url = format!("ssh://git@127.0.0.1:{ssh_port}/repo.git");
+    let sources = [
+        ("viagit", git_url.as_str()),
+        ("viahttp", http_url.as_str()),
+        ("viassh", ssh_url.as_str()),
+    ];
+    let names = sources.map(|(name, _)| name);
+    let setup = Setup::new(&sources, "2s", "5s");
     let daemon = setup.start();
     let pid = daemon.pid();
     let context = || format!("--- gitopsd log ---\n{}", setup.log());
-    // Nothing listens yet: both fail at once (connection refused), which leaves nothing open.
+    // Nothing listens yet: all fail at once (connection refused), which leaves nothing open.
     wait_for(
         "the first refused fetches",
         Duration::from_secs(60),
         context,
-        || daemon.fetch_errors("viagit") >= 1 && daemon.fetch_errors("viahttp") >= 1,
+        || names.iter().all(|name| daemon.fetch_errors(name) >= 1),
     );
     let (threads, sockets) = quietest(pid, Duration::from_secs(8));
     eprintln!("baseline: {threads} threads, {sockets} sockets");
 
-    let mut silent = StallingServer::silent_on(git_port);
-    let mut truncating = StallingServer::truncating_on(http_port, http.port(), 64 << 10);
-    let (git_before, http_before) = (
-        daemon.fetch_errors("viagit"),
-        daemon.fetch_errors("viahttp"),
-    );
+    let mut servers = [
+        StallingServer::silent_on(git_port),
+        StallingServer::truncating_on(http_port, http.port(), 64 << 10),
+        StallingServer::silent_on(ssh_port),
+    ];
+    let before = names.map(|name| daemon.fetch_errors(name));
     wait_for(
         "three timeouts per source",
         Duration::from_secs(120),
         context,
         || {
-            daemon.fetch_errors("viagit") >= git_before + 3
-                && daemon.fetch_errors("viahttp") >= http_before + 3
+            names
+                .iter()
+                .zip(before)
+                .all(|(name, before)| daemon.fetch_errors(name) >= before + 3)
         },
     );
-    assert!(silent.accepted() >= 1 && truncating.accepted() >= 1);
+    assert!(servers.iter().all(|s| s.accepted() >= 1));
     let log = setup.log();
     assert!(log.contains("timed out after 2s"), "{log}");
     eprintln!(
@@ -388,8 +397,9 @@ fn threads_and_sockets_return_to_baseline() {
         socket_count(pid)
     );
     // The held connections stay open: a fetch still blocked on one would never end.
-    silent.stop_accepting();
-    truncating.stop_accepting();
+    for server in &mut servers {
+        server.stop_accepting();
+    }
     let settled = || {
         let (now_threads, now_sockets) = quietest(pid, Duration::from_secs(3));
         now_threads <= threads && now_sockets <= sockets
@@ -407,8 +417,7 @@ fn threads_and_sockets_return_to_baseline() {
         },
         settled,
     );
-    drop(silent);
-    drop(truncating);
+    drop(servers);
 }
 
 /// SIGTERM while fetches hang (timeout 10m, so only the stop can end them): the daemon
