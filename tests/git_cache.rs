@@ -112,6 +112,15 @@ fn syncs_keep_the_cache_bounded(url: &str, repo: &Repo) {
             bytes <= bound,
             "sync {round} of {url}: the cache holds {bytes} bytes in {packs} packs (bound {bound})"
         );
+        assert!(
+            source.cache_dir.join("shallow").is_file(),
+            "sync {round} of {url}: the cache lost its shallow boundary"
+        );
+        if round == 1 {
+            // The second revision came on top of the first, not as a rebuilt cache: the
+            // fetch was incremental and the cache was left as it was.
+            assert_eq!(packs, 2, "sync 1 of {url}");
+        }
         previous = Some(revision);
     }
 }

@@ -152,8 +152,9 @@ pub fn fetch<'a>(
         .proxy_options(proxy(url))
         .download_tags(AutotagOption::None);
     // libgit2 reads file:// repositories in-process, and that transport cannot do shallow
-    // fetches: local sources get full history, which the cache compaction then drops
-    // (`super::cache`). Above all a shallow cache must not ask for its history back here.
+    // fetches: a local source's first fetch gets full history, which the cache compaction
+    // then drops (`super::cache`); later ones only what the cache's refs lack. Above all a
+    // shallow cache must not ask for its history back here.
     let local = url.starts_with("file://") || !url.contains("://");
     if wanted.shallow {
         if !local {
@@ -163,12 +164,27 @@ pub fn fetch<'a>(
         // A commit pinned on a branch needs the branch's history; i32::MAX unshallows.
         options.depth(i32::MAX);
     }
+    // The local transport also reports no shallow boundary after a fetch, and libgit2 then
+    // deletes the `shallow` file of a shallow cache although the old boundary's parents are
+    // still missing: put it back (new commits sit on top of it, it stays true).
+    let shallow_file = repo.path().join("shallow");
+    let boundary = local.then(|| std::fs::read(&shallow_file).ok()).flatten();
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| invalid_url(url, &e))?;
     remote
         .fetch(&specs, Some(&mut options), None)
-        .map_err(|e| network_error(url, &e))
+        .map_err(|e| network_error(url, &e))?;
+    if let Some(boundary) = boundary.filter(|_| wanted.shallow && !shallow_file.exists()) {
+        crate::atomic::write(&shallow_file, &boundary).map_err(|e| {
+            format!(
+                "cannot fetch from {}: cannot write {}: {e}",
+                refs::redact_url(url),
+                shallow_file.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The libgit2 implementation of [`super::Backend`]. Credentials: HTTP basic, a bearer token
