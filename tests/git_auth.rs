@@ -244,7 +244,11 @@ fn bearer_token_is_sent_and_a_wrong_one_fails_cleanly() {
         let backend = gitopsd::source::git::libgit2::Backend::new(repo, credentials);
         use gitopsd::source::git::Backend as _;
         let refs = backend
-            .list_refs(&url, &GitReference::Branch("main".into()))
+            .list_refs(
+                &url,
+                &GitReference::Branch("main".into()),
+                &std::sync::atomic::AtomicBool::new(false),
+            )
             .unwrap();
         assert_eq!(refs.len(), 1, "{refs:?}");
         let objects: Vec<_> = walkdir(&cache.path().join("objects"))

@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 pub async fn render(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    let cache_bytes = engine.git_cache_bytes();
     let text = engine.state().read(|st| {
         let mut out = String::new();
         let families: [(&str, &str, &str); 7] = [
@@ -64,6 +65,22 @@ pub async fn render(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
                 let _ = writeln!(
                     out,
                     "{name}{{namespace=\"{}\",name=\"{}\",kind=\"{}\"}} {value}",
+                    escape(&s.namespace),
+                    escape(&s.name),
+                    escape(&s.kind)
+                );
+            }
+        }
+        let name = "gitopsd_source_git_cache_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Size on disk of a git source's cache repository.\n# TYPE {name} gauge"
+        );
+        for s in st.sources.values() {
+            if let Some(bytes) = cache_bytes.get(&format!("{}/{}", s.namespace, s.name)) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{namespace=\"{}\",name=\"{}\",kind=\"{}\"}} {bytes}",
                     escape(&s.namespace),
                     escape(&s.name),
                     escape(&s.kind)

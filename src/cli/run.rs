@@ -6,6 +6,7 @@ use crate::escape;
 use crate::reconcile::{Engine, PassReport};
 use anyhow::Context;
 use std::path::Path;
+use std::time::Duration;
 use tokio::sync::watch;
 
 pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
@@ -16,15 +17,17 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
             return Ok(INVALID_CONFIG);
         }
     };
+    // Before any thread exists: libgit2's timeouts are process-wide C globals.
+    crate::source::git::cancel::libgit2_timeouts();
     // Two workers are plenty for a daemon whose heavy work runs on blocking threads; idle
     // blocking threads go away quickly so that an idle daemon stays small.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .thread_keep_alive(Duration::from_secs(2))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let engine = match Engine::new(settings) {
             Ok(engine) => engine,
             Err(e) if e.is_usage() => {
@@ -39,8 +42,21 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
             return Ok(if report.succeeded() { 0 } else { 1 });
         }
         daemon(engine).await
-    })
+    });
+    // A fetch thread stuck on a server that does not answer ends by itself within the stall
+    // limit (`source::git::cancel`), but the process must not wait for it: dropping the
+    // runtime would join every blocking thread, for as long as they take.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    code
 }
+
+/// How long the process waits at exit for blocking work that is still running.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a stopping daemon lets in-flight steps (a render, an apply) finish. With
+/// [`EXIT_GRACE`] it stays well below the systemd unit's `TimeoutStopSec` (45 s); fetches do
+/// not count against it, they are interrupted at once.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     let listen = engine.settings().listen;
@@ -80,11 +96,12 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     wait_for_signal().await;
     tracing::info!("stopping: letting in-flight steps finish");
     let _ = stop_tx.send(true);
-    // Steps write atomically, so a step abandoned after the grace period leaves at most a temp
-    // file, which the next start removes.
-    let grace = std::time::Duration::from_secs(30);
-    let _ = tokio::time::timeout(grace, scheduler).await;
-    let _ = tokio::time::timeout(grace, server).await;
+    // Steps write atomically, so a step abandoned after the grace period leaves at most a
+    // dot-named temp file beside the real one, never a half-written file. One deadline for both, so that the whole stop is
+    // bounded by it.
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    let _ = tokio::time::timeout_at(deadline, scheduler).await;
+    let _ = tokio::time::timeout_at(deadline, server).await;
     tracing::info!("stopped");
     Ok(0)
 }

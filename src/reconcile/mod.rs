@@ -10,7 +10,7 @@ pub mod schedule;
 use crate::apply::{DirectoryTarget, Inventory, Target as _};
 use crate::artifact::store::ArtifactStore;
 use crate::artifact::Artifact;
-use crate::config::{Configuration, Kustomization, Settings, Target};
+use crate::config::{Configuration, Kustomization, Settings, SourceKind, Target};
 use crate::render::{BuildOptions, Renderer, SandboxSupport};
 use crate::source::{FetchOutcome, Revision};
 use crate::state::{now_rfc3339, set_condition, unix_now, StateDir, StateDirError, StateStore};
@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// How many artifacts to keep per source (the current one included).
 pub const KEEP_ARTIFACTS: usize = 2;
@@ -37,6 +38,16 @@ pub struct Engine {
     /// What the kernel offers to confine builds, probed once at start.
     sandbox: SandboxSupport,
     triggers: HashMap<String, Arc<Notify>>,
+    /// One per configuration, held by a fetch's blocking job for as long as it runs, also
+    /// after its timeout: a fetch abandoned on a stuck connection winds down on its own (see
+    /// `source::git::cancel`), and the next fetch of the source must not share its cache
+    /// meanwhile, nor pile up another stuck thread.
+    fetch_locks: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// Cancelled when the daemon stops: in-flight fetches are interrupted, not waited for.
+    stopping: CancellationToken,
+    /// Size in bytes of each git source's cache repository (by `<namespace>/<name>`), for
+    /// `/metrics`; measured after every fetch.
+    cache_bytes: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// The result of one pass (`run --once -o json`).
@@ -149,6 +160,18 @@ impl Engine {
         let permits = settings.max_concurrent_fetches.max(1);
         let sandbox = SandboxSupport::detect();
         log_sandbox(&settings, &sandbox);
+        let fetch_locks = settings
+            .configurations
+            .iter()
+            .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+            .collect();
+        // Caches kept from a previous run count from the start.
+        let cache_bytes = settings
+            .configurations
+            .iter()
+            .filter(|c| c.source.kind == SourceKind::Git)
+            .map(|c| (source_key(c), git_cache_bytes(&settings, c)))
+            .collect();
         Ok(Arc::new(Engine {
             settings,
             state_dir,
@@ -158,6 +181,9 @@ impl Engine {
             renderer: OnceLock::new(),
             sandbox,
             triggers,
+            fetch_locks,
+            stopping: CancellationToken::new(),
+            cache_bytes: std::sync::Mutex::new(cache_bytes),
         }))
     }
 
@@ -171,6 +197,14 @@ impl Engine {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The size of each git source's cache repository, by `<namespace>/<name>`.
+    pub fn git_cache_bytes(&self) -> HashMap<String, u64> {
+        self.cache_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Ask the configuration (by name) to sync now. False when no such configuration.
@@ -252,6 +286,15 @@ impl Engine {
     /// even an abandoned one leaves no half-written file).
     pub async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
+        {
+            // Fetches do not watch `shutdown` themselves: they end on `stopping`.
+            let engine = self.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+                engine.stopping.cancel();
+            });
+        }
         for idx in 0..self.settings.configurations.len() {
             let engine = self.clone();
             let shutdown = shutdown.clone();
@@ -347,33 +390,18 @@ impl Engine {
                 usable.then(|| s.revision.clone()).flatten()
             })
         });
-        let _permit = self
-            .fetch_permits
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let span = tracing::info_span!("fetch", source = %key);
         let interrupt = Arc::new(AtomicBool::new(false));
-        let engine = self.clone();
-        let flag = interrupt.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let _enter = span.enter();
-            engine.fetch_and_pack(idx, previous.as_ref(), &flag)
-        });
-        let outcome = match tokio::time::timeout(c.source.timeout, job).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(format!(
-                "fetch of {} crashed: {join}",
-                crate::source::git::refs::redact_url(&c.source.url)
-            )),
-            Err(_) => {
+        let outcome = tokio::select! {
+            outcome = self.fetch_in_time(idx, previous, interrupt.clone()) => outcome,
+            _ = self.stopping.cancelled() => {
+                // Not a failure of the source: its status stays as it was.
                 interrupt.store(true, Ordering::Relaxed);
-                Err(format!(
-                    "fetch of {} timed out after {}",
-                    crate::source::git::refs::redact_url(&c.source.url),
-                    humantime::format_duration(c.source.timeout)
-                ))
+                tracing::info!(source = %key, "fetch cancelled: gitopsd is stopping");
+                return Err(format!(
+                    "fetch of {} cancelled: gitopsd is stopping",
+                    crate::source::git::refs::redact_url(&c.source.url)
+                ));
             }
         };
         let elapsed = started.elapsed().as_secs_f64();
@@ -431,6 +459,69 @@ impl Engine {
                 Err(msg)
             }
         }
+    }
+
+    /// Fetch and pack within the source's timeout. On timeout the interrupt flag is set and
+    /// the blocking job is left to wind down (it keeps the source's fetch lock until it has).
+    async fn fetch_in_time(
+        self: &Arc<Self>,
+        idx: usize,
+        previous: Option<Revision>,
+        interrupt: Arc<AtomicBool>,
+    ) -> Result<Option<Artifact>, String> {
+        let c = &self.settings.configurations[idx];
+        let timed_out = |detail: &str| {
+            format!(
+                "fetch of {} timed out after {}{detail}",
+                crate::source::git::refs::redact_url(&c.source.url),
+                humantime::format_duration(c.source.timeout)
+            )
+        };
+        let _permit = self
+            .fetch_permits
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + c.source.timeout;
+        let lock = self.fetch_locks[idx].clone();
+        let Ok(guard) = tokio::time::timeout_at(deadline, lock.lock_owned()).await else {
+            return Err(timed_out(
+                " (the previous fetch of this source is still ending)",
+            ));
+        };
+        let span = tracing::info_span!("fetch", source = %source_key(c));
+        let engine = self.clone();
+        let flag = interrupt.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
+            let _guard = guard;
+            let result = engine.fetch_and_pack(idx, previous.as_ref(), &flag);
+            engine.measure_git_cache(idx);
+            result
+        });
+        match tokio::time::timeout_at(deadline, job).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(format!(
+                "fetch of {} crashed: {join}",
+                crate::source::git::refs::redact_url(&c.source.url)
+            )),
+            Err(_) => {
+                interrupt.store(true, Ordering::Relaxed);
+                Err(timed_out(""))
+            }
+        }
+    }
+
+    fn measure_git_cache(&self, idx: usize) {
+        let c = &self.settings.configurations[idx];
+        if c.source.kind != SourceKind::Git {
+            return;
+        }
+        let bytes = git_cache_bytes(&self.settings, c);
+        self.cache_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source_key(c), bytes);
     }
 
     /// The blocking part of a source sync. `Ok(None)`: unchanged.
@@ -676,6 +767,16 @@ fn log_sandbox(settings: &Settings, support: &SandboxSupport) {
             confined.join(", ")
         );
     }
+}
+
+/// The size of a git source's cache repository, for `/metrics`.
+fn git_cache_bytes(settings: &Settings, c: &Configuration) -> u64 {
+    let root = settings.state_dir.join("git");
+    crate::source::git::cache::size(&crate::source::git::cache::dir(
+        &root,
+        &c.namespace,
+        &c.name,
+    ))
 }
 
 fn display_path(p: &str) -> String {

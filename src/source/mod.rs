@@ -180,7 +180,7 @@ pub fn from_settings(
             url: settings.url.clone(),
             reference: settings.reference.clone(),
             implementation: settings.git_implementation,
-            cache_dir: cache_root.join(namespace).join(format!("{name}.git")),
+            cache_dir: git::cache::dir(cache_root, namespace, name),
             auth: git::auth::SourceAuth {
                 settings: settings.git_auth.clone(),
                 generated_key: Some(git::auth::generated_key_path(cache_root, namespace, name)),

@@ -7,6 +7,8 @@
 //!   [`BareRepo`], which is what every server serves ([`Repo::push_all`] publishes).
 //! - [`file_url`], [`GitDaemon`] (`git://`) and [`HttpGitServer`] (smart HTTP through nginx,
 //!   fcgiwrap and `git http-backend`) serve bare repositories.
+//! - [`StallingServer`] is a hung git server: silent, or a proxy that stops forwarding
+//!   mid-advertisement or mid-pack.
 //! - [`Proxy`] is a real forward HTTP proxy (tinyproxy) whose log tells which requests and
 //!   tunnels went through it.
 //!
@@ -30,6 +32,7 @@ mod proxy;
 pub mod seaweed;
 mod snapshot;
 mod sshd;
+mod stall;
 mod tls;
 pub mod token_server;
 
@@ -44,6 +47,7 @@ pub use process::{free_port, port_in_use, ServerProcess};
 pub use proxy::Proxy;
 pub use snapshot::unpack;
 pub use sshd::{fingerprint, keygen, SshServer};
+pub use stall::StallingServer;
 pub use tls::{openssl, TestPki};
 
 /// The `gitopsd` binary that cargo built for this test run.

@@ -1,6 +1,7 @@
 //! The gix backend: ls-refs, shallow fetch into a per-source bare cache, and materialising
 //! the commit's tree into the snapshot directory.
 
+use super::cancel::{Watch, WatchedPipe, WatchedSocket, CONNECT_LIMIT, STALL_LIMIT};
 use super::refs::{self, RemoteRef, Wanted};
 use crate::config::GitReference;
 use gix::protocol::transport::client::blocking_io::http as transport_http;
@@ -19,6 +20,7 @@ pub fn list_refs(
     repo: &gix::Repository,
     url: &str,
     reference: &GitReference,
+    interrupt: &AtomicBool,
     session: &Session,
 ) -> Result<Vec<RemoteRef>, Failure> {
     let Some(prefixes) = refs::listing_prefixes(reference) else {
@@ -26,7 +28,7 @@ pub fn list_refs(
     };
     let specs: Vec<String> = prefixes.iter().map(|p| listing_spec(p)).collect();
     let remote = remote(repo, url, &specs)?;
-    let connection = connect(&remote, url, session)?;
+    let connection = connect(&remote, url, session, Watch::new(interrupt))?;
     let (ref_map, _handshake) = connection
         .ref_map(gix::progress::Discard, Default::default())
         .map_err(|e| session.failure(url, &e))?;
@@ -44,7 +46,7 @@ pub fn fetch(
 ) -> Result<(), Failure> {
     let specs = wanted.refspecs();
     let remote = remote(repo, url, &specs)?;
-    let connection = connect(&remote, url, session)?;
+    let connection = connect(&remote, url, session, Watch::new(interrupt))?;
     let mut prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| session.failure(url, &e))?;
@@ -68,8 +70,13 @@ pub struct Backend {
 }
 
 impl super::Backend for Backend {
-    fn list_refs(&self, url: &str, reference: &GitReference) -> Result<Vec<RemoteRef>, Failure> {
-        list_refs(&self.repo, url, reference, &self.session)
+    fn list_refs(
+        &self,
+        url: &str,
+        reference: &GitReference,
+        interrupt: &AtomicBool,
+    ) -> Result<Vec<RemoteRef>, Failure> {
+        list_refs(&self.repo, url, reference, interrupt, &self.session)
     }
     fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), Failure> {
         fetch(&self.repo, url, wanted, interrupt, &self.session)
@@ -101,28 +108,31 @@ pub fn commit_time(repo: &gix::Repository, commit: &str) -> Option<i64> {
     commit.time().ok().map(|t| t.seconds)
 }
 
-type Connection<'a, 'r> = gix::remote::Connection<
-    'a,
-    'static,
-    'r,
-    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
->;
+/// A transport may borrow the fetch's interrupt flag (`'i`, see [`Watch`]).
+type BoxedTransport<'i> =
+    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send + 'i>;
+
+type Connection<'a, 'r, 'i> = gix::remote::Connection<'a, 'static, 'r, BoxedTransport<'i>>;
 
 /// Connect for fetching. `git://` gets a socket of our own with Nagle's algorithm off: the
 /// client sends its request as several small packets, and with Nagle on, each waits for the
 /// server's delayed ACK (40 ms on Linux), which made an unchanged poll cost ~50 ms instead of
 /// a few.
-fn connect<'a, 'r>(
+///
+/// The connections gitopsd makes itself (`git://`, ssh) give up once `watch` says so; curl
+/// gets its low-speed limit (see [`super::cancel`]).
+fn connect<'a, 'r, 'i>(
     remote: &'a gix::Remote<'r>,
     url: &str,
     session: &Session,
-) -> Result<Connection<'a, 'r>, Failure> {
+    watch: Watch<'i>,
+) -> Result<Connection<'a, 'r, 'i>, Failure> {
     let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok();
     if let Some(parsed) = parsed
         .as_ref()
         .filter(|u| u.scheme == gix::url::Scheme::Git)
     {
-        let transport = git_daemon_transport(parsed).map_err(|e| {
+        let transport = git_daemon_transport(parsed, watch).map_err(|e| {
             format!(
                 "cannot fetch from {}: {}",
                 refs::redact_url(url),
@@ -137,7 +147,7 @@ fn connect<'a, 'r>(
             .filter(|u| u.scheme == gix::url::Scheme::Ssh),
         &session.ssh,
     ) {
-        let transport = ssh_transport(parsed, ssh).map_err(|e| session.failure(url, &e))?;
+        let transport = ssh_transport(parsed, ssh, watch).map_err(|e| session.failure(url, &e))?;
         return Ok(remote.to_connection_with_transport(transport));
     }
     let proxy = crate::source::proxy::for_url(url);
@@ -152,10 +162,10 @@ fn connect<'a, 'r>(
         let fail = |e: String| format!("cannot fetch from {}: {e}", refs::redact_url(url));
         let client = match &session.client_tls {
             Some((cert, key)) => {
-                mtls::Client::new(cert, key.expose(), session.ca_pem.as_deref(), proxy)
+                mtls::Client::new(cert, key.expose(), session.ca_pem.as_deref(), proxy, watch)
                     .map_err(fail)?
             }
-            None => mtls::Client::plain(proxy),
+            None => mtls::Client::plain(proxy, watch),
         };
         let parsed =
             gix::url::parse(gix::bstr::BStr::new(url)).map_err(|_| fail("invalid URL".into()))?;
@@ -176,8 +186,7 @@ fn connect<'a, 'r>(
                 })
                 .map_err(|e| fail(e.to_string()))?;
         }
-        let transport: Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send> =
-            Box::new(transport);
+        let transport: BoxedTransport<'i> = Box::new(transport);
         let connection = remote.to_connection_with_transport(transport);
         return Ok(connection.with_credentials(credentials_callback(session.basic.clone())));
     }
@@ -197,8 +206,7 @@ fn connect<'a, 'r>(
         version,
         false,
     );
-    let transport: Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send> =
-        Box::new(transport);
+    let transport: BoxedTransport<'i> = Box::new(transport);
     let mut connection = remote.to_connection_with_transport(transport);
     connection.set_transport_options(http_options(remote.repo(), url, proxy.as_ref())?);
     Ok(connection.with_credentials(credentials_callback(session.basic.clone())))
@@ -289,6 +297,11 @@ fn http_options(
     options.proxy = Some(proxy.map(|p| p.url().to_string()).unwrap_or_default());
     options.no_proxy = Some(String::new());
     options.proxy_authenticate = None;
+    // A server that stops sending must not hold the fetch thread: curl drops a transfer
+    // slower than a byte a second for the stall limit (see `super::cancel`).
+    options.low_speed_limit_bytes_per_second = 1;
+    options.low_speed_time_seconds = STALL_LIMIT.as_secs();
+    options.connect_timeout = Some(CONNECT_LIMIT);
     if proxy.is_some_and(|p| p.credentials().is_some()) {
         use gix::protocol::transport::client::blocking_io::http::options::ProxyAuthMethod;
         options.proxy_auth_method = ProxyAuthMethod::Basic;
@@ -321,9 +334,10 @@ fn credentials_callback(
     }
 }
 
-fn git_daemon_transport(
+fn git_daemon_transport<'i>(
     url: &gix::Url,
-) -> std::io::Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>> {
+    watch: Watch<'i>,
+) -> std::io::Result<BoxedTransport<'i>> {
     use gix::protocol::transport::client::git;
     use std::net::{TcpStream, ToSocketAddrs};
     let host = url.host().unwrap_or("localhost");
@@ -332,8 +346,9 @@ fn git_daemon_transport(
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("could not resolve {host}")))?;
-    let read = TcpStream::connect_timeout(&address, std::time::Duration::from_secs(10))?;
+    let read = TcpStream::connect_timeout(&address, CONNECT_LIMIT)?;
     read.set_nodelay(true)?;
+    let read = WatchedSocket::new(read, watch)?;
     let write = read.try_clone()?;
     Ok(Box::new(git::blocking_io::Connection::new(
         WithoutDeepenRelative::new(read),
@@ -353,10 +368,11 @@ fn git_daemon_transport(
 /// that returns less than was asked for, and reads from a pipe nearly always do: that capped
 /// a pack download at a few MB/s (README, Performance). Here ssh's stderr goes to a file that
 /// [`Session::failure`] reads when the connection fails.
-fn ssh_transport(
+fn ssh_transport<'i>(
     url: &gix::Url,
     ssh: &SshSession,
-) -> std::io::Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>> {
+    watch: Watch<'i>,
+) -> std::io::Result<BoxedTransport<'i>> {
     use gix::protocol::transport::client::git;
     use std::process::{Command, Stdio};
     let host = url
@@ -391,7 +407,7 @@ fn ssh_transport(
     let stdout = child.stdout.take().expect("stdout is piped");
     Ok(Box::new(git::blocking_io::Connection::new(
         SshOutput {
-            stdout: WithoutDeepenRelative::new(stdout),
+            stdout: WithoutDeepenRelative::new(WatchedPipe::new(stdout, watch)),
             child,
         },
         stdin,
@@ -408,19 +424,22 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// ssh's stdout; the process is stopped and reaped with the connection.
-struct SshOutput {
-    stdout: WithoutDeepenRelative<std::process::ChildStdout>,
+/// ssh's stdout; the process is stopped and reaped with the connection, which is also how a
+/// cancelled or stalled fetch ends an ssh session that is still waiting for the server.
+/// (Requests are written to ssh's stdin unwatched: they are small, and ssh reads them into
+/// its own buffers whatever the server does.)
+struct SshOutput<'i> {
+    stdout: WithoutDeepenRelative<WatchedPipe<'i, std::process::ChildStdout>>,
     child: std::process::Child,
 }
 
-impl std::io::Read for SshOutput {
+impl std::io::Read for SshOutput<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.stdout.read(buf)
     }
 }
 
-impl Drop for SshOutput {
+impl Drop for SshOutput<'_> {
     fn drop(&mut self) {
         // By now the fetch is over or has failed: nothing more is wanted from the server.
         let _ = self.child.kill();
@@ -964,6 +983,7 @@ pub fn ssh_failure(log: &str, host: &str) -> Option<String> {
 /// advertisement and negotiation and costs the pack's size in memory for a fetch. A proxy
 /// chosen by [`crate::source::proxy`] is used through a CONNECT tunnel, as curl does for https.
 mod mtls {
+    use super::{Watch, WatchedSocket};
     use crate::source::proxy::Proxy;
     use gix::protocol::transport::client::blocking_io::http::{
         GetResponse, Http, Options, PostBodyDataKind, PostResponse,
@@ -974,16 +994,17 @@ mod mtls {
     use std::io::{self, BufRead, Cursor, Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
-    pub struct Client {
+    pub struct Client<'i> {
         /// `None`: plain http (through a proxy).
         connector: Option<Arc<SslConnector>>,
         extra_headers: Vec<String>,
         proxy: Option<Proxy>,
+        /// Every connection gives up when the fetch is cancelled or the server stalls.
+        watch: Watch<'i>,
     }
 
-    impl Client {
+    impl<'i> Client<'i> {
         /// `cert_pem` may hold a chain (leaf first). `ca_pem`, when given, replaces the
         /// system's trust store. `proxy`: the proxy to tunnel through, if any.
         pub fn new(
@@ -991,7 +1012,8 @@ mod mtls {
             key_pem: &[u8],
             ca_pem: Option<&[u8]>,
             proxy: Option<Proxy>,
-        ) -> Result<Client, String> {
+            watch: Watch<'i>,
+        ) -> Result<Client<'i>, String> {
             let mut builder = SslConnector::builder(SslMethod::tls_client())
                 .map_err(|e| format!("cannot set up TLS: {e}"))?;
             let chain = X509::stack_from_pem(cert_pem)
@@ -1034,15 +1056,17 @@ mod mtls {
                 connector: Some(Arc::new(builder.build())),
                 extra_headers: Vec::new(),
                 proxy,
+                watch,
             })
         }
 
         /// Plain `http://` through `proxy`: no TLS, one connection to the proxy per request.
-        pub fn plain(proxy: Option<Proxy>) -> Client {
+        pub fn plain(proxy: Option<Proxy>, watch: Watch<'i>) -> Client<'i> {
             Client {
                 connector: None,
                 extra_headers: Vec::new(),
                 proxy,
+                watch,
             }
         }
 
@@ -1051,7 +1075,7 @@ mod mtls {
             method: &'static str,
             url: &str,
             headers: Vec<String>,
-        ) -> Arc<Mutex<Pending>> {
+        ) -> Arc<Mutex<Pending<'i>>> {
             let mut all = headers;
             all.extend(self.extra_headers.iter().cloned());
             Arc::new(Mutex::new(Pending {
@@ -1062,13 +1086,14 @@ mod mtls {
                 headers: all,
                 body: Arc::new(Mutex::new(Vec::new())),
                 result: None,
+                watch: self.watch,
             }))
         }
     }
 
-    impl Http for Client {
-        type Headers = Lazy;
-        type ResponseBody = Lazy;
+    impl<'i> Http for Client<'i> {
+        type Headers = Lazy<'i>;
+        type ResponseBody = Lazy<'i>;
         type PostBody = BodyWriter;
 
         fn get(
@@ -1076,7 +1101,7 @@ mod mtls {
             url: &str,
             _base_url: &str,
             headers: impl IntoIterator<Item = impl AsRef<str>>,
-        ) -> gix::error::Result<GetResponse<Lazy, Lazy>> {
+        ) -> gix::error::Result<GetResponse<Lazy<'i>, Lazy<'i>>> {
             let headers = headers
                 .into_iter()
                 .map(|h| h.as_ref().to_string())
@@ -1100,7 +1125,7 @@ mod mtls {
             _base_url: &str,
             headers: impl IntoIterator<Item = impl AsRef<str>>,
             _body: PostBodyDataKind,
-        ) -> gix::error::Result<PostResponse<Lazy, Lazy, BodyWriter>> {
+        ) -> gix::error::Result<PostResponse<Lazy<'i>, Lazy<'i>, BodyWriter>> {
             let headers = headers
                 .into_iter()
                 .map(|h| h.as_ref().to_string())
@@ -1145,7 +1170,8 @@ mod mtls {
     /// A response's header block and body, or the failure (kind and message).
     type Exchange = Result<(Vec<u8>, Vec<u8>), (io::ErrorKind, String)>;
 
-    struct Pending {
+    struct Pending<'i> {
+        watch: Watch<'i>,
         connector: Option<Arc<SslConnector>>,
         proxy: Option<Proxy>,
         method: &'static str,
@@ -1155,7 +1181,7 @@ mod mtls {
         result: Option<Exchange>,
     }
 
-    impl Pending {
+    impl Pending<'_> {
         fn run(&mut self) -> io::Result<()> {
             if self.result.is_none() {
                 let body =
@@ -1169,6 +1195,7 @@ mod mtls {
                         &self.url,
                         &self.headers,
                         body,
+                        self.watch,
                     )
                     .map_err(|e| (e.kind(), e.to_string())),
                 );
@@ -1187,14 +1214,14 @@ mod mtls {
     }
 
     /// A response part, fetched on first read.
-    pub struct Lazy {
-        pending: Arc<Mutex<Pending>>,
+    pub struct Lazy<'i> {
+        pending: Arc<Mutex<Pending<'i>>>,
         part: Part,
         data: Option<Cursor<Vec<u8>>>,
     }
 
-    impl Lazy {
-        fn new(pending: Arc<Mutex<Pending>>, part: Part) -> Lazy {
+    impl<'i> Lazy<'i> {
+        fn new(pending: Arc<Mutex<Pending<'i>>>, part: Part) -> Lazy<'i> {
             Lazy {
                 pending,
                 part,
@@ -1219,13 +1246,13 @@ mod mtls {
         }
     }
 
-    impl Read for Lazy {
+    impl Read for Lazy<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.load()?.read(buf)
         }
     }
 
-    impl BufRead for Lazy {
+    impl BufRead for Lazy<'_> {
         fn fill_buf(&mut self) -> io::Result<&[u8]> {
             self.load()?.fill_buf()
         }
@@ -1245,6 +1272,7 @@ mod mtls {
         url: &str,
         headers: &[String],
         body: Option<Vec<u8>>,
+        watch: Watch<'_>,
     ) -> io::Result<(Vec<u8>, Vec<u8>)> {
         let (rest, default_port) = match (url.strip_prefix("https://"), connector) {
             (Some(rest), Some(_)) => (rest, 443),
@@ -1275,11 +1303,12 @@ mod mtls {
                 None => (authority, default_port),
             }
         };
-        let (mut stream, mut request): (Box<dyn ReadWrite>, String) = match (connector, proxy) {
+        let (mut stream, mut request): (Box<dyn ReadWrite + '_>, String) = match (connector, proxy)
+        {
             (Some(connector), proxy) => {
                 let tcp = match proxy {
-                    Some(proxy) => tunnel(proxy, host, port)?,
-                    None => connect(host, port)?,
+                    Some(proxy) => tunnel(proxy, host, port, watch)?,
+                    None => connect(host, port, watch)?,
                 };
                 let tls = connector.connect(host, tcp).map_err(|e| {
                     let text = e.to_string();
@@ -1294,7 +1323,7 @@ mod mtls {
             (None, Some(proxy)) => {
                 // Plain http through the proxy: the absolute URL in the request line tells it
                 // where to forward.
-                let tcp = connect_proxy(proxy)?;
+                let tcp = connect_proxy(proxy, watch)?;
                 let mut line = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
                 if let Some(value) = proxy_authorization(proxy) {
                     line.push_str(&format!("Proxy-Authorization: {value}\r\n"));
@@ -1324,7 +1353,8 @@ mod mtls {
                 Ok(0) => break,
                 Ok(n) => response.extend_from_slice(&buf[..n]),
                 // Servers often close without a TLS close_notify; completeness is checked below.
-                Err(_) if !response.is_empty() => break,
+                // A cancelled or stalled exchange is a failure, however much had arrived.
+                Err(e) if !response.is_empty() && e.kind() != io::ErrorKind::TimedOut => break,
                 Err(e) => return Err(e),
             }
         }
@@ -1380,16 +1410,14 @@ mod mtls {
         Ok((header_block, body))
     }
 
-    /// A TCP connection to `host:port` with the timeouts every exchange uses.
-    fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    /// A TCP connection to `host:port` that gives up when `watch` says so.
+    fn connect<'i>(host: &str, port: u16, watch: Watch<'i>) -> io::Result<WatchedSocket<'i>> {
         let address = (host, port)
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::other(format!("could not resolve {host}")))?;
-        let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(30))?;
-        tcp.set_read_timeout(Some(Duration::from_secs(300)))?;
-        tcp.set_write_timeout(Some(Duration::from_secs(300)))?;
-        Ok(tcp)
+        let tcp = TcpStream::connect_timeout(&address, super::CONNECT_LIMIT)?;
+        WatchedSocket::new(tcp, watch)
     }
 
     /// Either kind of connection a request goes over.
@@ -1398,7 +1426,7 @@ mod mtls {
 
     /// A TCP connection to the proxy itself. Only http:// proxies are spoken to (TLS to the
     /// proxy, or SOCKS, would need more than this small client has).
-    fn connect_proxy(proxy: &Proxy) -> io::Result<TcpStream> {
+    fn connect_proxy<'i>(proxy: &Proxy, watch: Watch<'i>) -> io::Result<WatchedSocket<'i>> {
         if !proxy.url().to_ascii_lowercase().starts_with("http://") {
             return Err(io::Error::other(format!(
                 "the proxy {} (from {}) is not an http:// proxy, the only kind gitopsd's own \
@@ -1410,7 +1438,7 @@ mod mtls {
         let (host, port) = proxy
             .address()
             .ok_or_else(|| io::Error::other(format!("invalid proxy URL {}", proxy.redacted())))?;
-        connect(&host, port).map_err(|e| {
+        connect(&host, port, watch).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot connect to the proxy {}: {e}", proxy.redacted()),
@@ -1428,8 +1456,13 @@ mod mtls {
 
     /// A connection to `host:port` through the proxy's CONNECT tunnel. TLS (with the client
     /// certificate) then runs end to end inside it: the proxy sees the host and port only.
-    fn tunnel(proxy: &Proxy, host: &str, port: u16) -> io::Result<TcpStream> {
-        let mut tcp = connect_proxy(proxy)?;
+    fn tunnel<'i>(
+        proxy: &Proxy,
+        host: &str,
+        port: u16,
+        watch: Watch<'i>,
+    ) -> io::Result<WatchedSocket<'i>> {
+        let mut tcp = connect_proxy(proxy, watch)?;
         let target = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {

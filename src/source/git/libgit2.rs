@@ -21,6 +21,7 @@ pub type Failure = String;
 
 /// Open the bare cache, or make a new one.
 pub fn open(dir: &Path) -> Result<git2::Repository, git2::Error> {
+    super::cancel::libgit2_timeouts();
     git2::Repository::open_bare(dir).or_else(|_| git2::Repository::init_bare(dir))
 }
 
@@ -140,8 +141,10 @@ pub fn fetch<'a>(
     headers: &[&str],
 ) -> Result<(), Failure> {
     let specs = wanted.refspecs();
-    // Returning false from the progress callback makes libgit2 stop the transfer.
+    // Returning false from a progress callback makes libgit2 stop the transfer; a server
+    // that sends nothing at all is left to libgit2's server timeout (`super::cancel`).
     callbacks.transfer_progress(move |_| !interrupt.load(Ordering::Relaxed));
+    callbacks.sideband_progress(move |_| !interrupt.load(Ordering::Relaxed));
     let mut options = FetchOptions::new();
     options
         .remote_callbacks(callbacks)
@@ -149,20 +152,39 @@ pub fn fetch<'a>(
         .proxy_options(proxy(url))
         .download_tags(AutotagOption::None);
     // libgit2 reads file:// repositories in-process, and that transport cannot do shallow
-    // fetches: local sources get full history (same snapshot, more disk).
+    // fetches: a local source's first fetch gets full history, which the cache compaction
+    // then drops (`super::cache`); later ones only what the cache's refs lack. Above all a
+    // shallow cache must not ask for its history back here.
     let local = url.starts_with("file://") || !url.contains("://");
-    if wanted.shallow && !local {
-        options.depth(1);
+    if wanted.shallow {
+        if !local {
+            options.depth(1);
+        }
     } else if repo.is_shallow() {
         // A commit pinned on a branch needs the branch's history; i32::MAX unshallows.
         options.depth(i32::MAX);
     }
+    // The local transport also reports no shallow boundary after a fetch, and libgit2 then
+    // deletes the `shallow` file of a shallow cache although the old boundary's parents are
+    // still missing: put it back (new commits sit on top of it, it stays true).
+    let shallow_file = repo.path().join("shallow");
+    let boundary = local.then(|| std::fs::read(&shallow_file).ok()).flatten();
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| invalid_url(url, &e))?;
     remote
         .fetch(&specs, Some(&mut options), None)
-        .map_err(|e| network_error(url, &e))
+        .map_err(|e| network_error(url, &e))?;
+    if let Some(boundary) = boundary.filter(|_| wanted.shallow && !shallow_file.exists()) {
+        crate::atomic::write(&shallow_file, &boundary).map_err(|e| {
+            format!(
+                "cannot fetch from {}: cannot write {}: {e}",
+                refs::redact_url(url),
+                shallow_file.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The libgit2 implementation of [`super::Backend`]. Credentials: HTTP basic, a bearer token
@@ -327,9 +349,15 @@ fn ssh_reason(log: &str, host: &str) -> String {
 }
 
 impl super::Backend for Backend {
-    fn list_refs(&self, url: &str, reference: &GitReference) -> Result<Vec<RemoteRef>, Failure> {
+    fn list_refs(
+        &self,
+        url: &str,
+        reference: &GitReference,
+        interrupt: &AtomicBool,
+    ) -> Result<Vec<RemoteRef>, Failure> {
         self.check(url)?;
-        let callbacks = self.callbacks(url);
+        let mut callbacks = self.callbacks(url);
+        callbacks.transfer_progress(move |_| !interrupt.load(Ordering::Relaxed));
         list_refs(&self.repo, url, reference, callbacks, &self.headers())
             .map_err(|f| self.explain(url, f))
     }

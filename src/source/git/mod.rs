@@ -6,6 +6,8 @@
 //! are listed first and compared with the current revision.
 
 pub mod auth;
+pub mod cache;
+pub mod cancel;
 pub mod gitoxide;
 pub mod known_hosts;
 pub mod libgit2;
@@ -116,10 +118,12 @@ impl GitSource {
 /// The steps a git implementation provides; [`GitSource::sync`] strings them together the
 /// same way for both, so that they agree on revisions, artifacts and error wording.
 pub trait Backend {
+    /// `interrupt`, as for `fetch`: set when the sync timed out or the daemon is stopping.
     fn list_refs(
         &self,
         url: &str,
         reference: &GitReference,
+        interrupt: &AtomicBool,
     ) -> Result<Vec<refs::RemoteRef>, String>;
     fn fetch(&self, url: &str, wanted: &refs::Wanted, interrupt: &AtomicBool)
         -> Result<(), String>;
@@ -155,7 +159,9 @@ impl GitSource {
     ) -> Result<FetchOutcome, SourceError> {
         let url = &self.url;
         let fail = |msg: String| SourceError::Git(self.failure(msg));
-        let advertised = backend.list_refs(url, &self.reference).map_err(fail)?;
+        let advertised = backend
+            .list_refs(url, &self.reference, interrupt)
+            .map_err(fail)?;
         let mut wanted = refs::resolve(&self.reference, &refs::redact_url(url), &advertised)
             .map_err(SourceError::Git)?;
         if wanted.tie.is_empty() && previous == Some(&wanted.revision) {
@@ -185,6 +191,14 @@ impl GitSource {
             // Over protocol v1 some servers ignore the depth; the result is still correct,
             // only bigger, so it is worth a warning and not a failure.
             tracing::warn!(source = %self.id, url = %refs::redact_url(url), "server ignored depth 1: fetched full history");
+        }
+        // A failed compaction leaves a correct cache, only a bigger one: worth a warning.
+        match cache::bound(&self.cache_dir, &wanted.commit, wanted.shallow) {
+            Ok(true) => {
+                tracing::debug!(source = %self.id, bytes = cache::size(&self.cache_dir), "compacted the git cache")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(source = %self.id, error = %e, "git cache not compacted"),
         }
         Ok(FetchOutcome::Fetched {
             revision: wanted.revision,
