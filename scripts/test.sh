@@ -36,7 +36,7 @@ echo "test.sh: target dir ${CARGO_TARGET_DIR:-$repo_root/target}"
 echo "test.sh: $(git --version), $(nginx -v 2>&1), $(cargo --version)"
 
 if [ "$#" -eq 0 ]; then
-    set -- --all-targets
+    set -- --all-targets --no-fail-fast
     # The whole run also holds the code to its style and lint bar; a one-file run skips them.
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings

@@ -268,7 +268,7 @@ mod tests {
             Some(RemoteReference {
                 file: "base/kustomization.yaml".into(),
                 field: "resources".into(),
-                url: "https://user@example.com/org/repo//deploy?ref=v1".into(),
+                url: "https://<redacted>@example.com/org/repo//deploy?ref=v1".into(),
             })
         );
 
