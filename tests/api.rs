@@ -16,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{describe, free_port, gitopsd_bin, text, Repo};
+use support::{describe, free_port, gitopsd_bin, noise, text, Repo};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
@@ -412,23 +412,10 @@ fn the_connection_cap_holds() {
     daemon.assert_running();
 }
 
-/// Incompressible bytes (xorshift), so that the artifact stays as large as the file.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_client_that_stops_reading_is_disconnected() {
     // Far more than the loopback socket buffers hold, so the server's writes stall.
-    let big = noise(32 << 20);
+    let big = noise(32 << 20, 1);
     let setup = Setup::with_files(
         "127.0.0.1",
         &format!("readTimeout: {READ_TIMEOUT_SECS}s"),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support::{describe, free_port, gitopsd_bin, sha256_file, text, Repo};
+use support::{describe, free_port, gitopsd_bin, peak_rss_kib, sha256_file, text, Repo};
 
 /// A state dir and a config for one git source `web` (namespace `default`) reading `url`.
 /// `extra` is appended to the source's mapping (indented YAML lines).
@@ -581,44 +581,6 @@ fn crafted_trees_with_escaping_names_are_refused_and_the_last_artifact_stays() {
         }
         bare.git(["update-ref", "refs/heads/main", &good]);
     }
-}
-
-/// Peak resident memory (KiB) of `command`: its `VmHWM`, polled from /proc while it runs.
-/// (wait4's `ru_maxrss` would also count what the forking test process had resident.)
-fn peak_rss_kib(mut command: Command) -> (i64, std::process::Output) {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .expect("spawn");
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut out).map(|_| out)
-    });
-    let mut peak = 0i64;
-    let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            let hwm = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
-            peak = peak.max(hwm.unwrap_or(0));
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let output = std::process::Output {
-        status,
-        stdout: reader.join().unwrap().unwrap(),
-        stderr: std::fs::read(log.path()).unwrap(),
-    };
-    (peak, output)
 }
 
 /// A 1 GiB file is packed from the git object database piece by piece, never held whole: a

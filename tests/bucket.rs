@@ -27,7 +27,7 @@ use support::seaweed::{
     READER_SECRET_KEY,
 };
 use support::TestPki;
-use support::{describe, free_port, gitopsd_bin, text};
+use support::{describe, free_port, gitopsd_bin, peak_rss_kib, text};
 
 /// The fixture: what a fleet bucket holds. `.sourceignore` drops `notes/`; the sources below
 /// add `ignore: "*.bak"`.
@@ -552,36 +552,6 @@ fn https_endpoint_with_a_private_ca() {
     assert_eq!(artifact_files(&path), FLEET_PACKED);
 }
 
-/// Peak resident memory (KiB) of `command`: its `VmHWM`, polled from /proc while it runs.
-/// (wait4's `ru_maxrss` would also count what the forking test process had resident.)
-fn peak_rss_kib(mut command: Command) -> (i64, std::process::ExitStatus, String) {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .expect("spawn");
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0i64;
-    let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            let hwm = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
-            peak = peak.max(hwm.unwrap_or(0));
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut text_log = String::new();
-    let _ = std::fs::File::open(log.path()).and_then(|mut f| f.read_to_string(&mut text_log));
-    (peak, status, text_log)
-}
-
 #[test]
 fn a_large_object_streams_to_disk_with_flat_memory() {
     const SIZE: usize = 96 << 20;
@@ -604,8 +574,12 @@ fn a_large_object_streams_to_disk_with_flat_memory() {
         .args(["run", "--once", "--config"])
         .arg(&config)
         .env("GITOPSD_LOG", "info");
-    let (peak_kib, status, log) = peak_rss_kib(command);
-    assert!(status.success(), "gitopsd failed:\n{log}");
+    let (peak_kib, output) = peak_rss_kib(command);
+    assert!(
+        output.status.success(),
+        "gitopsd failed\n{}",
+        describe(&output)
+    );
     eprintln!(
         "peak RSS of `gitopsd run --once` for a {} MiB object: {peak_kib} KiB",
         SIZE >> 20

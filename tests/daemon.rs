@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    describe, free_port, gitopsd_bin, sha256_file, text, GitDaemon, HttpGitServer, Repo,
+    describe, free_port, gitopsd_bin, noise, sha256_file, text, GitDaemon, HttpGitServer, Repo,
 };
 
 /// How long anything the daemon does in the background may take before a test gives up.
@@ -607,19 +607,6 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// Deterministic incompressible bytes (xorshift), so that packing takes a moment.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 #[test]

@@ -16,22 +16,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-use support::{free_port, gitopsd_bin, implementation, text, GitDaemon, Repo};
+use support::{free_port, gitopsd_bin, implementation, noise, text, GitDaemon, Repo};
 
 /// Size of the file each commit rewrites: noise, so that each revision costs this much.
 const CHANGE: usize = 256 << 10;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// Files under `dir` and their total size; packs under `objects/pack`.
 fn usage(dir: &Path) -> (usize, u64) {

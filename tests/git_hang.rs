@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    free_port, gitopsd_bin, implementation_name, text, GitDaemon, HttpGitServer, Proxy, Repo,
-    StallingServer,
+    free_port, gitopsd_bin, implementation_name, noise, text, GitDaemon, HttpGitServer, Proxy,
+    Repo, StallingServer,
 };
 
 /// The source timeout the tests configure.
@@ -36,19 +36,6 @@ fn big_repo() -> Repo {
     repo.commit("big");
     repo.push_all();
     repo
-}
-
-/// `len` bytes of deterministic noise (xorshift), which git cannot compress.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// A temp dir with a config naming one git source per `(name, url)`.

@@ -22,6 +22,7 @@
 mod both;
 pub mod azurite;
 mod daemon;
+mod data;
 mod git;
 mod http;
 pub mod kube;
@@ -40,6 +41,7 @@ use std::path::PathBuf;
 
 pub use both::{implementation, implementation_name, IMPLEMENTATION};
 pub use daemon::GitDaemon;
+pub use data::{noise, peak_rss_kib};
 pub use git::{file_url, git, git_command, git_output, BareRepo, Repo};
 pub use http::{HttpGitServer, HttpGitServerBuilder, TlsFiles};
 pub use output::{describe, sha256_file, text};
