@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::config::{KubernetesSettings, SecretRef};
+use crate::error::chain;
 
 /// How long to wait for a TCP connection (and TLS handshake) to the API server. The API
 /// server answers a GET of one object in milliseconds; a sync should not hang on a dead one.
@@ -176,21 +177,6 @@ fn transport_reason(error: &kube::Error) -> String {
     } else {
         text
     }
-}
-
-/// An error and its causes, `: `-joined, with repeated texts left out (kube and hyper often
-/// repeat their cause inside their own message).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&dyn std::error::Error> = Some(error);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod error;
 pub mod escape;
 pub mod reconcile;
 pub mod render;

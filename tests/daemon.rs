@@ -462,6 +462,112 @@ fn reconcile_subcommand_makes_the_daemon_fetch_a_new_commit() {
     });
 }
 
+/// The source `namespace/name` in a status document.
+fn source_in<'a>(status: &'a Value, namespace: &str, name: &str) -> Option<&'a Value> {
+    status["sources"]
+        .as_array()?
+        .iter()
+        .find(|s| s["namespace"] == namespace && s["name"] == name)
+}
+
+#[test]
+fn reconcile_wakes_only_the_configuration_in_the_namespace_asked_for() {
+    // Two configurations named `web`, in namespaces blue and green, each following its own
+    // repository at an hour's interval: only a trigger explains a second fetch.
+    let blue = app_repo();
+    let green = app_repo();
+    let configuration = |namespace: &str, url: &str| {
+        format!(
+            r#"  - name: web
+    namespace: {namespace}
+    source: {{ kind: git, url: "{url}", ref: {{ branch: main }}, interval: 1h }}
+    kustomizations:
+      - {{ name: app, path: ./app }}
+"#
+        )
+    };
+    let setup = Setup::new(&format!(
+        "{}{}",
+        configuration("blue", &blue.bare().file_url()),
+        configuration("green", &green.bare().file_url())
+    ));
+    let mut daemon = setup.start();
+    daemon.wait_ready();
+    let first = |repo: &Repo| format!("main@sha1:{}", repo.head());
+    let (blue_first, green_first) = (first(&blue), first(&green));
+    let fetches = |st: &Value, namespace: &str| {
+        source_in(st, namespace, "web").and_then(|s| s["metrics"]["fetchesTotal"].as_u64())
+    };
+    let before = daemon.wait_status("both first revisions", |st| {
+        let synced = |namespace: &str, revision: &str| {
+            source_in(st, namespace, "web").is_some_and(|s| s["revision"] == revision)
+        };
+        (synced("blue", &blue_first) && synced("green", &green_first)).then(|| st.clone())
+    });
+    for repo in [&blue, &green] {
+        repo.write("app/configmap.yaml", configmap("changed"));
+        repo.commit("second");
+        repo.push_all();
+    }
+    let blue_second = format!("main@sha1:{}", blue.head());
+    let green_second = format!("main@sha1:{}", green.head());
+    let server = setup.server();
+
+    // A bare name that both namespaces use is refused, naming the way out.
+    let output = setup.client(&["reconcile", "web", "--server", &server]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    for word in ["web", "blue", "green", "NAMESPACE/NAME"] {
+        assert!(stderr.contains(word), "{word}\n{}", describe(&output));
+    }
+
+    let output = setup.client(&["reconcile", "blue/web", "--server", &server]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        text(&output.stdout).contains("reconcile of blue/web requested"),
+        "{}",
+        describe(&output)
+    );
+    daemon.wait_status("blue's new revision after its reconcile", |st| {
+        (source_in(st, "blue", "web")?["revision"] == blue_second.as_str()).then_some(())
+    });
+    let after = daemon.status();
+    let green_now = source_in(&after, "green", "web").expect("green/web in the status");
+    assert_eq!(green_now["revision"], green_first.as_str(), "{after:#}");
+    assert_eq!(
+        fetches(&after, "green"),
+        fetches(&before, "green"),
+        "{after:#}"
+    );
+    assert_eq!(
+        green_now["lastAttemptTime"],
+        source_in(&before, "green", "web").unwrap()["lastAttemptTime"],
+        "{after:#}"
+    );
+
+    // --namespace picks the other one.
+    let output = setup.client(&[
+        "reconcile",
+        "web",
+        "--namespace",
+        "green",
+        "--server",
+        &server,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    daemon.wait_status("green's new revision after its reconcile", |st| {
+        (source_in(st, "green", "web")?["revision"] == green_second.as_str()).then_some(())
+    });
+
+    let output = setup.client(&["reconcile", "red/web", "--server", &server]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    assert!(
+        text(&output.stderr).contains("no configuration named web in namespace red"),
+        "{}",
+        describe(&output)
+    );
+}
+
 #[test]
 fn reconcile_of_an_unknown_name_fails_with_a_message() {
     let repo = app_repo();

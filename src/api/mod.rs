@@ -7,7 +7,7 @@ pub mod auth;
 mod metrics;
 pub mod server;
 
-use crate::reconcile::Engine;
+use crate::reconcile::{Engine, Trigger};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -45,6 +45,7 @@ pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/api/v1/status", get(status))
         .route("/api/v1/reconcile/{name}", post(reconcile))
+        .route("/api/v1/reconcile/{namespace}/{name}", post(reconcile_in))
         .route("/artifacts/{*path}", get(artifact))
         .with_state(engine)
         .layer(axum::middleware::from_fn_with_state(
@@ -141,20 +142,55 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     }
 }
 
+/// `POST /api/v1/reconcile/<name>`: the only configuration with that name.
 async fn reconcile(State(engine): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Response {
-    if engine.trigger(&name) {
-        (
-            StatusCode::ACCEPTED,
-            format!("reconcile of {} requested\n", crate::escape::control(&name)),
+    reconcile_answer(&engine, None, &name)
+}
+
+/// `POST /api/v1/reconcile/<namespace>/<name>`.
+async fn reconcile_in(
+    State(engine): State<Arc<Engine>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+) -> Response {
+    reconcile_answer(&engine, Some(&namespace), &name)
+}
+
+fn reconcile_answer(engine: &Engine, namespace: Option<&str>, name: &str) -> Response {
+    // Names come percent-decoded from the URL: `%0a` must not end the line.
+    let shown = |text: &str| crate::escape::control(text).into_owned();
+    match engine.trigger(namespace, name) {
+        Trigger::Requested(found) => {
+            let text = match namespace {
+                Some(ns) => format!("reconcile of {}/{} requested\n", shown(ns), shown(name)),
+                None => format!(
+                    "reconcile of {} requested (namespace {})\n",
+                    shown(name),
+                    shown(&found)
+                ),
+            };
+            (StatusCode::ACCEPTED, text).into_response()
+        }
+        Trigger::NotFound => {
+            let text = match namespace {
+                None => format!("no configuration named {}\n", shown(name)),
+                Some(ns) => format!(
+                    "no configuration named {} in namespace {}\n",
+                    shown(name),
+                    shown(ns)
+                ),
+            };
+            (StatusCode::NOT_FOUND, text).into_response()
+        }
+        Trigger::Ambiguous(namespaces) => (
+            StatusCode::CONFLICT,
+            format!(
+                "several configurations are named {} (in namespaces {}); name one as \
+                 NAMESPACE/NAME\n",
+                shown(name),
+                namespaces.join(", ")
+            ),
         )
-            .into_response()
-    } else {
-        // The name comes percent-decoded from the URL: `%0a` must not end the line.
-        (
-            StatusCode::NOT_FOUND,
-            format!("no configuration named {}\n", crate::escape::control(&name)),
-        )
-            .into_response()
+            .into_response(),
     }
 }
 

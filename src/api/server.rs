@@ -113,12 +113,7 @@ pub async fn serve(
                     if let Err(err) = result {
                         // Header timeouts, stalls, resets, malformed requests: the client's
                         // problem, hence only debug. hyper's message leaves out the cause.
-                        let mut message = err.to_string();
-                        let mut cause = std::error::Error::source(&err);
-                        while let Some(inner) = cause {
-                            message = format!("{message}: {inner}");
-                            cause = inner.source();
-                        }
+                        let message = crate::error::chain(&err);
                         tracing::debug!(error = %message, "API connection ended with an error");
                     }
                 }

@@ -127,9 +127,26 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn reconcile(args: &ServerArgs, name: &str) -> anyhow::Result<i32> {
+/// `name` is NAME or NAMESPACE/NAME; the daemon refuses a bare name that several namespaces
+/// use, and says so.
+pub fn reconcile(args: &ServerArgs, name: &str, namespace: Option<&str>) -> anyhow::Result<i32> {
+    let path = match (name.split_once('/'), namespace) {
+        (None, None) => name.to_string(),
+        (None, Some(ns)) => format!("{ns}/{name}"),
+        (Some((ns, n)), None) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => {
+            format!("{ns}/{n}")
+        }
+        (Some(_), None) => bail!(
+            "invalid configuration {}: expected NAME or NAMESPACE/NAME",
+            escape::control(name)
+        ),
+        (Some(_), Some(_)) => bail!(
+            "{} already names a namespace; drop --namespace or give NAME alone",
+            escape::control(name)
+        ),
+    };
     let daemon = Daemon::locate(args)?;
-    let url = format!("{}/api/v1/reconcile/{name}", daemon.base_url);
+    let url = format!("{}/api/v1/reconcile/{path}", daemon.base_url);
     let text = answer(
         &url,
         daemon.authorize(Daemon::agent().post(&url)).send_empty(),

@@ -67,8 +67,12 @@ pub enum Command {
     },
     /// Ask the running daemon to sync a configuration now.
     Reconcile {
-        /// The configuration's name.
+        /// The configuration: NAME when no other namespace has one of that name, else
+        /// NAMESPACE/NAME.
         name: String,
+        /// The configuration's namespace, when several share the name.
+        #[arg(short, long)]
+        namespace: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -120,7 +124,11 @@ pub fn main(cli: Cli) -> i32 {
         } => run::run(&config, once, output),
         Command::Check { config } => check::check(&config),
         Command::Status { server, output } => client::status(&server, output),
-        Command::Reconcile { name, server } => client::reconcile(&server, &name),
+        Command::Reconcile {
+            name,
+            namespace,
+            server,
+        } => client::reconcile(&server, &name, namespace.as_deref()),
         Command::Bench(args) => bench::bench(&args),
         Command::ShowKey {
             name,

@@ -37,6 +37,8 @@ pub struct Engine {
     renderer: OnceLock<Result<Arc<Renderer>, String>>,
     /// What the kernel offers to confine builds, probed once at start.
     sandbox: SandboxSupport,
+    /// One per configuration, by `<namespace>/<name>`: a name alone may be in several
+    /// namespaces, and a request for one must not wake the other.
     triggers: HashMap<String, Arc<Notify>>,
     /// One per configuration, held by a fetch's blocking job for as long as it runs, also
     /// after its timeout: a fetch abandoned on a stuck connection winds down on its own (see
@@ -48,6 +50,16 @@ pub struct Engine {
     /// Size in bytes of each git source's cache repository (by `<namespace>/<name>`), for
     /// `/metrics`; measured after every fetch.
     cache_bytes: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+/// What [`Engine::trigger`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// The configuration will sync now; this is its namespace.
+    Requested(String),
+    NotFound,
+    /// The bare name is in each of these namespaces; nothing was triggered.
+    Ambiguous(Vec<String>),
 }
 
 /// The result of one pass (`run --once -o json`).
@@ -155,7 +167,7 @@ impl Engine {
         let triggers = settings
             .configurations
             .iter()
-            .map(|c| (c.name.clone(), Arc::new(Notify::new())))
+            .map(|c| (source_key(c), Arc::new(Notify::new())))
             .collect();
         let permits = settings.max_concurrent_fetches.max(1);
         let sandbox = SandboxSupport::detect();
@@ -207,14 +219,26 @@ impl Engine {
             .clone()
     }
 
-    /// Ask the configuration (by name) to sync now. False when no such configuration.
-    pub fn trigger(&self, name: &str) -> bool {
-        match self.triggers.get(name) {
-            Some(n) => {
-                n.notify_one();
-                true
-            }
-            None => false,
+    /// Ask a configuration to sync now: the one named `name` in `namespace`, or, without a
+    /// namespace, the only one named `name` in any namespace.
+    pub fn trigger(&self, namespace: Option<&str>, name: &str) -> Trigger {
+        let namespaces: Vec<&str> = self
+            .settings
+            .configurations
+            .iter()
+            .filter(|c| c.name == name && namespace.is_none_or(|ns| c.namespace == ns))
+            .map(|c| c.namespace.as_str())
+            .collect();
+        match namespaces.as_slice() {
+            [] => Trigger::NotFound,
+            [ns] => match self.triggers.get(&format!("{ns}/{name}")) {
+                Some(n) => {
+                    n.notify_one();
+                    Trigger::Requested(ns.to_string())
+                }
+                None => Trigger::NotFound,
+            },
+            several => Trigger::Ambiguous(several.iter().map(|ns| ns.to_string()).collect()),
         }
     }
 
@@ -305,7 +329,12 @@ impl Engine {
 
     async fn configuration_loop(self: Arc<Self>, idx: usize, mut shutdown: watch::Receiver<bool>) {
         let c = &self.settings.configurations[idx];
-        let trigger = self.triggers[&c.name].clone();
+        // Every configuration has one (see `new`); a missing one would only lose the trigger.
+        let trigger = self
+            .triggers
+            .get(&source_key(c))
+            .cloned()
+            .unwrap_or_default();
         let now = Instant::now();
         let mut source_due = now;
         let mut source_failures = 0u32;

@@ -350,7 +350,7 @@ impl AzureBlobSource {
             } => {
                 let http = ReqwestConnector::default()
                     .connect(&options)
-                    .map_err(|e| self.fail(error_chain_text(&e)))?;
+                    .map_err(|e| self.fail(crate::error::chain(&e)))?;
                 builder.with_credentials(Arc::new(ClientCertificateCredential::new(
                     &authority_host,
                     &tenant_id,
@@ -374,7 +374,7 @@ impl AzureBlobSource {
         let store = builder
             .with_client_options(options)
             .build()
-            .map_err(|e| self.fail(format!("invalid settings: {}", error_chain_text(&e))))?;
+            .map_err(|e| self.fail(format!("invalid settings: {}", crate::error::chain(&e))))?;
         Ok(Arc::new(store))
     }
 
@@ -509,20 +509,6 @@ impl SecretDir {
     }
 }
 
-/// Every message in an error's source chain, deduplicated, joined with `: `.
-pub fn error_chain_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
-}
-
 /// ` : <error>: <first line of error_description>` from an Entra ID error body, or nothing.
 pub fn aad_error_detail(body: &serde_json::Value) -> String {
     let code = body["error"].as_str().unwrap_or_default();
@@ -589,7 +575,7 @@ fn explain(error: &object_store::Error, credential: &str, token_endpoint: &str) 
         }
         current = e.source();
     }
-    let text = error_chain_text(error);
+    let text = crate::error::chain(error);
     let token_request = text.contains("token request") || text.contains("Token request");
     if let Some((status, body)) = status_and_body(&text) {
         let json_start = body.find('{').unwrap_or(body.len());
@@ -625,7 +611,7 @@ fn explain(error: &object_store::Error, credential: &str, token_endpoint: &str) 
             format!("the token endpoint {token_endpoint}")
         };
         let detail = std::error::Error::source(http)
-            .map(error_chain_text)
+            .map(crate::error::chain)
             .unwrap_or_else(|| http.to_string());
         let hint = if detail.contains("certificate") {
             " (if the server's CA is private, give it as caFile)"

@@ -184,7 +184,7 @@ impl BucketSource {
         let store = builder.build().map_err(|e| {
             self.fail(format!(
                 "invalid client settings: {}",
-                objects_error_text(&e)
+                crate::error::chain(&e)
             ))
         })?;
         Ok(Arc::new(store))
@@ -213,20 +213,6 @@ impl BucketSource {
 fn read_key_file(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
     Ok(String::from_utf8_lossy(&bytes).trim().to_string())
-}
-
-/// Every message in an error's source chain, deduplicated, joined with `: `.
-fn objects_error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(error);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 /// The text of an XML element of an S3 error body.
@@ -267,7 +253,7 @@ fn transport_cause(error: &(dyn std::error::Error + 'static)) -> String {
 /// The reasoning behind [`BucketSource::explain`]: S3's error code first, then the status,
 /// then the transport. Request URLs are left out (they only repeat the endpoint and key).
 fn explain(error: &object_store::Error, credential: &str) -> String {
-    let text = objects_error_text(error);
+    let text = crate::error::chain(error);
     if let Some(code) = xml_tag(&text, "Code") {
         let message = xml_tag(&text, "Message").unwrap_or_default();
         return match code {

@@ -269,7 +269,7 @@ impl ClientCertificateCredential {
             TokenError(format!(
                 "cannot reach the token endpoint {}: {}",
                 self.token_url,
-                super::error_chain_text(&e)
+                crate::error::chain(&e)
             ))
         })?;
         let status = response.status();

@@ -631,19 +631,15 @@ fn network_error(url: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
     format!("cannot fetch from {}: {reason}", refs::redact_url(url))
 }
 
-/// An error and its causes on one line, each distinct message once.
+/// An error and its causes on one line, as [`crate::error::chain`] joins them, but with only
+/// the first line of each message, trimmed, and blank ones left out: a status sentence stays
+/// one line even when a gix message spans several.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let msg = err.to_string();
-        let msg = msg.lines().next().unwrap_or("").trim().to_string();
-        if !msg.is_empty() && !parts.iter().any(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
+    crate::error::join(
+        crate::error::messages(e)
+            .map(|m| m.lines().next().unwrap_or("").trim().to_string())
+            .filter(|m| !m.is_empty()),
+    )
 }
 
 /// One sync's credentials, set up for gix: config overrides (bearer header, CA file, the ssh

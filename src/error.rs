@@ -1,0 +1,68 @@
+//! Error text shared by every stage.
+
+use std::error::Error;
+
+/// An error and its `source()` chain on one line, outermost first: the messages joined by
+/// `": "`, leaving out a message that an earlier one already contains verbatim (kube, hyper
+/// and object_store often repeat their cause inside their own message). For example
+/// `cannot connect: tcp connect error: Connection refused (os error 111)`.
+pub fn chain(error: &(dyn Error + 'static)) -> String {
+    join(messages(error))
+}
+
+/// Each message of the chain, outermost first, as `Display` writes it.
+pub fn messages<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = String> + 'a {
+    std::iter::successors(Some(error), |&e| e.source()).map(|e| e.to_string())
+}
+
+/// `messages` joined as [`chain`] joins them, for a caller that first reshapes each message.
+pub fn join(messages: impl IntoIterator<Item = String>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for message in messages {
+        if !parts.iter().any(|p| p.contains(&message)) {
+            parts.push(message);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        cause: Option<Box<Layer>>,
+    }
+
+    fn layers(texts: &[&'static str]) -> Layer {
+        let mut cause = None;
+        for text in texts.iter().rev() {
+            cause = Some(Box::new(Layer { text, cause }));
+        }
+        *cause.expect("at least one layer")
+    }
+
+    #[test]
+    fn joins_the_chain_outermost_first() {
+        let error = layers(&["fetch failed", "tcp connect error", "Connection refused"]);
+        assert_eq!(
+            chain(&error),
+            "fetch failed: tcp connect error: Connection refused"
+        );
+    }
+
+    #[test]
+    fn a_cause_its_parent_already_quotes_is_left_out() {
+        let error = layers(&["request failed: timed out", "timed out", "deadline"]);
+        assert_eq!(chain(&error), "request failed: timed out: deadline");
+    }
+
+    #[test]
+    fn a_single_error_is_its_message() {
+        assert_eq!(chain(&layers(&["no such bucket"])), "no such bucket");
+    }
+}
