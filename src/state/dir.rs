@@ -13,7 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -127,11 +127,9 @@ impl StateDir {
         refuse_system_directory(path)?;
         match fs::symlink_metadata(path) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .map_err(io_error)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                crate::atomic::create_private_dir(path).map_err(io_error)?
+            }
             Err(e) => return Err(io_error(e)),
         }
         // Resolve symlinks now that it exists: `/srv/state -> /var` is still `/var`.
@@ -238,10 +236,7 @@ fn clean_scratch(scratch: &Path) -> Result<(), StateDirError> {
     let marker = scratch.join(SCRATCH_MARKER);
     match fs::read_dir(scratch) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(scratch)
-                .map_err(io_error)?;
+            crate::atomic::create_private_dir(scratch).map_err(io_error)?;
         }
         Err(e) => return Err(io_error(e)),
         Ok(entries) => {
@@ -288,7 +283,7 @@ impl ScratchDir {
             std::process::id(),
             crate::atomic::unique()
         ));
-        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        crate::atomic::create_private_dir(&dir)?;
         Ok(ScratchDir(dir))
     }
 
