@@ -53,7 +53,7 @@ impl Target for DirectoryTarget {
                 source,
             }
         })?;
-        let inventory = Inventory::from_objects(&rendered.objects);
+        let inventory = Inventory::from_objects(rendered.ids());
         Ok(ApplyReport {
             applied: rendered.objects.len(),
             pruned: previous.stale(&inventory),
