@@ -100,7 +100,11 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     // dot-named temp file beside the real one, never a half-written file. One deadline for both, so that the whole stop is
     // bounded by it.
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    let _ = tokio::time::timeout_at(deadline, scheduler).await;
+    if tokio::time::timeout_at(deadline, scheduler).await.is_err() {
+        // In-flight applies end at their next safe point; statuses already changed are kept.
+        engine.abandon();
+        let _ = tokio::time::timeout(EXIT_GRACE, engine.flush()).await;
+    }
     let _ = tokio::time::timeout_at(deadline, server).await;
     tracing::info!("stopped");
     Ok(0)
@@ -141,10 +145,7 @@ fn print_report(report: &PassReport, output: Output) -> anyhow::Result<()> {
                         k.name,
                         k.objects,
                         k.revision.as_deref().unwrap_or("-"),
-                        k.target
-                            .as_ref()
-                            .map(|t| t.display().to_string())
-                            .unwrap_or_default()
+                        k.target.as_deref().unwrap_or_default()
                     ),
                 }
             }

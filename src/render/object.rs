@@ -92,7 +92,7 @@ pub struct Object {
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectsError {
     #[error("the output is not valid YAML: {0}")]
-    Syntax(#[source] serde_saphyr::Error),
+    Syntax(#[source] Box<serde_saphyr::Error>),
     #[error("document {number} is not a mapping")]
     NotAMapping { number: usize },
     #[error("document {number} has no kind or no metadata.name")]
@@ -108,7 +108,7 @@ pub(crate) fn parse_objects(yaml: &str) -> Result<Vec<Object>, ObjectsError> {
     use super::yaml::scalar_text;
     use serde_json::Value;
 
-    let documents = super::yaml::documents(yaml).map_err(ObjectsError::Syntax)?;
+    let documents = super::yaml::documents(yaml).map_err(|e| ObjectsError::Syntax(Box::new(e)))?;
     let mut objects = Vec::with_capacity(documents.len());
     for (index, value) in documents.into_iter().enumerate() {
         let number = index + 1;
