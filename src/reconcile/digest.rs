@@ -7,6 +7,10 @@
 //! the settings types, and a digest that drifts repacks every source after an upgrade.
 //! Adding a field here is a deliberate decision (it repacks every source once); secrets never
 //! go in (a rotated key must not repack), only which kind of credentials is used.
+//!
+//! Versions before this one hashed `{:?}` text, so the first poll after an upgrade finds a
+//! different digest and packs each source once more; packing is reproducible, so the artifact
+//! (path and digest) comes out the same.
 
 use crate::config::{AzureAuth, BucketCredentials, Configuration, GitReference, SecretValue};
 use serde::Serialize;

@@ -338,6 +338,92 @@ configurations:
         assert!(inputs(&state, &c, apps).is_ok());
     }
 
+    /// A cluster-like target: remembers what it was asked to prune and whether it waited.
+    #[derive(Default)]
+    struct Recording {
+        pruned: std::sync::Mutex<Vec<ObjectId>>,
+        waited: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::apply::Target for Recording {
+        async fn apply(
+            &self,
+            rendered: &Rendered,
+            _previous: &Inventory,
+            _ctx: &ApplyContext,
+        ) -> Result<ApplyReport, crate::apply::ApplyError> {
+            let inventory = Inventory::from_objects(rendered.ids());
+            Ok(ApplyReport {
+                objects: rendered
+                    .ids()
+                    .map(|id| crate::apply::ObjectResult {
+                        id: id.clone(),
+                        action: crate::apply::ObjectAction::Configured,
+                    })
+                    .collect(),
+                inventory,
+                output: None,
+            })
+        }
+
+        async fn prune(
+            &self,
+            stale: &[ObjectId],
+            _ctx: &ApplyContext,
+        ) -> Result<Vec<crate::apply::ObjectResult>, crate::apply::ApplyError> {
+            self.pruned.lock().unwrap().extend(stale.iter().cloned());
+            Ok(stale
+                .iter()
+                .map(|id| crate::apply::ObjectResult {
+                    id: id.clone(),
+                    action: crate::apply::ObjectAction::Pruned,
+                })
+                .collect())
+        }
+
+        async fn wait(
+            &self,
+            _report: &ApplyReport,
+            _ctx: &ApplyContext,
+        ) -> Result<(), crate::apply::ApplyError> {
+            self.waited.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            "recording".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn prune_and_wait_run_only_when_asked() {
+        let old = ObjectId::new("v1", "ConfigMap", "web", "old");
+        let kept = ObjectId::new("v1", "ConfigMap", "web", "kept");
+        let previous = Inventory::from_objects([&old, &kept]);
+        let rendered = Rendered::from_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: web}\n".into(),
+        )
+        .unwrap();
+        let mut ctx = ApplyContext::new(
+            Duration::from_secs(30),
+            tokio_util::sync::CancellationToken::new(),
+        );
+
+        let target = Recording::default();
+        let report = apply(&target, &rendered, &previous, &ctx).await.unwrap();
+        assert!(target.pruned.lock().unwrap().is_empty());
+        assert!(!target.waited.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(report.applied(), 1);
+
+        ctx.prune = true;
+        ctx.wait = true;
+        let report = apply(&target, &rendered, &previous, &ctx).await.unwrap();
+        assert_eq!(*target.pruned.lock().unwrap(), vec![old.clone()]);
+        assert!(target.waited.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(report.pruned(), vec![old]);
+        assert_eq!(report.inventory, Inventory::from_objects([&kept]));
+    }
+
     #[test]
     fn records_success_then_failure_keeping_the_inventory() {
         let mut ks = KustomizationStatus::default();
