@@ -141,9 +141,12 @@ pub(super) async fn reconcile(
                     };
                     apply(&target, &rendered, &previous, &ctx)
                         .await
-                        .map(|report| Applied {
-                            revision,
-                            inventory: report.inventory,
+                        .map(|report| {
+                            log_changes(&key, &report);
+                            Applied {
+                                revision,
+                                inventory: report.inventory,
+                            }
                         })
                 }
             }
@@ -196,6 +199,21 @@ async fn apply(
         target.wait(&report, ctx).await.map_err(Box::new)?;
     }
     Ok(report)
+}
+
+/// What the apply did to the objects, counted, at debug level (the `applied` line that
+/// follows says the revision and the object count at info level).
+fn log_changes(key: &str, report: &ApplyReport) {
+    use crate::apply::ObjectAction;
+    let count = |action| report.objects.iter().filter(|o| o.action == action).count();
+    tracing::debug!(
+        kustomization = %key,
+        created = count(ObjectAction::Created),
+        configured = count(ObjectAction::Configured),
+        unchanged = count(ObjectAction::Unchanged),
+        pruned = count(ObjectAction::Pruned),
+        "objects applied"
+    );
 }
 
 /// Extract and build on a blocking thread, within `deadline`.
