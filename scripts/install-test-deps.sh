@@ -143,8 +143,8 @@ else
     fi
 fi
 
-# kube-apiserver and etcd for the tests of `localAuthRef: { secret: NAME }` (tests/git_secret.rs
-# starts them through tests/support/kube.rs). Debian 12 packages neither usably (its etcd-server
+# kube-apiserver and etcd for the tests of `localAuthRef: { secret: NAME }` (tests/integration/git_secret.rs
+# starts them through tests/integration/support/kube.rs). Debian 12 packages neither usably (its etcd-server
 # is 3.4, its kubectl 1.20 and no API server), and release downloads are off limits, so both are
 # built from the Go module proxy, once, into $cache_dir/kube/<version>/.
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@...` does not work: k8s.io/kubernetes
@@ -198,7 +198,7 @@ fi
 
 # Azurite (Azure Storage emulator) for the azblob tests, from npm into the cache. Pinned: 3.35
 # is the newest release whose declared engine range still includes Debian's node 20, and its
-# OAuth "basic" checks (issuer prefix, audience, lifetime) are what tests/support/azurite.rs
+# OAuth "basic" checks (issuer prefix, audience, lifetime) are what tests/integration/support/azurite.rs
 # and token_server.rs are written against. The tests find it at $cache_dir/npm/node_modules/.bin
 # (or through GITOPSD_AZURITE_BLOB).
 azurite_version="3.35.0"

@@ -2,13 +2,11 @@
 //! what `kubectl kustomize` prints for the same directory; a failed render keeps the previous
 //! output; a dependency that failed holds back its dependents.
 
-mod support;
-
+use crate::support::{describe, free_port, gitopsd_bin, text, GitDaemon, Repo};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{describe, free_port, gitopsd_bin, text, GitDaemon, Repo};
 
 /// A state dir and a config for one source `web` reading `url`, with the given
 /// kustomizations (YAML list items, indented for the `kustomizations:` key).
@@ -86,7 +84,7 @@ fn kubectl_kustomize(dir: &Path) -> String {
 /// Extracts the files of `commit` into a new temp dir (what a checkout holds).
 fn checkout(repo: &Repo, commit: &str) -> tempfile::TempDir {
     let dest = tempfile::tempdir().unwrap();
-    let mut archive = support::git_command(repo.path());
+    let mut archive = crate::support::git_command(repo.path());
     archive.args(["archive", "--format=tar", commit]);
     let archive = archive.output().unwrap();
     assert!(archive.status.success(), "{}", describe(&archive));

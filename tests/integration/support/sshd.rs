@@ -132,10 +132,6 @@ impl SshServer {
         self.sshd.log()
     }
 
-    pub fn process_group(&self) -> u32 {
-        self.sshd.id()
-    }
-
     pub fn stop(&mut self) {
         self.sshd.stop();
     }

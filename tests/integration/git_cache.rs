@@ -4,9 +4,7 @@
 //! history `git2` brings over `file://` (it cannot fetch shallow there) does not stay. The
 //! daemon reports the cache's size in `/metrics`.
 
-#[macro_use]
-mod support;
-
+use crate::support::{free_port, gitopsd_bin, implementation, noise, text, GitDaemon, Repo};
 use gitopsd::config::GitReference;
 use gitopsd::source::git::cache::MAX_PACKS;
 use gitopsd::source::git::GitSource;
@@ -16,7 +14,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-use support::{free_port, gitopsd_bin, implementation, noise, text, GitDaemon, Repo};
 
 /// Size of the file each commit rewrites: noise, so that each revision costs this much.
 const CHANGE: usize = 256 << 10;
@@ -82,7 +79,7 @@ fn syncs_keep_the_cache_bounded(url: &str, repo: &Repo) {
         };
         assert_eq!(revision.as_str(), format!("main@sha1:{}", repo.head()));
         // The compacted cache still gives the whole snapshot.
-        let (_guard, files) = support::unpack(&snapshot, &revision);
+        let (_guard, files) = crate::support::unpack(&snapshot, &revision);
         assert_eq!(
             fs::read(files.join("blob.bin")).unwrap(),
             noise(CHANGE, if round == 0 { 5 } else { 100 + round }),

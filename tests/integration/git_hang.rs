@@ -6,18 +6,15 @@
 //!
 //! No timing asserts beyond generous bounds: every wait polls with a deadline.
 
-#[macro_use]
-mod support;
-
+use crate::support::{
+    free_port, gitopsd_bin, implementation_name, noise, text, GitDaemon, HttpGitServer, Proxy,
+    Repo, StallingServer,
+};
 use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use support::{
-    free_port, gitopsd_bin, implementation_name, noise, text, GitDaemon, HttpGitServer, Proxy,
-    Repo, StallingServer,
-};
 
 /// The source timeout the tests configure.
 const TIMEOUT_SECS: u64 = 3;
@@ -195,7 +192,7 @@ fn gix_silent_http_server_through_a_proxy() {
     let repo = Repo::new();
     let server = StallingServer::silent();
     let proxy = Proxy::start();
-    support::IMPLEMENTATION.with(|i| i.set(gitopsd::config::GitImplementation::Gix));
+    crate::support::IMPLEMENTATION.with(|i| i.set(gitopsd::config::GitImplementation::Gix));
     let env = [
         ("http_proxy", proxy.url()),
         ("no_proxy", String::new()),

@@ -5,9 +5,9 @@
 //! Mutual TLS runs on gix only: libgit2 cannot present a client certificate, and git2 refuses
 //! such a source (tested below).
 
-#[macro_use]
-mod support;
-
+use crate::support::{
+    fingerprint, implementation, keygen, HttpGitServer, Repo, SshServer, TestPki, TlsFiles,
+};
 use gitopsd::config::{GitImplementation, GitReference};
 use gitopsd::source::git::auth::{GitAuthSettings, SecretBytes, SecretSource, SourceAuth};
 use gitopsd::source::git::GitSource;
@@ -15,9 +15,6 @@ use gitopsd::source::{FetchOutcome, Source};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use support::{
-    fingerprint, implementation, keygen, HttpGitServer, Repo, SshServer, TestPki, TlsFiles,
-};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -91,7 +88,7 @@ impl Fetcher {
         fs::create_dir_all(&scratch).unwrap();
         match self.source.fetch(None, scratch, &AtomicBool::new(false)) {
             Ok(FetchOutcome::Fetched { revision, snapshot }) => {
-                let (_guard, dir) = support::unpack(&snapshot, &revision);
+                let (_guard, dir) = crate::support::unpack(&snapshot, &revision);
                 let content = fs::read_to_string(dir.join("deploy/app.yaml")).unwrap();
                 assert_eq!(content, "kind: ConfigMap\n");
                 Ok(revision.to_string())
@@ -491,7 +488,7 @@ fn both_implementations_word_ssh_failures_the_same() {
 /// rather than connecting without it.
 #[test]
 fn git2_refuses_a_client_certificate() {
-    support::IMPLEMENTATION.with(|i| i.set(GitImplementation::Git2));
+    crate::support::IMPLEMENTATION.with(|i| i.set(GitImplementation::Git2));
     let pki = TestPki::new();
     let repo = repo();
     let server = http_server(Some(&pki));
@@ -722,7 +719,7 @@ fn depth_one_over_protocol_v0() {
             cache.join("shallow").is_file(),
             "{url}: the cache is not shallow"
         );
-        let count = support::git(cache, ["rev-list", "--count", "--all"]);
+        let count = crate::support::git(cache, ["rev-list", "--count", "--all"]);
         assert_eq!(
             count.trim(),
             "1",
@@ -855,7 +852,7 @@ fn daemon_generated_key_show_key_status_and_no_secret_in_logs() {
     let http = http_server(None);
     http.serve(repo.bare());
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
+    let port = crate::support::free_port();
     fs::write(
         dir.path().join("known_hosts"),
         sshd.known_hosts_line() + "\n",
@@ -880,7 +877,7 @@ fn daemon_generated_key_show_key_status_and_no_secret_in_logs() {
     )
     .unwrap();
     let show_key = || {
-        let out = Command::new(support::gitopsd_bin())
+        let out = Command::new(crate::support::gitopsd_bin())
             .args(["show-key", "fleet", "--config"])
             .arg(&config)
             .env_remove("GITOPSD_CONFIG")
@@ -912,7 +909,7 @@ fn daemon_generated_key_show_key_status_and_no_secret_in_logs() {
             .open(&log)
             .unwrap();
         KillOnDrop(
-            Command::new(support::gitopsd_bin())
+            Command::new(crate::support::gitopsd_bin())
                 .args(["run", "--config"])
                 .arg(&config)
                 .env("GITOPSD_LOG", "debug")

@@ -1,7 +1,6 @@
 //! Integration-test harness: real git repositories and real git servers on loopback.
 //!
-//! Every integration test file pulls this in with `mod support;`. Each test binary uses a
-//! different subset, hence the `dead_code` allowance.
+//! Every test module of the one integration binary uses it through `crate::support`.
 //!
 //! - [`Repo`] builds history with the git CLI in a temp dir and mirrors it into a bare
 //!   [`BareRepo`], which is what every server serves ([`Repo::push_all`] publishes).
@@ -16,7 +15,6 @@
 //! threads and several test binaries at once. Every process the harness starts runs in a
 //! process group of its own, which is stopped (and reaped) on drop, also when a test panics; a
 //! watchdog kills the group should the test process die without unwinding.
-#![allow(dead_code, unused_imports, unused_macros)]
 
 #[macro_use]
 mod both;
@@ -42,10 +40,10 @@ use std::path::PathBuf;
 pub use both::{implementation, implementation_name, IMPLEMENTATION};
 pub use daemon::GitDaemon;
 pub use data::{noise, peak_rss_kib};
-pub use git::{file_url, git, git_command, git_output, BareRepo, Repo};
-pub use http::{HttpGitServer, HttpGitServerBuilder, TlsFiles};
+pub use git::{file_url, git, git_command, git_output, Repo};
+pub use http::{HttpGitServer, TlsFiles};
 pub use output::{describe, sha256_file, text};
-pub use process::{free_port, port_in_use, ServerProcess};
+pub use process::{free_port, port_in_use};
 pub use proxy::Proxy;
 pub use snapshot::unpack;
 pub use sshd::{fingerprint, keygen, SshServer};

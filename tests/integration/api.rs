@@ -7,8 +7,7 @@
 //! 0.0.0.0 but connects to 127.0.0.1). Nothing asserts how long something took: waits poll
 //! with generous deadlines; "no answer yet" checks can only pass spuriously, never fail.
 
-mod support;
-
+use crate::support::{describe, free_port, gitopsd_bin, noise, text, Repo};
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -16,7 +15,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{describe, free_port, gitopsd_bin, noise, text, Repo};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);

@@ -97,10 +97,6 @@ impl StallingServer {
         }
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `git://127.0.0.1:PORT/<name>.git`.
     pub fn git_url(&self, bare: &BareRepo) -> String {
         format!("git://127.0.0.1:{}/{}.git", self.port, bare.name())

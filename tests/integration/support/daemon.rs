@@ -20,7 +20,7 @@ pub struct GitDaemon {
     process: ServerProcess,
     port: u16,
     base: PathBuf,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl GitDaemon {
@@ -40,7 +40,7 @@ impl GitDaemon {
             process,
             port,
             base,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -75,11 +75,6 @@ impl GitDaemon {
     /// The process group the daemon and its children run in.
     pub fn process_group(&self) -> u32 {
         self.process.id()
-    }
-
-    /// The daemon's stderr so far (it logs with `--verbose`).
-    pub fn log(&self) -> String {
-        self.process.log()
     }
 
     /// Stops the daemon and everything it started. Also done on drop.

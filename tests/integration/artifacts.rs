@@ -2,14 +2,12 @@
 //! entries Flux's ignore rules leave in, normalised headers, GC of old artifacts, and
 //! publishing into a directory.
 
-mod support;
-
+use crate::support::{describe, free_port, gitopsd_bin, peak_rss_kib, sha256_file, text, Repo};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support::{describe, free_port, gitopsd_bin, peak_rss_kib, sha256_file, text, Repo};
 
 /// A state dir and a config for one git source `web` (namespace `default`) reading `url`.
 /// `extra` is appended to the source's mapping (indented YAML lines).
@@ -117,7 +115,7 @@ fn artifact_listing(artifact: &Path) -> BTreeSet<String> {
 
 /// `git archive --format=tar <commit>` as bytes.
 fn git_archive(repo: &Repo, commit: &str) -> Vec<u8> {
-    let mut command = support::git_command(repo.path());
+    let mut command = crate::support::git_command(repo.path());
     command.args(["archive", "--format=tar", commit]);
     checked(command)
 }
@@ -602,7 +600,7 @@ fn a_large_file_is_packed_with_flat_memory() {
     let commit = repo.commit("a large file");
     repo.push_all();
     std::fs::remove_file(&big).unwrap();
-    let (_daemon, url) = support::GitDaemon::serving(repo.bare());
+    let (_daemon, url) = crate::support::GitDaemon::serving(repo.bare());
 
     let setup = Setup::new(&url, "      gitImplementation: git2\n");
     let mut command = Command::new(gitopsd_bin());

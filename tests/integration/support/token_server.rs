@@ -42,7 +42,6 @@ struct Registry {
 /// The running server; stops on drop.
 pub struct TokenServer {
     port: u16,
-    tenant: String,
     registry: Arc<Mutex<Registry>>,
     issued: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<String>>>,
@@ -65,7 +64,6 @@ impl TokenServer {
         let signing_key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
         let server = TokenServer {
             port,
-            tenant: tenant.to_string(),
             registry: Arc::default(),
             issued: Arc::default(),
             requests: Arc::default(),
@@ -112,10 +110,6 @@ impl TokenServer {
     /// The managed-identity endpoint.
     pub fn msi_endpoint(&self) -> String {
         format!("https://127.0.0.1:{}/msi/token", self.port)
-    }
-
-    pub fn tenant(&self) -> &str {
-        &self.tenant
     }
 
     pub fn register_secret(&self, client_id: &str, secret: &str) {

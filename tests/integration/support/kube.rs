@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use tempfile::TempDir;
 
@@ -231,13 +231,6 @@ impl KubeCluster {
             .unwrap_or_else(|e| panic!("apply Secret {namespace}/{name}: {e}"));
     }
 
-    pub fn delete_secret(&self, namespace: &str, name: &str) {
-        let api: Api<Secret> = Api::namespaced(self.admin.clone(), namespace);
-        self.runtime
-            .block_on(api.delete(name, &DeleteParams::default()))
-            .unwrap_or_else(|e| panic!("delete Secret {namespace}/{name}: {e}"));
-    }
-
     /// Stops the API server (etcd keeps running): the cluster is down for its clients.
     pub fn stop_apiserver(&mut self) {
         if let Some(mut apiserver) = self.apiserver.take() {
@@ -245,17 +238,6 @@ impl KubeCluster {
         }
     }
 
-    /// Both servers' logs, for failure messages.
-    pub fn logs(&self) -> String {
-        format!(
-            "--- kube-apiserver ---\n{}\n--- etcd ---\n{}",
-            self.apiserver
-                .as_ref()
-                .map(ServerProcess::log)
-                .unwrap_or_default(),
-            self.etcd.log()
-        )
-    }
 }
 
 impl Drop for KubeCluster {

@@ -8,16 +8,13 @@
 //! as one sentence naming the source URL and the cause, and no secret value (passwords, the
 //! SSH key, the kubeconfig's tokens) may appear in stdout, stderr or the state file.
 
-#[macro_use]
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::kube::{KubeCluster, ADMIN_TOKEN, LIMITED_TOKEN, LIMITED_USER};
-use support::{keygen, HttpGitServer, Repo, SshServer};
+use crate::support::kube::{KubeCluster, ADMIN_TOKEN, LIMITED_TOKEN, LIMITED_USER};
+use crate::support::{keygen, HttpGitServer, Repo, SshServer};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word-from-k8s";
@@ -129,7 +126,7 @@ impl Gitopsd {
     fn new(kubeconfig: &Path, namespace: &str, source: &str) -> Gitopsd {
         let dir = tempfile::tempdir().unwrap();
         fs::copy(kubeconfig, dir.path().join("kubeconfig")).unwrap();
-        let port = support::free_port();
+        let port = crate::support::free_port();
         let config = dir.path().join("gitopsd.yaml");
         fs::write(
             &config,
@@ -141,7 +138,7 @@ impl Gitopsd {
                  \x20 - name: fleet\n\
                  \x20   namespace: {namespace}\n\
                  \x20   source: {{ {source}, gitImplementation: {}, interval: 1h }}\n",
-                support::implementation_name()
+                crate::support::implementation_name()
             ),
         )
         .unwrap();
@@ -157,7 +154,7 @@ impl Gitopsd {
     }
 
     fn run_once(&self) -> Once {
-        let out = Command::new(support::gitopsd_bin())
+        let out = Command::new(crate::support::gitopsd_bin())
             .args(["run", "--once", "-o", "json", "--config"])
             .arg(&self.config)
             .env("GITOPSD_LOG", "debug")
@@ -272,7 +269,7 @@ fn rotated_secret_is_used_at_the_next_sync_without_a_restart() {
     let log = gitopsd.dir.path().join("gitopsd.log");
     let out = fs::File::create(&log).unwrap();
     let daemon = KillOnDrop(
-        Command::new(support::gitopsd_bin())
+        Command::new(crate::support::gitopsd_bin())
             .args(["run", "--config"])
             .arg(&gitopsd.config)
             .env("GITOPSD_LOG", "debug")
@@ -420,7 +417,7 @@ fn missing_secret_forbidden_user_and_unreachable_apiserver_fail_cleanly() {
 
     // An API server that does not answer: the kubeconfig points at a port nobody listens on.
     let gitopsd = Gitopsd::new(&cluster.admin_kubeconfig(), &namespace, &source);
-    let dead_port = support::free_port();
+    let dead_port = crate::support::free_port();
     let kubeconfig = fs::read_to_string(gitopsd.kubeconfig()).unwrap().replace(
         &format!("127.0.0.1:{}", cluster.port()),
         &format!("127.0.0.1:{dead_port}"),
@@ -443,7 +440,7 @@ fn missing_secret_forbidden_user_and_unreachable_apiserver_fail_cleanly() {
 /// own, since it gets stopped.
 #[test]
 fn apiserver_going_down_keeps_the_last_artifact() {
-    support::IMPLEMENTATION.with(|i| i.set(gitopsd::config::GitImplementation::Gix));
+    crate::support::IMPLEMENTATION.with(|i| i.set(gitopsd::config::GitImplementation::Gix));
     let mut cluster = KubeCluster::start();
     let repo = repo();
     let (_server, url) = basic_auth_server(&repo);
@@ -487,7 +484,7 @@ fn check_rejects_a_secret_without_a_cluster() {
         "configurations:\n  - name: fleet\n    source:\n      kind: git\n      url: https://example.com/fleet\n      localAuthRef: { secret: git-auth }\n",
     )
     .unwrap();
-    let out = Command::new(support::gitopsd_bin())
+    let out = Command::new(crate::support::gitopsd_bin())
         .args(["check", "--config"])
         .arg(&config)
         .env_remove("GITOPSD_CONFIG")

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ClientOptions, ObjectStore};
 use tempfile::TempDir;
 
 pub use super::objects::block_on;
@@ -58,10 +57,9 @@ pub struct Seaweed {
     s3_port: u16,
     https_port: Option<u16>,
     metrics_port: u16,
-    ca_pem: Option<PathBuf>,
     /// gRPC sockets weed puts in /tmp whatever TMPDIR says; removed on drop.
     tmp_sockets: Vec<PathBuf>,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Drop for Seaweed {
@@ -112,9 +110,8 @@ impl Seaweed {
             s3_port: ports.s3,
             https_port: ports.https,
             metrics_port: ports.metrics,
-            ca_pem: ca.map(TestPki::ca_cert),
             tmp_sockets,
-            dir,
+            _dir: dir,
         };
         server.wait_for_buckets(&all);
         server
@@ -133,16 +130,8 @@ impl Seaweed {
         )
     }
 
-    pub fn ca_pem(&self) -> Option<&Path> {
-        self.ca_pem.as_deref()
-    }
-
     pub fn log(&self) -> String {
         self.process.log()
-    }
-
-    pub fn stop(&mut self) {
-        self.process.stop();
     }
 
     /// An object store on `bucket` signed as the admin identity (for setting tests up).

@@ -1,14 +1,12 @@
 //! Smoke tests of the test harness itself: every server really serves git, and every process
 //! it starts is gone after the server is dropped.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::thread;
 
-use support::{file_url, git, git_command, git_output, GitDaemon, HttpGitServer, Repo};
+use crate::support::{file_url, git, git_command, git_output, GitDaemon, HttpGitServer, Repo};
 
 /// A repository with two commits on main and a lightweight and an annotated tag, published
 /// to its bare mirror.
@@ -304,6 +302,6 @@ fn a_panicking_test_still_stops_its_servers() {
 
 #[test]
 fn gitopsd_binary_is_built() {
-    let bin = support::gitopsd_bin();
+    let bin = crate::support::gitopsd_bin();
     assert!(bin.is_file(), "{}", bin.display());
 }

@@ -25,13 +25,14 @@ const REQUEST_MARK: &str = "]: Request (file descriptor ";
 /// A running tinyproxy; stopped (its whole process group) on drop.
 #[derive(Debug)]
 pub struct Proxy {
-    process: ServerProcess,
+    /// Held for its drop, which stops tinyproxy.
+    _process: ServerProcess,
     port: u16,
     log: PathBuf,
     /// The log's length once the readiness probe was answered: requests before it were the
     /// harness's own.
     ready_at: u64,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Proxy {
@@ -92,16 +93,12 @@ impl Proxy {
             Ok((process, port, ready_at))
         });
         Proxy {
-            process,
+            _process: process,
             port,
             log,
             ready_at,
-            dir,
+            _dir: dir,
         }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -157,13 +154,6 @@ impl Proxy {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn process_group(&self) -> u32 {
-        self.process.id()
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 /// The binary: Debian's tinyproxy-bin puts it in /usr/bin.

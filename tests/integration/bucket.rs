@@ -9,25 +9,23 @@
 //! unchanged" test calls the library so that it can compare SeaweedFS's request counters
 //! around exactly one fetch.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use crate::support::seaweed::{
+    Seaweed, ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY, PUBLIC_BUCKET, READER_ACCESS_KEY,
+    READER_SECRET_KEY,
+};
+use crate::support::TestPki;
+use crate::support::{describe, free_port, gitopsd_bin, peak_rss_kib, text};
 use gitopsd::config::{BucketCredentials, BucketSettings, Secret, SecretValue};
 use gitopsd::source::bucket::BucketSource;
 use gitopsd::source::{FetchOutcome, Revision, Snapshot, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::seaweed::{
-    Seaweed, ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY, PUBLIC_BUCKET, READER_ACCESS_KEY,
-    READER_SECRET_KEY,
-};
-use support::TestPki;
-use support::{describe, free_port, gitopsd_bin, peak_rss_kib, text};
 
 /// The fixture: what a fleet bucket holds. `.sourceignore` drops `notes/`; the sources below
 /// add `ignore: "*.bak"`.
@@ -831,7 +829,7 @@ fn objects_that_change_or_vanish_during_the_download_are_handled_as_flux_does() 
             (
                 "GET /fleet/apps/a.yaml ".to_string(),
                 Box::new(move || {
-                    support::seaweed::block_on(changer.put(
+                    crate::support::seaweed::block_on(changer.put(
                         &object_store::path::Path::from("apps/a.yaml"),
                         PutPayload::from_static(b"a: 2, changed during the sync\n"),
                     ))
@@ -841,7 +839,7 @@ fn objects_that_change_or_vanish_during_the_download_are_handled_as_flux_does() 
             (
                 "GET /fleet/apps/b.yaml ".to_string(),
                 Box::new(move || {
-                    support::seaweed::block_on(
+                    crate::support::seaweed::block_on(
                         deleter.delete(&object_store::path::Path::from("apps/b.yaml")),
                     )
                     .unwrap();
@@ -886,7 +884,7 @@ fn objects_that_change_or_vanish_during_the_download_are_handled_as_flux_does() 
 /// is what the next run uses, and a Secret without a key is named in the error.
 #[test]
 fn keys_from_a_kubernetes_secret_are_read_at_every_sync() {
-    let cluster = support::kube::KubeCluster::shared();
+    let cluster = crate::support::kube::KubeCluster::shared();
     let seaweed = Seaweed::start(&["fleet"]);
     seaweed.put("fleet", FLEET);
     let namespace = cluster.create_namespace("bucket");
@@ -940,7 +938,7 @@ fn keys_from_a_kubernetes_secret_are_read_at_every_sync() {
     assert_eq!(revision, expected_revision(FLEET, FLEET_PACKED));
     let leaks = [
         READER_SECRET_KEY,
-        support::kube::ADMIN_TOKEN,
+        crate::support::kube::ADMIN_TOKEN,
         "not-the-secret-key",
     ];
     assert!(

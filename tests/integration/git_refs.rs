@@ -1,14 +1,12 @@
 //! Every ref kind, semver rule and revision string, over file://, git:// and smart HTTP,
 //! against real repositories built with the git CLI and real servers.
 
-mod support;
-
+use crate::support::{git, GitDaemon, HttpGitServer, Repo};
 use gitopsd::config::{GitImplementation, GitReference};
 use gitopsd::source::git::GitSource;
 use gitopsd::source::{FetchOutcome, Revision, Source};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use support::{git, GitDaemon, HttpGitServer, Repo};
 
 /// The shas of the fixture's commits, in order.
 struct History {
@@ -110,7 +108,7 @@ impl Fetcher {
     fn fetched(&self) -> (Revision, (tempfile::TempDir, PathBuf)) {
         match self.fetch(None) {
             Ok(FetchOutcome::Fetched { revision, snapshot }) => {
-                let files = support::unpack(&snapshot, &revision);
+                let files = crate::support::unpack(&snapshot, &revision);
                 (revision, files)
             }
             other => panic!("expected a fetch, got {other:?}"),
@@ -449,7 +447,7 @@ fn missing_refs_say_which_ref_and_url() {
 #[test]
 fn unreachable_server_and_non_repository_are_clear_errors() {
     for imp in IMPLEMENTATIONS {
-        let port = support::free_port();
+        let port = crate::support::free_port();
         let url = format!("git://127.0.0.1:{port}/repo.git");
         let e = fetch_error(&url, GitReference::Branch("main".into()), imp);
         assert!(e.contains(&url) && e.contains("branch 'main'"), "{e}");

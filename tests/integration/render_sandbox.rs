@@ -4,12 +4,10 @@
 //! on the namespace fallback; an overlay still reads `../common/...`; `render.sandbox: none`
 //! is the explicit opt-out; `render.remoteBases: false` refuses remote bases.
 
-mod support;
-
+use crate::support::{describe, free_port, gitopsd_bin, text, HttpGitServer, Repo};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::{describe, free_port, gitopsd_bin, text, HttpGitServer, Repo};
 
 /// In the file the "absolute path" cases read, and in the sibling's key.
 const ABSOLUTE_MARKER: &str = "absolute-path-secret-4f1c";

@@ -226,13 +226,6 @@ impl HttpGitServer {
         *old = password.to_string();
     }
 
-    /// The user and password of basic auth, if configured.
-    pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.basic_auth
-            .as_ref()
-            .map(|(user, password)| (user.as_str(), password.as_str()))
-    }
-
     /// `https://127.0.0.1:TLS_PORT`; panics unless built with [`HttpGitServerBuilder::tls`].
     pub fn https_base_url(&self) -> String {
         format!(

@@ -10,19 +10,16 @@
 //! in the child's environment only (the tests run in parallel threads of one process), after
 //! every inherited proxy variable was removed.
 
-#[macro_use]
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
-use support::azurite::Azurite;
-use support::seaweed::{Seaweed, ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY};
-use support::{
+use crate::support::azurite::Azurite;
+use crate::support::seaweed::{Seaweed, ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY};
+use crate::support::{
     describe, free_port, gitopsd_bin, text, HttpGitServer, Proxy, Repo, TestPki, TlsFiles,
 };
+use serde_json::Value;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -169,7 +166,7 @@ fn assert_failed(report: &Value, name: &str, output: &Output, secrets: &[&str]) 
 /// read): on gix every request of the sync is forwarded. libgit2 cannot send http:// through
 /// a proxy (it would go around it), so git2 refuses with one sentence saying so.
 fn http_url_is_forwarded_by_the_http_proxy() {
-    let implementation = support::implementation_name();
+    let implementation = crate::support::implementation_name();
     let repo = repo();
     let server = git_server(None);
     server.serve(repo.bare());
@@ -232,7 +229,7 @@ fn http_url_is_forwarded_by_the_http_proxy() {
 /// through it. Lower-case `https_proxy` wins over upper case (as in curl): the upper-case one
 /// points at a closed port here.
 fn https_url_tunnels_through_the_https_proxy() {
-    let implementation = support::implementation_name();
+    let implementation = crate::support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -291,7 +288,7 @@ fn https_url_tunnels_through_the_https_proxy() {
 /// http:// source direct while the https:// source (another port, same host) still tunnels;
 /// a network entry (lower-case `no_proxy`) sends both direct.
 fn no_proxy_sends_matching_hosts_direct() {
-    let implementation = support::implementation_name();
+    let implementation = crate::support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -366,7 +363,7 @@ fn no_proxy_sends_matching_hosts_direct() {
 /// error: Expected HTTP/". On git2 the test therefore accepts a sync or a failure, checking
 /// that either shows no secret.
 fn proxy_credentials_are_sent_and_never_shown() {
-    let implementation = support::implementation_name();
+    let implementation = crate::support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -436,7 +433,7 @@ fn proxy_credentials_are_sent_and_never_shown() {
 /// A proxy on a closed port: one sentence naming the source URL and the proxy (without its
 /// password), no secret anywhere in the output.
 fn closed_proxy_fails_with_one_sentence_naming_source_and_proxy() {
-    let implementation = support::implementation_name();
+    let implementation = crate::support::implementation_name();
     let pki = TestPki::new();
     let repo = repo();
     let server = git_server(Some(&pki));
@@ -742,7 +739,7 @@ fn azblob_goes_through_the_proxy_and_no_proxy_bypasses_it() {
     let body = format!(
         "      kind: azblob\n      url: \"{endpoint}\"\n      containerName: fleet\n      \
          interval: 1m\n      timeout: 1m\n      accountKey: {}\n",
-        support::azurite::ACCOUNT_KEY
+        crate::support::azurite::ACCOUNT_KEY
     );
     object_store_through_the_proxy(ObjectStoreCase {
         sources: [("fleet", body)],
@@ -752,6 +749,6 @@ fn azblob_goes_through_the_proxy_and_no_proxy_bypasses_it() {
         direct_proxy_env: "HTTP_PROXY",
         no_proxy: ("NO_PROXY", format!("127.0.0.1:{}", azurite.port())),
         what: "azblob container fleet".into(),
-        secrets: &[support::azurite::ACCOUNT_KEY],
+        secrets: &[crate::support::azurite::ACCOUNT_KEY],
     });
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ClientOptions, ObjectStore};
 use tempfile::TempDir;
 
 pub use super::objects::block_on;
@@ -36,7 +36,7 @@ pub struct Azurite {
     port: u16,
     https: bool,
     ca_pem: Option<PathBuf>,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Azurite {
@@ -64,7 +64,7 @@ impl Azurite {
             port,
             https: ca.is_some(),
             ca_pem: ca.map(TestPki::ca_cert),
-            dir,
+            _dir: dir,
         }
     }
 
@@ -80,14 +80,6 @@ impl Azurite {
 
     pub fn log(&self) -> String {
         self.process.log()
-    }
-
-    pub fn process_group(&self) -> u32 {
-        self.process.id()
-    }
-
-    pub fn stop(&mut self) {
-        self.process.stop();
     }
 
     /// An object store on `container`, signed with the account key (for setting tests up).
@@ -121,10 +113,6 @@ impl Azurite {
         super::objects::put(&*self.admin(container), objects);
     }
 
-    pub fn delete(&self, container: &str, key: &str) {
-        super::objects::delete(&*self.admin(container), key);
-    }
-
     /// `(key, etag)` of every object in `container`, as listed.
     pub fn list(&self, container: &str) -> Vec<(String, String)> {
         let store = self.admin(container);
@@ -146,11 +134,6 @@ impl Azurite {
         })
     }
 
-    /// An account SAS (service-version 2020-12-06) for the blob service with `permissions`
-    /// (e.g. `rl`), valid until `expiry` (UNIX seconds).
-    pub fn account_sas(&self, permissions: &str, expiry: u64) -> String {
-        account_sas(permissions, expiry)
-    }
 }
 
 /// See [`Azurite::account_sas`].

@@ -98,10 +98,6 @@ impl ServerProcess {
         self.leader.id()
     }
 
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// What the process wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         fs::read(&self.log)

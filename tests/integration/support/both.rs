@@ -24,13 +24,13 @@ pub fn implementation_name() -> &'static str {
 }
 
 /// Each named test, once per implementation: `gix::NAME` and `git2::NAME`. Needs
-/// `#[macro_use] mod support;` in the test file.
+/// `#[macro_use] mod support;` at the crate root (tests/integration/main.rs).
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod gix {
             $(#[test]
             fn $name() {
-                super::support::IMPLEMENTATION
+                $crate::support::IMPLEMENTATION
                     .with(|i| i.set(gitopsd::config::GitImplementation::Gix));
                 super::$name();
             })*
@@ -38,7 +38,7 @@ macro_rules! on_both {
         mod git2 {
             $(#[test]
             fn $name() {
-                super::support::IMPLEMENTATION
+                $crate::support::IMPLEMENTATION
                     .with(|i| i.set(gitopsd::config::GitImplementation::Git2));
                 super::$name();
             })*

@@ -3,21 +3,19 @@
 //! listing → artifact), Flux's revision, no download when unchanged, and one clear sentence
 //! without secrets for each failure.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 
+use crate::support::azurite::{account_sas, unix_now, Azurite, ACCOUNT_KEY};
+use crate::support::token_server::TokenServer;
+use crate::support::{free_port, gitopsd_bin};
+use crate::support::{openssl, TestPki};
 use gitopsd::config::{AzureAuth, AzureBlobSettings, Secret, SecretValue};
 use gitopsd::source::azblob::AzureBlobSource;
 use gitopsd::source::{FetchOutcome, Snapshot, Source};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::azurite::{account_sas, unix_now, Azurite, ACCOUNT_KEY};
-use support::token_server::TokenServer;
-use support::{free_port, gitopsd_bin};
-use support::{openssl, TestPki};
 
 const TENANT: &str = "72f988bf-0000-4000-8000-2d7cd011db47";
 const CLIENT_SECRET: &str = "s3cr3t-Value~with.chars";
@@ -949,7 +947,7 @@ fn secret_files_are_read_again_at_every_sync() {
 /// in its place, then nothing usable, each seen by the next run.
 #[test]
 fn local_auth_ref_secret_is_read_through_the_kubernetes_api_at_every_sync() {
-    let cluster = support::kube::KubeCluster::shared();
+    let cluster = crate::support::kube::KubeCluster::shared();
     let azurite = Azurite::start();
     seeded(&azurite, "fleet");
     let namespace = cluster.create_namespace("azblob");
@@ -992,7 +990,7 @@ fn local_auth_ref_secret_is_read_through_the_kubernetes_api_at_every_sync() {
     let (report, output) = run();
     assert_synced(&azurite, "fleet", &report, &output);
     let revision = report["sources"][0]["revision"].clone();
-    for secret in [ACCOUNT_KEY, support::kube::ADMIN_TOKEN] {
+    for secret in [ACCOUNT_KEY, crate::support::kube::ADMIN_TOKEN] {
         assert!(
             !text(&output.stderr).contains(secret),
             "{}",
@@ -1020,6 +1018,6 @@ fn local_auth_ref_secret_is_read_through_the_kubernetes_api_at_every_sync() {
         &[&format!(
             "the Kubernetes Secret `{namespace}/azure` holds no usable credential"
         )],
-        &[ACCOUNT_KEY, support::kube::ADMIN_TOKEN],
+        &[ACCOUNT_KEY, crate::support::kube::ADMIN_TOKEN],
     );
 }

@@ -4,8 +4,9 @@
 //!
 //! Nothing here asserts how long something took: every wait polls with a generous deadline.
 
-mod support;
-
+use crate::support::{
+    describe, free_port, gitopsd_bin, noise, sha256_file, text, GitDaemon, HttpGitServer, Repo,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -14,9 +15,6 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{
-    describe, free_port, gitopsd_bin, noise, sha256_file, text, GitDaemon, HttpGitServer, Repo,
-};
 
 /// How long anything the daemon does in the background may take before a test gives up.
 const DEADLINE: Duration = Duration::from_secs(60);

@@ -1,16 +1,14 @@
 //! End-to-end tests of the `gitopsd` command line: `check`, `run` with an invalid config,
 //! `run --once -o json` against real git servers, and `--help`.
 
-mod support;
-
+use crate::support::{
+    describe, free_port, gitopsd_bin, port_in_use, sha256_file, text, GitDaemon, HttpGitServer,
+    Repo,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{
-    describe, free_port, gitopsd_bin, port_in_use, sha256_file, text, GitDaemon, HttpGitServer,
-    Repo,
-};
 
 /// Runs `gitopsd <args>` to completion (with no git or proxy settings of the caller leaking
 /// in) and returns its output.
