@@ -18,6 +18,7 @@ mod git_hang;
 mod git_refs;
 mod git_secret;
 mod harness;
+mod layers;
 mod proxy;
 mod render;
 mod render_sandbox;

@@ -133,7 +133,6 @@ impl Azurite {
             out
         })
     }
-
 }
 
 /// See [`Azurite::account_sas`].

@@ -237,7 +237,6 @@ impl KubeCluster {
             apiserver.stop();
         }
     }
-
 }
 
 impl Drop for KubeCluster {

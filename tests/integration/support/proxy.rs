@@ -153,7 +153,6 @@ impl Proxy {
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
-
 }
 
 /// The binary: Debian's tinyproxy-bin puts it in /usr/bin.
