@@ -19,6 +19,7 @@ mod paths;
 mod remote;
 mod run;
 pub mod sandbox;
+pub mod substitute;
 
 pub use object::ObjectId;
 pub use sandbox::{Confinement, RenderSettings, SandboxMode, Support as SandboxSupport};

@@ -305,3 +305,57 @@ fn gitopsd_binary_is_built() {
     let bin = crate::support::gitopsd_bin();
     assert!(bin.is_file(), "{}", bin.display());
 }
+
+/// The applier's tests need a cluster that runs workloads: controllers, a scheduler and a node.
+/// This checks the chain the harness builds (kube-controller-manager, kube-scheduler, kwok with
+/// its stage definitions, a fake node): a Deployment of 2 replicas gets its ReplicaSet and pods,
+/// the pods land on the kwok node and become Ready, and the Deployment reports both available.
+#[test]
+fn a_cluster_with_workers_rolls_out_a_deployment_on_the_kwok_node() {
+    use crate::support::kube::{KubeCluster, FAKE_NODE};
+    let cluster = KubeCluster::start_with_workers();
+    let namespace = cluster.create_namespace("rollout");
+    cluster.apply_json(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": "web", "namespace": namespace },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                // kwok runs no containers: the image is never pulled.
+                "spec": { "containers": [{ "name": "web", "image": "registry.invalid/web:1" }] },
+            },
+        },
+    }));
+    // Generous: on a busy 2-core machine the node, the scheduler and the controllers each take
+    // their time; this bounds a hang, it does not measure anything.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let deployment = cluster
+            .get_json("apps/v1", "Deployment", Some(&namespace), "web")
+            .expect("the Deployment exists");
+        if deployment["status"]["availableReplicas"] == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Deployment never became available; last status: {}",
+            deployment["status"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    for pod in cluster.list_json("v1", "Pod", Some(&namespace)) {
+        assert_eq!(
+            pod["spec"]["nodeName"], FAKE_NODE,
+            "pod {}",
+            pod["metadata"]["name"]
+        );
+        assert_eq!(
+            pod["status"]["phase"], "Running",
+            "pod {}",
+            pod["metadata"]["name"]
+        );
+    }
+}

@@ -26,7 +26,7 @@ use std::sync::{Mutex, Once, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -77,8 +77,29 @@ pub fn etcd_bin() -> PathBuf {
         .unwrap_or_else(|| cache_dir().join("kube").join(KUBE_VERSION).join("etcd"))
 }
 
-/// etcd and kube-apiserver, stopped (with their data) on drop.
+/// kube-controller-manager or kube-scheduler, built beside the API server.
+fn kube_bin(name: &str) -> PathBuf {
+    cache_dir().join("kube").join(KUBE_VERSION).join(name)
+}
+
+/// The kwok version `scripts/install-test-deps.sh` builds, and its directory (the binary and
+/// `stages.yaml`, the stage definitions it needs to move nodes and pods along).
+const KWOK_VERSION: &str = "v0.8.0";
+
+fn kwok_dir() -> PathBuf {
+    cache_dir()
+        .join("kube")
+        .join(format!("kwok-{KWOK_VERSION}"))
+}
+
+/// The fake node kwok manages: pods scheduled there become Running and Ready.
+pub const FAKE_NODE: &str = "kwok-node-0";
+
+/// etcd and kube-apiserver (and, from [`KubeCluster::start_with_workers`], the controllers, the
+/// scheduler and a kwok node), stopped (with their data) on drop.
 pub struct KubeCluster {
+    /// kube-controller-manager, kube-scheduler and kwok, stopped before the API server.
+    workers: Vec<ServerProcess>,
     /// `None` once stopped with [`KubeCluster::stop_apiserver`].
     apiserver: Option<ServerProcess>,
     etcd: ServerProcess,
@@ -139,6 +160,7 @@ impl KubeCluster {
             kube::Client::try_from(config).expect("make the admin client")
         });
         KubeCluster {
+            workers: Vec::new(),
             apiserver: Some(apiserver),
             etcd,
             port,
@@ -146,6 +168,173 @@ impl KubeCluster {
             admin,
             runtime,
             dir,
+        }
+    }
+
+    /// A cluster that runs workloads: [`KubeCluster::start`], then kube-controller-manager
+    /// (namespaces finalize, garbage collection, Deployments get ReplicaSets and pods),
+    /// kube-scheduler, and kwok with one fake node ([`FAKE_NODE`]) whose pods become Ready, so
+    /// that Deployments roll out and Jobs complete as on a real node.
+    pub fn start_with_workers() -> Self {
+        let mut cluster = KubeCluster::start();
+        for bin in [
+            kube_bin("kube-controller-manager"),
+            kube_bin("kube-scheduler"),
+            kwok_dir().join("kwok"),
+        ] {
+            assert!(
+                bin.is_file(),
+                "{} is missing: run scripts/install-test-deps.sh",
+                bin.display()
+            );
+        }
+        let dir = cluster.dir.path().to_path_buf();
+        let kubeconfig = cluster.admin_kubeconfig();
+        let mut controllers = Command::new(kube_bin("kube-controller-manager"));
+        controllers
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--leader-elect=false")
+            // No HTTPS endpoint of its own: nothing here reads its metrics or health.
+            .arg("--secure-port=0")
+            .arg("--controllers=*")
+            // The token controller signs service account tokens with the API server's key
+            // and puts the CA into every namespace's kube-root-ca.crt.
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                cluster.pki.server_key().display()
+            ))
+            .arg(format!(
+                "--root-ca-file={}",
+                cluster.pki.ca_cert().display()
+            ))
+            .arg("--use-service-account-credentials=false")
+            // Fake pods never report usage; without this the node lifecycle controller waits
+            // out its grace periods before it lifts the not-ready taint.
+            .arg("--node-monitor-grace-period=20s")
+            .arg("--v=1");
+        cluster.workers.push(
+            ServerProcess::spawn(
+                "kube-controller-manager",
+                controllers,
+                &dir.join("kube-controller-manager.log"),
+            )
+            .expect("start kube-controller-manager"),
+        );
+        let mut scheduler = Command::new(kube_bin("kube-scheduler"));
+        scheduler
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0")
+            .arg("--v=1");
+        cluster.workers.push(
+            ServerProcess::spawn("kube-scheduler", scheduler, &dir.join("kube-scheduler.log"))
+                .expect("start kube-scheduler"),
+        );
+        let kwok_port = free_port();
+        let mut kwok = Command::new(kwok_dir().join("kwok"));
+        kwok.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("-c")
+            .arg(kwok_dir().join("stages.yaml"))
+            .arg("--manage-all-nodes=false")
+            .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
+            .arg(format!("--server-address=127.0.0.1:{kwok_port}"))
+            .arg("--node-ip=127.0.0.1");
+        cluster
+            .workers
+            .push(ServerProcess::spawn("kwok", kwok, &dir.join("kwok.log")).expect("start kwok"));
+        cluster.create_fake_node();
+        cluster
+    }
+
+    /// The node kwok plays. Created without taints; kwok's node stages mark it Ready.
+    fn create_fake_node(&self) {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": FAKE_NODE,
+                "annotations": { "kwok.x-k8s.io/node": "fake" },
+                "labels": { "type": "kwok", "kubernetes.io/hostname": FAKE_NODE },
+            },
+            "spec": {},
+        }))
+        .expect("a Node object");
+        let api: Api<Node> = Api::all(self.admin.clone());
+        self.runtime
+            .block_on(api.create(&PostParams::default(), &node))
+            .unwrap_or_else(|e| panic!("create node {FAKE_NODE}: {e}"));
+    }
+
+    /// Applies `object` (any kind, as JSON) with server-side apply as the harness, e.g. a
+    /// Deployment for a test to watch roll out.
+    pub fn apply_json(&self, object: serde_json::Value) {
+        let object: kube::api::DynamicObject =
+            serde_json::from_value(object).expect("a Kubernetes object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let name = object.metadata.name.clone().expect("a name");
+        let api = self.dynamic_api(
+            &types.api_version,
+            &types.kind,
+            object.metadata.namespace.as_deref(),
+        );
+        let params = PatchParams::apply("gitopsd-tests").force();
+        self.runtime
+            .block_on(api.patch(&name, &params, &Patch::Apply(&object)))
+            .unwrap_or_else(|e| panic!("apply {} {name}: {e}", types.kind));
+    }
+
+    /// The object `apiVersion`/`kind` `namespace`/`name` as JSON, if it exists.
+    pub fn get_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let api = self.dynamic_api(api_version, kind, namespace);
+        self.runtime.block_on(async {
+            api.get_opt(name)
+                .await
+                .unwrap_or_else(|e| panic!("get {kind} {name}: {e}"))
+                .map(|object| serde_json::to_value(object).expect("object as JSON"))
+        })
+    }
+
+    /// Every object of `apiVersion`/`kind` (in `namespace`, or cluster-wide), as JSON.
+    pub fn list_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Vec<serde_json::Value> {
+        let api = self.dynamic_api(api_version, kind, namespace);
+        self.runtime.block_on(async {
+            api.list(&Default::default())
+                .await
+                .unwrap_or_else(|e| panic!("list {kind}: {e}"))
+                .items
+                .into_iter()
+                .map(|object| serde_json::to_value(object).expect("object as JSON"))
+                .collect()
+        })
+    }
+
+    /// An API for any kind, found through discovery.
+    fn dynamic_api(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Api<kube::api::DynamicObject> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let (resource, _) = self
+            .runtime
+            .block_on(kube::discovery::pinned_kind(&self.admin, &gvk))
+            .unwrap_or_else(|e| panic!("discover {kind}: {e}"));
+        match namespace {
+            Some(namespace) => Api::namespaced_with(self.admin.clone(), namespace, &resource),
+            None => Api::all_with(self.admin.clone(), &resource),
         }
     }
 
@@ -241,7 +430,11 @@ impl KubeCluster {
 
 impl Drop for KubeCluster {
     fn drop(&mut self) {
-        // The API server first: it would otherwise log etcd's going away at length.
+        // Its clients first, then the API server: each would otherwise log the next one's
+        // going away at length.
+        for worker in &mut self.workers {
+            worker.stop();
+        }
         self.stop_apiserver();
         self.etcd.stop();
     }
