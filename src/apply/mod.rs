@@ -6,6 +6,7 @@
 //! cluster target built from a shared client fits the same trait.
 
 pub mod directory;
+pub mod health;
 
 pub use directory::DirectoryTarget;
 
