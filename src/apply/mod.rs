@@ -7,6 +7,7 @@
 
 pub mod directory;
 pub mod health;
+pub mod stages;
 
 pub use directory::DirectoryTarget;
 
