@@ -229,10 +229,10 @@ fi
 # health waits meet real controller behaviour without a kubelet. `go install` works for it
 # (no staging replaces). It exits with "no stages found" unless given stage definitions; the
 # module ships them under kustomize/stage/, copied beside the binary as one multi-document
-# file for `kwok -c`.
+# file for `kwok -c` (each stage once: kwok refuses two stages of one name).
 kwok_version="v0.8.0"
 kwok_dir="$cache_dir/kube/kwok-$kwok_version"
-if [ -x "$kwok_dir/kwok" ] && [ -s "$kwok_dir/stages.yaml" ]; then
+if [ -x "$kwok_dir/kwok" ] && grep -q 'name: pvc-provision' "$kwok_dir/stages.yaml" 2>/dev/null; then
     log "kwok $kwok_version: $kwok_dir"
 else
     find_go
@@ -247,11 +247,14 @@ else
             | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
         stages="$kwok_dir/stages.yaml.new"
         : > "$stages"
-        for stage in node-initialize node-heartbeat pod-ready pod-complete pod-delete; do
-            for file in $(find "$kwok_src/kustomize/stage" -path "*/$stage*" -name '*.yaml' ! -name kustomization.yaml | sort); do
-                printf -- '---\n' >> "$stages"
-                cat "$file" >> "$stages"
-            done
+        # The "fast" variants: nodes Ready at once, pods Ready (and Job pods complete) without
+        # delays, PersistentVolumeClaims provisioned and bound.
+        for file in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml \
+            volume/fast/pvc-provision.yaml volume/fast/pv-bind.yaml \
+            volume/fast/pvc-delete.yaml volume/fast/pv-delete.yaml; do
+            printf -- '---\n' >> "$stages"
+            cat "$kwok_src/kustomize/stage/$file" >> "$stages"
         done
         [ -s "$stages" ] || { log "no kwok stage definitions under $kwok_src/kustomize/stage"; exit 1; }
         mv "$stages" "$kwok_dir/stages.yaml"
