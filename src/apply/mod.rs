@@ -6,8 +6,7 @@
 //! cluster target built from a shared client fits the same trait.
 
 pub mod directory;
-pub mod health;
-pub mod stages;
+pub mod kubernetes;
 
 pub use directory::DirectoryTarget;
 
