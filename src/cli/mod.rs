@@ -4,6 +4,7 @@ pub mod bench;
 mod check;
 mod client;
 mod log;
+pub mod notify;
 mod run;
 mod show_key;
 
