@@ -83,6 +83,8 @@ command -v git >/dev/null 2>&1 || need_pkg git
 command -v ssh-keygen >/dev/null 2>&1 || need_pkg openssh-client
 command -v openssl >/dev/null 2>&1 || need_pkg openssl
 [ -x /usr/bin/tinyproxy ] || need_pkg tinyproxy-bin
+# systemd-analyze checks the shipped unit (verify, security); no running systemd is needed.
+command -v systemd-analyze >/dev/null 2>&1 || need_pkg systemd
 
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
     # Deduplicate (git can be listed twice) while keeping the order.

@@ -22,3 +22,4 @@ mod layers;
 mod proxy;
 mod render;
 mod render_sandbox;
+mod service;
