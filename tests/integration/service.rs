@@ -156,3 +156,46 @@ fn systemd_analyze_security_rates_the_unit_ok_or_better() {
         .unwrap_or_else(|| panic!("unreadable rating: {overall}"));
     assert!(score <= 2.5, "exposure {score} > 2.5 (\"OK\"):\n{stdout}");
 }
+
+/// `gitopsd run --once` with stderr redirected to `log`, `JOURNAL_STREAM` set to `stream`.
+fn run_once_logging_to(log: &Path, stream: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = write_config(dir.path(), &repo, free_port());
+    let status = Command::new(gitopsd_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", stream)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(log).unwrap()
+}
+
+#[test]
+fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    std::fs::write(&log, "").unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    let journal = run_once_logging_to(&log, &format!("{}:{}", meta.dev(), meta.ino()));
+    assert!(!journal.is_empty());
+    for line in journal.lines() {
+        assert!(
+            line.starts_with("<6>") || line.starts_with("<4>") || line.starts_with("<3>"),
+            "not a journal line: {line:?}\n{journal}"
+        );
+        assert!(
+            !line.contains("INFO") && !line.contains('\u{1b}'),
+            "{line:?}"
+        );
+    }
+    // A JOURNAL_STREAM inherited from elsewhere (another device:inode) is ignored.
+    let other = dir.path().join("stderr-2");
+    let plain = run_once_logging_to(&other, &format!("{}:{}", meta.dev(), meta.ino()));
+    assert!(plain.lines().any(|l| l.contains(" INFO ")), "{plain}");
+    assert!(!plain.starts_with('<'), "{plain}");
+}
