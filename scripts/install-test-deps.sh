@@ -85,6 +85,8 @@ command -v openssl >/dev/null 2>&1 || need_pkg openssl
 [ -x /usr/bin/tinyproxy ] || need_pkg tinyproxy-bin
 # systemd-analyze checks the shipped unit (verify, security); no running systemd is needed.
 command -v systemd-analyze >/dev/null 2>&1 || need_pkg systemd
+# The package test installs the .deb, whose maintainer scripts enable the unit with it.
+command -v deb-systemd-helper >/dev/null 2>&1 || need_pkg init-system-helpers
 
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
     # Deduplicate (git can be listed twice) while keeping the order.
@@ -264,6 +266,17 @@ else
     mv "$kwok_dir/bin.new/kwok" "$kwok_dir/kwok"
     rm -rf "$kwok_dir/bin.new"
     log "kwok $kwok_version: $kwok_dir"
+fi
+
+# cargo-deb builds the Debian package (tests/integration/package.rs), from crates.io into the
+# cache. About 3 minutes once.
+cargo_deb_version="3.6.4"
+cargo_deb_root="$cache_dir/cargo-deb"
+if "$cargo_deb_root/bin/cargo-deb" --version 2>/dev/null | grep -qF "$cargo_deb_version"; then
+    log "cargo-deb $cargo_deb_version: $cargo_deb_root/bin/cargo-deb"
+else
+    log "installing cargo-deb $cargo_deb_version (once; cached in $cargo_deb_root)"
+    cargo install cargo-deb --version "$cargo_deb_version" --locked --quiet --root "$cargo_deb_root"
 fi
 
 # Azurite (Azure Storage emulator) for the azblob tests, from npm into the cache. Pinned: 3.35

@@ -19,6 +19,7 @@ mod git_refs;
 mod git_secret;
 mod harness;
 mod layers;
+mod package;
 mod proxy;
 mod render;
 mod render_sandbox;
