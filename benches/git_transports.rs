@@ -14,7 +14,9 @@
 //! checks that gix and git2 produce the same revision and byte-identical artifacts over both
 //! transports, so the bench cannot rot unnoticed.
 
-#[path = "../tests/support/mod.rs"]
+// The integration tests' harness; a bench uses only part of it.
+#[path = "../tests/integration/support/mod.rs"]
+#[allow(dead_code, unused_imports, unused_macros)]
 mod support;
 
 use gitopsd::artifact::store::ArtifactStore;

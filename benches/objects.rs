@@ -1,6 +1,6 @@
 //! Object-store sources against real servers on loopback: an `azblob` source against Azurite
 //! and a `bucket` source against SeaweedFS (`weed mini`), both started by the test harness
-//! (tests/support/azurite.rs, tests/support/seaweed.rs; installed by
+//! (tests/integration/support/azurite.rs, tests/integration/support/seaweed.rs; installed by
 //! scripts/install-test-deps.sh). These are the figures behind the README's Performance section.
 //!
 //! - `azblob-sync`: a full sync of many small blobs and of two large ones, and an unchanged
@@ -28,7 +28,9 @@
 //! listing, the scratch directory holds as many files as were uploaded, and a second fetch
 //! with that revision comes back unchanged.
 
-#[path = "../tests/support/mod.rs"]
+// The integration tests' harness; a bench uses only part of it.
+#[path = "../tests/integration/support/mod.rs"]
+#[allow(dead_code, unused_imports, unused_macros)]
 mod support;
 
 use anyhow::{bail, ensure};

@@ -83,6 +83,10 @@ command -v git >/dev/null 2>&1 || need_pkg git
 command -v ssh-keygen >/dev/null 2>&1 || need_pkg openssh-client
 command -v openssl >/dev/null 2>&1 || need_pkg openssl
 [ -x /usr/bin/tinyproxy ] || need_pkg tinyproxy-bin
+# systemd-analyze checks the shipped unit (verify, security); no running systemd is needed.
+command -v systemd-analyze >/dev/null 2>&1 || need_pkg systemd
+# The package test installs the .deb, whose maintainer scripts enable the unit with it.
+command -v deb-systemd-helper >/dev/null 2>&1 || need_pkg init-system-helpers
 
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
     # Deduplicate (git can be listed twice) while keeping the order.
@@ -143,8 +147,8 @@ else
     fi
 fi
 
-# kube-apiserver and etcd for the tests of `localAuthRef: { secret: NAME }` (tests/git_secret.rs
-# starts them through tests/support/kube.rs). Debian 12 packages neither usably (its etcd-server
+# kube-apiserver and etcd for the tests of `localAuthRef: { secret: NAME }` (tests/integration/git_secret.rs
+# starts them through tests/integration/support/kube.rs). Debian 12 packages neither usably (its etcd-server
 # is 3.4, its kubectl 1.20 and no API server), and release downloads are off limits, so both are
 # built from the Go module proxy, once, into $cache_dir/kube/<version>/.
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@...` does not work: k8s.io/kubernetes
@@ -161,12 +165,14 @@ fi
 kube_version="v1.34.4"
 etcd_version="v3.6.4"
 kube_dir="$cache_dir/kube/$kube_version"
-if [ -x "$kube_dir/kube-apiserver" ] && [ -x "$kube_dir/etcd" ]; then
-    log "kube-apiserver $kube_version, etcd $etcd_version: $kube_dir"
-else
+
+# Builds the named k8s.io/kubernetes commands (and etcd, if "etcd" is named) in a throwaway
+# module, then moves each binary into $kube_dir only once all are built: a check for a binary
+# never finds a half-built set.
+build_kube() {
     find_go
-    log "building kube-apiserver $kube_version and etcd $etcd_version with $("$go_bin" version | cut -d' ' -f3) (5-15 minutes, once; cached in $kube_dir)"
-    build_dir="$kube_dir/build"
+    log "building $* ($kube_version) with $("$go_bin" version | cut -d' ' -f3) (a few minutes each, once; cached in $kube_dir)"
+    local build_dir="$kube_dir/build"
     rm -rf "$build_dir"
     mkdir -p "$build_dir"
     (
@@ -181,24 +187,101 @@ else
         for module in $(sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*|\1|p' "$kube_mod"); do
             "$go_bin" mod edit -replace "$module=$module@$staging_version"
         done
-        "$go_bin" get "k8s.io/kubernetes/cmd/kube-apiserver@$kube_version" \
-            "go.etcd.io/etcd/server/v3@$etcd_version"
+        local packages=()
+        for name in "$@"; do
+            if [ "$name" = etcd ]; then
+                packages+=("go.etcd.io/etcd/server/v3@$etcd_version")
+            else
+                packages+=("k8s.io/kubernetes/cmd/$name@$kube_version")
+            fi
+        done
+        "$go_bin" get "${packages[@]}"
         SECONDS=0
-        "$go_bin" build -trimpath -o kube-apiserver \
-            -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$kube_version" \
-            k8s.io/kubernetes/cmd/kube-apiserver
-        "$go_bin" build -trimpath -ldflags "-s -w" -o etcd go.etcd.io/etcd/server/v3
+        for name in "$@"; do
+            if [ "$name" = etcd ]; then
+                "$go_bin" build -trimpath -ldflags "-s -w" -o etcd go.etcd.io/etcd/server/v3
+            else
+                "$go_bin" build -trimpath -o "$name" \
+                    -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$kube_version" \
+                    "k8s.io/kubernetes/cmd/$name"
+            fi
+        done
         log "built in $SECONDS s"
     )
-    # Both or neither: the check above must never find half a pair.
-    mv "$build_dir/etcd" "$kube_dir/etcd"
-    mv "$build_dir/kube-apiserver" "$kube_dir/kube-apiserver"
+    for name in "$@"; do
+        mv "$build_dir/$name" "$kube_dir/$name"
+    done
+    rm -rf "$build_dir"
+}
+
+if [ -x "$kube_dir/kube-apiserver" ] && [ -x "$kube_dir/etcd" ]; then
     log "kube-apiserver $kube_version, etcd $etcd_version: $kube_dir"
+else
+    build_kube kube-apiserver etcd
+fi
+
+# kube-controller-manager and kube-scheduler, for the applier's tests against a working
+# cluster: namespaces finalize, garbage collection runs, Deployments get ReplicaSets and pods
+# get a node. Same module and version as the API server. kwok (below) plays the node.
+if [ -x "$kube_dir/kube-controller-manager" ] && [ -x "$kube_dir/kube-scheduler" ]; then
+    log "kube-controller-manager, kube-scheduler $kube_version: $kube_dir"
+else
+    build_kube kube-controller-manager kube-scheduler
+fi
+
+# kwok fakes nodes and their pods (pods become Running and Ready, Jobs complete), so that
+# health waits meet real controller behaviour without a kubelet. `go install` works for it
+# (no staging replaces). It exits with "no stages found" unless given stage definitions; the
+# module ships them under kustomize/stage/, copied beside the binary as one multi-document
+# file for `kwok -c` (each stage once: kwok refuses two stages of one name).
+kwok_version="v0.8.0"
+kwok_dir="$cache_dir/kube/kwok-$kwok_version"
+if [ -x "$kwok_dir/kwok" ] && grep -q 'name: pvc-provision' "$kwok_dir/stages.yaml" 2>/dev/null; then
+    log "kwok $kwok_version: $kwok_dir"
+else
+    find_go
+    log "building kwok $kwok_version (once; cached in $kwok_dir)"
+    mkdir -p "$kwok_dir"
+    (
+        export GOTOOLCHAIN=auto GOFLAGS=-modcacherw GOPATH="$cache_dir/go" \
+            GOMODCACHE="$cache_dir/go/pkg/mod" GOCACHE="$cache_dir/go/build" GOBIN="$kwok_dir/bin.new"
+        cd /
+        "$go_bin" install "sigs.k8s.io/kwok/cmd/kwok@$kwok_version"
+        kwok_src="$("$go_bin" mod download -json "sigs.k8s.io/kwok@$kwok_version" \
+            | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+        stages="$kwok_dir/stages.yaml.new"
+        : > "$stages"
+        # The "fast" variants: nodes Ready at once, pods Ready (and Job pods complete) without
+        # delays, PersistentVolumeClaims provisioned and bound.
+        for file in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml \
+            volume/fast/pvc-provision.yaml volume/fast/pv-bind.yaml \
+            volume/fast/pvc-delete.yaml volume/fast/pv-delete.yaml; do
+            printf -- '---\n' >> "$stages"
+            cat "$kwok_src/kustomize/stage/$file" >> "$stages"
+        done
+        [ -s "$stages" ] || { log "no kwok stage definitions under $kwok_src/kustomize/stage"; exit 1; }
+        mv "$stages" "$kwok_dir/stages.yaml"
+    )
+    mv "$kwok_dir/bin.new/kwok" "$kwok_dir/kwok"
+    rm -rf "$kwok_dir/bin.new"
+    log "kwok $kwok_version: $kwok_dir"
+fi
+
+# cargo-deb builds the Debian package (tests/integration/package.rs), from crates.io into the
+# cache. About 3 minutes once.
+cargo_deb_version="3.6.4"
+cargo_deb_root="$cache_dir/cargo-deb"
+if "$cargo_deb_root/bin/cargo-deb" --version 2>/dev/null | grep -qF "$cargo_deb_version"; then
+    log "cargo-deb $cargo_deb_version: $cargo_deb_root/bin/cargo-deb"
+else
+    log "installing cargo-deb $cargo_deb_version (once; cached in $cargo_deb_root)"
+    cargo install cargo-deb --version "$cargo_deb_version" --locked --quiet --root "$cargo_deb_root"
 fi
 
 # Azurite (Azure Storage emulator) for the azblob tests, from npm into the cache. Pinned: 3.35
 # is the newest release whose declared engine range still includes Debian's node 20, and its
-# OAuth "basic" checks (issuer prefix, audience, lifetime) are what tests/support/azurite.rs
+# OAuth "basic" checks (issuer prefix, audience, lifetime) are what tests/integration/support/azurite.rs
 # and token_server.rs are written against. The tests find it at $cache_dir/npm/node_modules/.bin
 # (or through GITOPSD_AZURITE_BLOB).
 azurite_version="3.35.0"

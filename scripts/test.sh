@@ -2,7 +2,7 @@
 # The test command: installs what the integration tests need (a no-op when it is all there),
 # then runs every test target. Arguments, if any, replace `--all-targets`:
 #   bash scripts/test.sh                  # everything
-#   bash scripts/test.sh --test harness   # one integration test file
+#   bash scripts/test.sh --test integration harness::   # one area of the integration tests
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

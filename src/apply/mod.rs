@@ -13,6 +13,7 @@
 //! target's fsync) goes to `spawn_blocking`.
 
 pub mod directory;
+pub mod kubernetes;
 pub mod target;
 
 pub use directory::DirectoryTarget;

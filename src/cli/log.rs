@@ -3,12 +3,78 @@
 //! newline in a repository's file name, a config value or a request path would start a forged
 //! log line. This one writes the same `message key=value ...` layout with every control
 //! character escaped (see [`crate::escape::control`]). The JSON format needs no help.
+//!
+//! Under systemd, stderr is often a stream into the journal, which stamps every line with its
+//! own time and takes its priority from a `<N>` prefix (sd-daemon(3)). [`JournalFormat`]
+//! writes lines for it: the priority prefix, no timestamp, no colours, no level word.
 
 use std::fmt;
+use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// True when stderr is the journal stream systemd connected: `JOURNAL_STREAM` names its
+/// `device:inode`, which must match stderr's (a child that inherited the variable but writes
+/// elsewhere must not use the journal format), as systemd.exec(5) prescribes.
+pub fn stderr_is_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.split_once(':') else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
+    if unsafe { libc::fstat(2, stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat returned 0, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    device.parse::<u64>() == Ok(stat.st_dev) && inode.parse::<u64>() == Ok(stat.st_ino)
+}
+
+/// One journal line per event: `<priority>span{fields}: message key=value`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JournalFormat;
+
+impl<S, N> FormatEvent<S, N> for JournalFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // syslog priorities: err, warning, info, debug.
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            Level::DEBUG | Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                writer.write_str(span.name())?;
+                if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
+                    if !fields.is_empty() {
+                        write!(writer, "{{{fields}}}")?;
+                    }
+                }
+                writer.write_str(": ")?;
+            }
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
 
 /// Formats event and span fields with control characters escaped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -73,7 +139,7 @@ impl Visit for Visitor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::EscapedFields;
+    use super::{EscapedFields, JournalFormat};
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
@@ -119,6 +185,32 @@ mod tests {
                 r#"cannot read evil\nINFO gitopsd: forged\r\u{1b}[2J path=evil\nINFO gitopsd: forged\r\u{1b}[2J name="evil\nINFO gitopsd: forged\r\u{1b}[2J" count=3"#
             ),
             "{out:?}"
+        );
+    }
+
+    #[test]
+    fn journal_lines_carry_a_priority_and_no_timestamp() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(EscapedFields)
+            .event_format(JournalFormat)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("sync", source = %"default/app");
+            let _entered = span.enter();
+            tracing::error!("fetch failed");
+            tracing::warn!(attempt = 2, "retrying");
+            tracing::info!("stored\nforged");
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            out,
+            "<3>sync{source=default/app}: fetch failed\n\
+             <4>sync{source=default/app}: retrying attempt=2\n\
+             <6>sync{source=default/app}: stored\\nforged\n"
         );
     }
 }

@@ -4,6 +4,7 @@ pub mod bench;
 mod check;
 mod client;
 mod log;
+pub mod notify;
 mod run;
 mod show_key;
 
@@ -154,6 +155,12 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
+        // The journal adds its own timestamps and reads the priority from a prefix.
+        LogFormat::Text if log::stderr_is_journal() => builder
+            .with_ansi(false)
+            .fmt_fields(log::EscapedFields)
+            .event_format(log::JournalFormat)
+            .try_init(),
         LogFormat::Text => builder.fmt_fields(log::EscapedFields).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };

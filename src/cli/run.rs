@@ -70,6 +70,13 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    // Ready once the API is bound: the state was loaded before, so the last good artifacts are
+    // being served from here on, which is what /readyz also reports.
+    let notifier = super::notify::Notifier::from_env().context("NOTIFY_SOCKET is unusable")?;
+    notifier.ready(&format!(
+        "serving on {local}, {} configurations",
+        engine.settings().configurations.len()
+    ));
     tracing::info!(listen = %local, configurations = engine.settings().configurations.len(), "gitopsd started");
     if options.token.is_none() && !local.ip().is_loopback() {
         tracing::warn!(
@@ -94,6 +101,7 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         tokio::spawn(async move { engine.run(stop_rx).await })
     };
     wait_for_signal().await;
+    notifier.stopping();
     tracing::info!("stopping: letting in-flight steps finish");
     let _ = stop_tx.send(true);
     // Steps write atomically, so a step abandoned after the grace period leaves at most a

@@ -19,6 +19,7 @@ mod paths;
 mod remote;
 mod run;
 pub mod sandbox;
+pub mod substitute;
 mod yaml;
 
 pub use generate::NotKubernetes;

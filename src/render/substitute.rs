@@ -1,0 +1,215 @@
+//! Post-build variable substitution, as Flux's `spec.postBuild` does it.
+//!
+//! Flux renders each object back to YAML and runs its fork of drone/envsubst over the text.
+//! Only the braced form is replaced (`$var` stays as it is, which is how Flux users keep
+//! shell variables in embedded scripts), and the forms Flux documents are supported:
+//!
+//! - `${var}`: the value, or the empty string when `var` is not set;
+//! - `${var:=default}` / `${var:-default}`: the default when `var` is unset or empty;
+//! - `${var=default}` / `${var-default}`: the default only when `var` is unset;
+//! - `$${var}` writes `${var}` (and `$$` before anything else writes `$`).
+//!
+//! Variable names follow Flux's rule `[_a-zA-Z][_a-zA-Z0-9]*`, checked for the configured
+//! names before any text is touched. Other envsubst operators (`${var^^}`, `${var/a/b}`, ...)
+//! are refused with the expression named, rather than guessed at: a wrong guess would apply
+//! a different object than Flux would.
+//!
+//! Written here rather than taken from a crate: the Rust envsubst crates substitute `$var` too,
+//! or lack the `:=`/`=` distinction, and either would change what Flux users' manifests mean.
+
+use std::collections::BTreeMap;
+
+/// Why a text could not be substituted. Never carries a variable's value: values may come
+/// from Secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstituteError {
+    #[error("'{0}' is not a valid variable name (it must match [_a-zA-Z][_a-zA-Z0-9]*)")]
+    InvalidName(String),
+    #[error("unsupported substitution '${{{0}}}' (supported: ${{var}}, ${{var:=default}}, ${{var:-default}}, ${{var=default}}, ${{var-default}})")]
+    Unsupported(String),
+    #[error("unterminated substitution starting with '${{{0}'")]
+    Unterminated(String),
+}
+
+/// Checks every configured variable name, as Flux does before it substitutes anything.
+pub fn check_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), SubstituteError> {
+    for name in names {
+        if !is_name(name) {
+            return Err(SubstituteError::InvalidName(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// `text` with every `${...}` replaced from `vars`.
+pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, SubstituteError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(escaped) = after.strip_prefix('$') {
+            // `$$` is a literal `$`, so `$${var}` is the literal text `${var}`.
+            out.push('$');
+            rest = escaped;
+            continue;
+        }
+        let Some(body) = after.strip_prefix('{') else {
+            out.push('$');
+            rest = after;
+            continue;
+        };
+        let end = closing_brace(body)
+            .ok_or_else(|| SubstituteError::Unterminated(body.chars().take(40).collect()))?;
+        out.push_str(&expand(&body[..end], vars)?);
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The index of the `}` that closes an expression, counting nested braces in a default.
+fn closing_brace(body: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(i),
+            '}' => depth -= 1,
+            '\n' => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn expand(expression: &str, vars: &BTreeMap<String, String>) -> Result<String, SubstituteError> {
+    let name_len = expression
+        .char_indices()
+        .find(|&(i, c)| !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(expression.len(), |(i, _)| i);
+    let (name, operator) = expression.split_at(name_len);
+    if name.is_empty() {
+        return Err(SubstituteError::Unsupported(expression.to_string()));
+    }
+    let value = vars.get(name);
+    let (default, when_empty) = if operator.is_empty() {
+        return Ok(value.cloned().unwrap_or_default());
+    } else if let Some(d) = operator.strip_prefix(":=").or(operator.strip_prefix(":-")) {
+        (d, true)
+    } else if let Some(d) = operator.strip_prefix('=').or(operator.strip_prefix('-')) {
+        (d, false)
+    } else {
+        return Err(SubstituteError::Unsupported(expression.to_string()));
+    };
+    match value {
+        Some(v) if !(when_empty && v.is_empty()) => Ok(v.clone()),
+        // A default may itself name variables (`${a:=${b}}`).
+        _ => substitute(default, vars),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    // The examples below are the ones Flux's documentation gives for postBuild.
+
+    #[test]
+    fn braced_variables_are_replaced_and_unset_ones_become_empty() {
+        let v = vars(&[("cluster_env", "prod"), ("cluster_region", "eu-central-1")]);
+        let text = "labels:\n  environment: ${cluster_env}\n  region: \"${cluster_region}\"\n  zone: ${zone}\n";
+        assert_eq!(
+            substitute(text, &v).unwrap(),
+            "labels:\n  environment: prod\n  region: \"eu-central-1\"\n  zone: \n"
+        );
+    }
+
+    #[test]
+    fn defaults_apply_when_unset_and_colon_forms_also_when_empty() {
+        let v = vars(&[("set", "value"), ("empty", "")]);
+        let cases = [
+            ("${missing:=default}", "default"),
+            ("${missing:-default}", "default"),
+            ("${missing=default}", "default"),
+            ("${missing-default}", "default"),
+            ("${empty:=default}", "default"),
+            ("${empty:-default}", "default"),
+            ("${empty=default}", ""),
+            ("${empty-default}", ""),
+            ("${set:=default}", "value"),
+            ("${set=default}", "value"),
+            ("${cluster_env:=dev}", "dev"),
+            ("${missing:=${set}}", "value"),
+            ("${missing:=}", ""),
+        ];
+        for (text, want) in cases {
+            assert_eq!(substitute(text, &v).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn unbraced_variables_and_escapes_are_kept_for_scripts() {
+        let v = vars(&[("var", "x"), ("HOME", "/root")]);
+        assert_eq!(
+            substitute("echo $HOME; echo $${var}; cost: 5$; $$ $", &v).unwrap(),
+            "echo $HOME; echo ${var}; cost: 5$; $ $"
+        );
+    }
+
+    #[test]
+    fn other_envsubst_operators_are_refused_naming_the_expression() {
+        let v = vars(&[("var", "x")]);
+        for text in [
+            "${var^^}",
+            "${var/a/b}",
+            "${#var}",
+            "${var:1:2}",
+            "${1}",
+            "${}",
+        ] {
+            let error = substitute(text, &v).unwrap_err();
+            assert!(
+                matches!(error, SubstituteError::Unsupported(_)),
+                "{text}: {error:?}"
+            );
+        }
+        assert!(matches!(
+            substitute("a: ${var", &v),
+            Err(SubstituteError::Unterminated(_))
+        ));
+    }
+
+    #[test]
+    fn names_follow_fluxs_rule() {
+        assert!(check_names(["cluster_env", "_x", "A1"]).is_ok());
+        for bad in ["1abc", "with-dash", "", "dot.ted"] {
+            assert_eq!(
+                check_names([bad]),
+                Err(SubstituteError::InvalidName(bad.to_string()))
+            );
+        }
+    }
+
+    #[test]
+    fn errors_never_carry_a_value() {
+        let v = vars(&[("secret", "hunter2")]);
+        let error = substitute("${secret^^}", &v).unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
