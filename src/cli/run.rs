@@ -70,6 +70,10 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    // Before READY=1: a supervisor may send SIGTERM as soon as it reads READY, and a signal
+    // that arrives before its handler exists kills the process without a clean stop.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
     // Ready once the API is bound: the state was loaded before, so the last good artifacts are
     // being served from here on, which is what /readyz also reports.
     let notifier = super::notify::Notifier::from_env().context("NOTIFY_SOCKET is unusable")?;
@@ -100,7 +104,7 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         let engine = engine.clone();
         tokio::spawn(async move { engine.run(stop_rx).await })
     };
-    wait_for_signal().await;
+    wait_for_signal(&mut terminate).await;
     notifier.stopping();
     tracing::info!("stopping: letting in-flight steps finish");
     let _ = stop_tx.send(true);
@@ -118,11 +122,9 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
     tokio::select! {
-        _ = term.recv() => {}
+        _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
 }
