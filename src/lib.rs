@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod escape;
+pub mod events;
 pub mod reconcile;
 pub mod render;
 pub mod source;

@@ -9,7 +9,6 @@
 //! writes lines for it: the priority prefix, no timestamp, no colours, no level word.
 
 use std::fmt;
-use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
