@@ -95,6 +95,9 @@ async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
     let settings = engine.settings();
     for source in &mut document.sources {
         source.repository_public_key = repository_public_key(settings, source);
+        let labels =
+            crate::reconcile::metrics::source_labels(&source.namespace, &source.name, &source.kind);
+        source.metrics = Some(engine.metrics().source(&labels));
     }
     Json(document)
 }

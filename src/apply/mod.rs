@@ -1,17 +1,29 @@
 //! Targets: where rendered objects go.
 //!
-//! A target is built per kustomization and carries that kustomization's settings (where to
-//! write, the name to label objects with, prune/force/wait for a cluster), so `apply` needs
-//! only what changes between runs: the new render and the inventory of the last apply. A
-//! cluster target built from a shared client fits the same trait.
+//! A target is built per kustomization by [`build`] from its settings (where to write; for a
+//! cluster: the client, the field manager, the inventory's home), so [`Target::apply`] needs
+//! only what changes between runs: the new render, the inventory of the last apply, and an
+//! [`ApplyContext`] (deadline, cancellation, prune / force / wait). The trait is shaped for a
+//! server-side-apply target: apply returns what happened to each object, `prune` deletes what
+//! left the source given the stale part of the inventory, `wait` blocks until the applied
+//! objects are healthy; the directory target needs neither and keeps the no-op defaults.
+//!
+//! The trait is async (a cluster target talks HTTP); [`AnyTarget`] dispatches over the
+//! implementations without boxing futures. Blocking work inside a target (the directory
+//! target's fsync) goes to `spawn_blocking`.
 
 pub mod directory;
 pub mod kubernetes;
+pub mod target;
 
 pub use directory::DirectoryTarget;
+pub use target::{build, AnyTarget};
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use crate::render::{ObjectId, Rendered};
 
@@ -49,37 +61,146 @@ impl Inventory {
     }
 }
 
-/// What one apply did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How one apply runs.
+#[derive(Debug, Clone)]
+pub struct ApplyContext {
+    /// The whole apply (and prune, and wait) must end within this.
+    pub timeout: Duration,
+    /// Cancelled when gitopsd stops: a target stops at the next safe point.
+    pub cancel: CancellationToken,
+    /// Delete objects that left the source (`prune`).
+    pub prune: bool,
+    /// Recreate objects whose immutable fields changed (`force`).
+    pub force: bool,
+    /// Wait for the applied objects to become ready (`wait`).
+    pub wait: bool,
+}
+
+impl ApplyContext {
+    pub fn new(timeout: Duration, cancel: CancellationToken) -> ApplyContext {
+        ApplyContext {
+            timeout,
+            cancel,
+            prune: false,
+            force: false,
+            wait: false,
+        }
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ObjectAction {
+    /// It did not exist before this apply.
+    Created,
+    /// It existed and was applied again (a cluster target: the server changed it).
+    Configured,
+    /// It existed and the apply left it as it was.
+    Unchanged,
+    /// It left the source and is gone from the target.
+    Pruned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectResult {
+    pub id: ObjectId,
+    pub action: ObjectAction,
+}
+
+/// What one apply did, object by object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// Objects written or applied.
-    pub applied: usize,
-    /// Objects of the previous inventory that are gone now (deleted, or no longer written).
-    pub pruned: Vec<ObjectId>,
+    /// Every object of the render, then every pruned one, in that order.
+    pub objects: Vec<ObjectResult>,
     /// The inventory to store for the next apply.
     pub inventory: Inventory,
-    /// The file written, for targets that write one.
+    /// For a target that writes files: the file written (a detail, not the report's subject).
     pub output: Option<PathBuf>,
+}
+
+impl ApplyReport {
+    /// Objects of the render that were applied (created, configured or unchanged).
+    pub fn applied(&self) -> usize {
+        self.objects
+            .iter()
+            .filter(|o| o.action != ObjectAction::Pruned)
+            .count()
+    }
+
+    /// Objects removed from the target.
+    pub fn pruned(&self) -> Vec<ObjectId> {
+        self.objects
+            .iter()
+            .filter(|o| o.action == ObjectAction::Pruned)
+            .map(|o| o.id.clone())
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("invalid target: {0}")]
-    InvalidTarget(String),
+    #[error("invalid target: file name {name:?} must be a plain file name (no '/', not hidden)")]
+    InvalidFileName { name: String },
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("apply timed out after {}", humantime::format_duration(*after))]
+    TimedOut { after: Duration },
+    #[error("apply cancelled: gitopsd is stopping")]
+    Cancelled,
+    #[error("apply stopped unexpectedly: {0}")]
+    Crashed(#[source] tokio::task::JoinError),
 }
 
-/// Somewhere rendered objects can be applied. Implementations block; the reconciler runs them
-/// on `spawn_blocking`.
+impl ApplyError {
+    /// Whether the failure is the target's configuration (retrying cannot help until the
+    /// configuration changes), rather than a transient one.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, ApplyError::InvalidFileName { .. })
+    }
+}
+
+/// Somewhere rendered objects can be applied.
+///
+/// On error nothing is recorded and the previous inventory stays current. Implementations
+/// honour `ctx.timeout` and `ctx.cancel` themselves (a cluster target between stages).
 pub trait Target: Send + Sync {
-    /// Apply `rendered`, given the inventory recorded after the last successful apply, and
-    /// return the new inventory. On error nothing is recorded and `previous` stays current.
-    fn apply(&self, rendered: &Rendered, previous: &Inventory) -> Result<ApplyReport, ApplyError>;
+    /// Apply `rendered`, given the inventory recorded after the last successful apply.
+    fn apply(
+        &self,
+        rendered: &Rendered,
+        previous: &Inventory,
+        ctx: &ApplyContext,
+    ) -> impl Future<Output = Result<ApplyReport, ApplyError>> + Send;
+
+    /// Delete `stale` (what [`Inventory::stale`] found), when `ctx.prune` allows; returns
+    /// one `Pruned` result per object removed. The default removes nothing.
+    fn prune(
+        &self,
+        stale: &[ObjectId],
+        ctx: &ApplyContext,
+    ) -> impl Future<Output = Result<Vec<ObjectResult>, ApplyError>> + Send {
+        let _ = (stale, ctx);
+        async { Ok(Vec::new()) }
+    }
+
+    /// Wait until the applied objects are ready, when `ctx.wait` asks for it. The default
+    /// returns at once.
+    fn wait(
+        &self,
+        report: &ApplyReport,
+        ctx: &ApplyContext,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send {
+        let _ = (report, ctx);
+        async { Ok(()) }
+    }
+
+    /// Where the objects go, for the status (`target`): a path, a cluster's name.
+    fn describe(&self) -> String;
 }
 
 #[cfg(test)]

@@ -70,6 +70,10 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    // Before READY=1: a supervisor may send SIGTERM as soon as it reads READY, and a signal
+    // that arrives before its handler exists kills the process without a clean stop.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
     // Ready once the API is bound: the state was loaded before, so the last good artifacts are
     // being served from here on, which is what /readyz also reports.
     let notifier = super::notify::Notifier::from_env().context("NOTIFY_SOCKET is unusable")?;
@@ -100,7 +104,7 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         let engine = engine.clone();
         tokio::spawn(async move { engine.run(stop_rx).await })
     };
-    wait_for_signal().await;
+    wait_for_signal(&mut terminate).await;
     notifier.stopping();
     tracing::info!("stopping: letting in-flight steps finish");
     let _ = stop_tx.send(true);
@@ -108,17 +112,19 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     // dot-named temp file beside the real one, never a half-written file. One deadline for both, so that the whole stop is
     // bounded by it.
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    let _ = tokio::time::timeout_at(deadline, scheduler).await;
+    if tokio::time::timeout_at(deadline, scheduler).await.is_err() {
+        // In-flight applies end at their next safe point; statuses already changed are kept.
+        engine.abandon();
+        let _ = tokio::time::timeout(EXIT_GRACE, engine.flush()).await;
+    }
     let _ = tokio::time::timeout_at(deadline, server).await;
     tracing::info!("stopped");
     Ok(0)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
     tokio::select! {
-        _ = term.recv() => {}
+        _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
 }
@@ -149,10 +155,7 @@ fn print_report(report: &PassReport, output: Output) -> anyhow::Result<()> {
                         k.name,
                         k.objects,
                         k.revision.as_deref().unwrap_or("-"),
-                        k.target
-                            .as_ref()
-                            .map(|t| t.display().to_string())
-                            .unwrap_or_default()
+                        k.target.as_deref().unwrap_or_default()
                     ),
                 }
             }

@@ -33,7 +33,7 @@ pub(crate) enum GenerateProblem {
     /// `file` (relative to the kustomization dir, `./...`) is YAML but not Kubernetes.
     NotKubernetes {
         file: String,
-        reason: String,
+        reason: NotKubernetes,
     },
     /// `file` is a symlink that leads outside the artifact.
     SymlinkEscapes {
@@ -139,35 +139,23 @@ fn has_yaml_extension(name: &str) -> bool {
 /// "missing metadata.name"), so that the error names the file and says why it was included.
 /// YAML that our parser cannot read is let through: kustomize's parser has the final word, and
 /// its error names the file too.
-fn check_kubernetes_yaml(bytes: &[u8]) -> Result<(), String> {
-    use serde::Deserialize;
-    use serde_yaml::Value;
+fn check_kubernetes_yaml(bytes: &[u8]) -> Result<(), NotKubernetes> {
+    use super::yaml::scalar_text;
+    use serde_json::Value;
 
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Ok(());
     };
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        match Value::deserialize(document) {
-            Ok(value) => documents.push(value),
-            Err(_) => return Ok(()),
-        }
-    }
+    let Ok(documents) = super::yaml::documents(text) else {
+        return Ok(());
+    };
     for (index, value) in documents.iter().enumerate() {
         let number = index + 1;
-        let map = match value {
-            Value::Null => continue,
-            Value::Mapping(map) => map,
-            _ => return Err(format!("document {number} is not a mapping")),
+        let Value::Object(map) = value else {
+            return Err(NotKubernetes::NotAMapping { number });
         };
-        let text_of = |v: Option<&Value>| match v {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(Value::Bool(b)) => Some(b.to_string()),
-            _ => None,
-        };
-        let Some(kind) = text_of(map.get("kind")).filter(|k| !k.is_empty()) else {
-            return Err(format!("document {number} has no kind"));
+        let Some(kind) = scalar_text(map.get("kind")).filter(|k| !k.is_empty()) else {
+            return Err(NotKubernetes::NoKind { number });
         };
         // Lists (`kind: List`, `kind: ConfigMapList`, ...) are expanded by kustomize and
         // need no name of their own.
@@ -176,14 +164,26 @@ fn check_kubernetes_yaml(bytes: &[u8]) -> Result<(), String> {
         }
         let name = map
             .get("metadata")
-            .and_then(Value::as_mapping)
-            .and_then(|m| text_of(m.get("name")))
+            .and_then(Value::as_object)
+            .and_then(|m| scalar_text(m.get("name")))
             .filter(|n| !n.is_empty());
         if name.is_none() {
-            return Err(format!("document {number} ({kind}) has no metadata.name"));
+            return Err(NotKubernetes::NoName { number, kind });
         }
     }
     Ok(())
+}
+
+/// Why a file a generated kustomization would list is not a Kubernetes manifest.
+/// Documents are numbered from 1, empty ones not counted.
+#[derive(Debug, thiserror::Error)]
+pub enum NotKubernetes {
+    #[error("document {number} is not a mapping")]
+    NotAMapping { number: usize },
+    #[error("document {number} has no kind")]
+    NoKind { number: usize },
+    #[error("document {number} ({kind}) has no metadata.name")]
+    NoName { number: usize, kind: String },
 }
 
 /// The text of a generated kustomization listing `resources`.
@@ -199,12 +199,16 @@ pub(crate) fn kustomization_text(resources: &[String]) -> String {
         kind: &'a str,
         resources: &'a [String],
     }
-    serde_yaml::to_string(&Generated {
+    let generated = Generated {
         api_version: "kustomize.config.k8s.io/v1beta1",
         kind: "Kustomization",
         resources,
-    })
-    .expect("a list of strings always serialises")
+    };
+    // Strings and a list of strings have no form YAML cannot write; should the serialiser
+    // fail anyway, JSON (a subset of YAML) says the same.
+    serde_saphyr::to_string(&generated)
+        .or_else(|_| serde_json::to_string(&generated))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -236,7 +240,7 @@ mod tests {
         assert!(check_kubernetes_yaml(b"apiVersion: v1\nkind: ConfigMap\n").is_err());
         let two = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\nstages: [x]\n";
         let err = check_kubernetes_yaml(two).unwrap_err();
-        assert!(err.contains("document 2"), "{err}");
+        assert!(err.to_string().contains("document 2"), "{err}");
     }
 
     #[test]

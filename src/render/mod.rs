@@ -20,8 +20,10 @@ mod remote;
 mod run;
 pub mod sandbox;
 pub mod substitute;
+mod yaml;
 
-pub use object::ObjectId;
+pub use generate::NotKubernetes;
+pub use object::{Object, ObjectId, ObjectsError};
 pub use sandbox::{Confinement, RenderSettings, SandboxMode, Support as SandboxSupport};
 
 use std::ffi::OsString;
@@ -42,18 +44,23 @@ pub const KUSTOMIZE_ENV: &str = "GITOPSD_KUSTOMIZE";
 /// What a build produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
-    /// Multi-document YAML exactly as kustomize printed it.
+    /// Multi-document YAML exactly as kustomize printed it (what a directory target writes).
     pub yaml: String,
-    /// The objects in `yaml`, in output order.
-    pub objects: Vec<ObjectId>,
+    /// The objects in `yaml`, parsed, in output order (what a cluster target applies).
+    pub objects: Vec<Object>,
 }
 
 impl Rendered {
     /// Read the objects of a multi-document YAML stream (e.g. after post-build substitution
     /// changed the text). The error says which document is not an object.
-    pub fn from_yaml(yaml: String) -> Result<Rendered, String> {
+    pub fn from_yaml(yaml: String) -> Result<Rendered, ObjectsError> {
         let objects = object::parse_objects(&yaml)?;
         Ok(Rendered { yaml, objects })
+    }
+
+    /// The identities of the objects, in output order.
+    pub fn ids(&self) -> impl Iterator<Item = &ObjectId> {
+        self.objects.iter().map(|o| &o.id)
     }
 }
 
@@ -121,15 +128,28 @@ pub enum RenderError {
     NotKubernetes {
         path: String,
         file: String,
-        reason: String,
+        reason: NotKubernetes,
     },
     #[error(
         "cannot generate a kustomization for {}: {file} is a symlink that leads outside the artifact",
         shown(path)
     )]
     SymlinkEscapes { path: String, file: String },
-    #[error("cannot generate a kustomization for {}: {reason}", shown(path))]
-    Generate { path: String, reason: String },
+    #[error(
+        "cannot generate a kustomization for {}: {file}: file name is not UTF-8",
+        shown(path)
+    )]
+    NonUtf8Name { path: String, file: String },
+    #[error(
+        "cannot generate a kustomization for {}: {file}: {source}",
+        shown(path)
+    )]
+    Generate {
+        path: String,
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("I/O error preparing the build of {}: {source}", shown(path))]
     Io {
         path: String,
@@ -188,10 +208,19 @@ pub enum RenderError {
         stderr: String,
     },
     #[error(
-        "kustomize build of {} printed output gitopsd cannot read: {reason}",
+        "kustomize build of {} printed output gitopsd cannot read: not UTF-8",
         shown(path)
     )]
-    InvalidOutput { path: String, reason: String },
+    OutputNotUtf8 { path: String },
+    #[error(
+        "kustomize build of {} printed output gitopsd cannot read: {source}",
+        shown(path)
+    )]
+    InvalidOutput {
+        path: String,
+        #[source]
+        source: ObjectsError,
+    },
 }
 
 fn shown(path: &str) -> String {
@@ -347,13 +376,11 @@ impl Renderer {
         if !finished.stderr.is_empty() {
             tracing::info!(path, stderr = %summarize_stderr(&finished.stderr), "kustomize warnings");
         }
-        let yaml = String::from_utf8(finished.stdout).map_err(|_| RenderError::InvalidOutput {
+        let yaml = String::from_utf8(finished.stdout)
+            .map_err(|_| RenderError::OutputNotUtf8 { path: owned() })?;
+        Rendered::from_yaml(yaml).map_err(|source| RenderError::InvalidOutput {
             path: owned(),
-            reason: "not UTF-8".to_string(),
-        })?;
-        Rendered::from_yaml(yaml).map_err(|reason| RenderError::InvalidOutput {
-            path: owned(),
-            reason,
+            source,
         })
     }
 
@@ -381,14 +408,8 @@ fn generate_error(path: &str, problem: GenerateProblem) -> RenderError {
             RenderError::NotKubernetes { path, file, reason }
         }
         GenerateProblem::SymlinkEscapes { file } => RenderError::SymlinkEscapes { path, file },
-        GenerateProblem::NonUtf8Name { file } => RenderError::Generate {
-            path,
-            reason: format!("{file}: file name is not UTF-8"),
-        },
-        GenerateProblem::Io { file, source } => RenderError::Generate {
-            path,
-            reason: format!("{file}: {source}"),
-        },
+        GenerateProblem::NonUtf8Name { file } => RenderError::NonUtf8Name { path, file },
+        GenerateProblem::Io { file, source } => RenderError::Generate { path, file, source },
     }
 }
 

@@ -1,4 +1,4 @@
-//! Object identities read from kustomize's output.
+//! The objects of kustomize's output: each one's identity and value.
 
 use std::fmt;
 
@@ -80,59 +80,55 @@ fn split_api_version(api_version: &str) -> (&str, &str) {
     }
 }
 
-/// Read the identity of every object in a multi-document YAML stream, in stream order.
-///
-/// Empty documents (a stray `---`) are skipped. Anything else that is not an object with a
-/// `kind` and a `metadata.name` is an error: kustomize never prints such a thing, so seeing
-/// one means the output is not what we think it is.
-pub(crate) fn parse_objects(yaml: &str) -> Result<Vec<ObjectId>, String> {
-    use serde::Deserialize;
-    use serde_yaml::Value;
-
-    let mut objects = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = Value::deserialize(document)
-            .map_err(|e| format!("document {} is not valid YAML: {e}", index + 1))?;
-        let map = match value {
-            Value::Null => continue,
-            Value::Mapping(map) => map,
-            _ => return Err(format!("document {} is not a mapping", index + 1)),
-        };
-        let field = |m: &serde_yaml::Mapping, key: &str| m.get(key).and_then(scalar_string);
-        let kind = field(&map, "kind").filter(|k| !k.is_empty());
-        let api_version = field(&map, "apiVersion").unwrap_or_default();
-        let metadata = map.get("metadata").and_then(Value::as_mapping);
-        let name = metadata
-            .and_then(|m| field(m, "name"))
-            .filter(|n| !n.is_empty());
-        let namespace = metadata
-            .and_then(|m| field(m, "namespace"))
-            .unwrap_or_default();
-        match (kind, name) {
-            (Some(kind), Some(name)) => {
-                objects.push(ObjectId::new(&api_version, &kind, &namespace, &name))
-            }
-            _ => {
-                return Err(format!(
-                    "document {} has no kind or no metadata.name",
-                    index + 1
-                ))
-            }
-        }
-    }
-    Ok(objects)
+/// One object of a render: its identity and the object itself, as the JSON value a
+/// Kubernetes API server takes (a server-side apply sends it as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub id: ObjectId,
+    pub value: serde_json::Value,
 }
 
-/// Kustomize passes scalars through untouched, so `kind: 5` is possible; read any scalar as
-/// its text rather than insisting on a YAML string.
-fn scalar_string(value: &serde_yaml::Value) -> Option<String> {
-    use serde_yaml::Value;
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+/// Why kustomize's output could not be read as objects.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("the output is not valid YAML: {0}")]
+    Syntax(#[source] Box<serde_saphyr::Error>),
+    #[error("document {number} is not a mapping")]
+    NotAMapping { number: usize },
+    #[error("document {number} has no kind or no metadata.name")]
+    NoIdentity { number: usize },
+}
+
+/// Read every object of a multi-document YAML stream, in stream order.
+///
+/// Empty documents (a stray `---`) are skipped and not counted. Anything else that is not an
+/// object with a `kind` and a `metadata.name` is an error: kustomize never prints such a
+/// thing, so seeing one means the output is not what we think it is.
+pub(crate) fn parse_objects(yaml: &str) -> Result<Vec<Object>, ObjectsError> {
+    use super::yaml::scalar_text;
+    use serde_json::Value;
+
+    let documents = super::yaml::documents(yaml).map_err(|e| ObjectsError::Syntax(Box::new(e)))?;
+    let mut objects = Vec::with_capacity(documents.len());
+    for (index, value) in documents.into_iter().enumerate() {
+        let number = index + 1;
+        let Value::Object(map) = &value else {
+            return Err(ObjectsError::NotAMapping { number });
+        };
+        let kind = scalar_text(map.get("kind")).filter(|k| !k.is_empty());
+        let api_version = scalar_text(map.get("apiVersion")).unwrap_or_default();
+        let metadata = map.get("metadata").and_then(Value::as_object);
+        let name = scalar_text(metadata.and_then(|m| m.get("name"))).filter(|n| !n.is_empty());
+        let namespace = scalar_text(metadata.and_then(|m| m.get("namespace"))).unwrap_or_default();
+        let (Some(kind), Some(name)) = (kind, name) else {
+            return Err(ObjectsError::NoIdentity { number });
+        };
+        objects.push(Object {
+            id: ObjectId::new(&api_version, &kind, &namespace, &name),
+            value,
+        });
     }
+    Ok(objects)
 }
 
 #[cfg(test)]
@@ -160,7 +156,9 @@ kind: ClusterRole
 metadata:
   name: reader
 ";
-        let objects = parse_objects(yaml).unwrap();
+        let parsed = parse_objects(yaml).unwrap();
+        assert_eq!(parsed[1].value["metadata"]["name"], "web");
+        let objects: Vec<ObjectId> = parsed.into_iter().map(|o| o.id).collect();
         assert_eq!(
             objects,
             vec![
@@ -196,7 +194,14 @@ metadata:
     fn rejects_documents_that_are_not_objects() {
         assert!(parse_objects("- a\n- b\n").is_err());
         assert!(parse_objects("kind: ConfigMap\n").is_err());
-        assert!(parse_objects("a: [").is_err());
+        assert!(matches!(
+            parse_objects("a: ["),
+            Err(ObjectsError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_objects("kind: A\nmetadata: {name: a}\n---\n- b\n"),
+            Err(ObjectsError::NotAMapping { number: 2 })
+        ));
     }
 
     #[test]

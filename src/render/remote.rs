@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 /// The names kustomize looks for in a directory, in its order.
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -48,7 +48,7 @@ pub(crate) fn find(root: &Path, dir: &Path) -> io::Result<Option<RemoteReference
             continue;
         };
         let text = fs::read_to_string(&file)?;
-        let Ok(document) = serde_yaml::from_str::<Value>(&text) else {
+        let Ok(document) = super::yaml::document(&text) else {
             continue;
         };
         let relative = || {
@@ -90,7 +90,7 @@ pub(crate) fn find(root: &Path, dir: &Path) -> io::Result<Option<RemoteReference
 
 fn strings(value: Option<&Value>) -> impl Iterator<Item = &str> {
     value
-        .and_then(Value::as_sequence)
+        .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
@@ -112,7 +112,7 @@ fn file_references(document: &Value) -> Vec<(String, &str)> {
     for field in ["patches", "patchesJson6902", "replacements"] {
         for item in document
             .get(field)
-            .and_then(Value::as_sequence)
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
         {
@@ -124,7 +124,7 @@ fn file_references(document: &Value) -> Vec<(String, &str)> {
     for field in ["configMapGenerator", "secretGenerator"] {
         for item in document
             .get(field)
-            .and_then(Value::as_sequence)
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
         {

@@ -148,8 +148,8 @@ fn generated_build_matches_kubectl_on_a_hand_written_kustomization() {
     );
     let direct = Rendered::from_yaml(String::from_utf8(direct.stdout).unwrap()).unwrap();
 
-    let mut ours = rendered.objects.clone();
-    let mut theirs = direct.objects.clone();
+    let mut ours: Vec<ObjectId> = rendered.ids().cloned().collect();
+    let mut theirs: Vec<ObjectId> = direct.ids().cloned().collect();
     ours.sort();
     theirs.sort();
     assert_eq!(ours, theirs);
@@ -281,7 +281,7 @@ fn files_outside_the_kustomization_dir_but_inside_the_artifact_load() {
         .build(tmp.path(), "overlay", &sandboxed())
         .unwrap();
     assert_eq!(
-        rendered.objects,
+        rendered.ids().cloned().collect::<Vec<_>>(),
         vec![ObjectId::new("v1", "ConfigMap", "web", "shared")]
     );
 }
@@ -388,7 +388,7 @@ fn fake_kustomize_gets_build_and_load_restrictor() {
         )
         .unwrap_or_else(|e| panic!("{confinement:?}: {e}"));
         assert_eq!(
-            rendered.objects,
+            rendered.ids().cloned().collect::<Vec<_>>(),
             vec![ObjectId::new("v1", "Namespace", "", "n")]
         );
     }
@@ -583,7 +583,7 @@ fn remote_resources_load_in_the_sandbox_only_when_allowed() {
             .build(&root, "app", &options(confinement, true))
             .unwrap_or_else(|e| panic!("{confinement:?}: {e}"));
         assert_eq!(
-            rendered.objects,
+            rendered.ids().cloned().collect::<Vec<_>>(),
             vec![ObjectId::new("v1", "ConfigMap", "", "remote")]
         );
 

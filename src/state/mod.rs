@@ -1,8 +1,17 @@
 //! Durable state: what every source and kustomization last did, kept in
 //! `<stateDir>/state.json` so that a restart serves the last good artifacts at once.
 //!
-//! The file is rewritten atomically after every change; a `kill -9` leaves either the old or
-//! the new state, and either is a valid point to continue from.
+//! Writes are coalesced. Statuses change in memory under a lock; an update that changed
+//! something the file holds bumps a generation, and one writer task serialises the whole state
+//! and replaces the file atomically (temp file, fsync, rename) on a blocking thread, once for
+//! any number of changes that arrived while it was busy. A poll that changes nothing durable
+//! writes nothing: the time of the last attempt and of the last success are kept in memory
+//! (the status API shows them) and reach the file with the next real change; counters are not
+//! state at all (see `reconcile::metrics`). A `kill -9` leaves either the old file or the new
+//! one, and either is a valid point to continue from; a stop flushes it first.
+//!
+//! The file format is unchanged from earlier versions, which also wrote per-source `metrics`:
+//! such a file loads (the block is dropped) and the next write leaves it out.
 
 pub mod dir;
 
@@ -14,8 +23,10 @@ use crate::source::Revision;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
+use tokio::sync::{watch, Notify};
 
 /// RFC 3339 in UTC, second precision.
 pub fn now_rfc3339() -> String {
@@ -42,7 +53,7 @@ pub struct Condition {
     pub last_transition_time: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
@@ -60,7 +71,10 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     pub last_attempt_time: Option<String>,
     pub last_success_time: Option<String>,
-    pub metrics: SourceMetrics,
+    /// Counters of this run, filled in by the status API from the engine's metrics; never
+    /// stored (a file from an older version may hold them: they are dropped at load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SourceMetrics>,
     /// The public half of the SSH key gitopsd generated for this source (an ssh URL without a
     /// configured key), for the user to add as a deploy key. Filled in by the status API from
     /// `<stateDir>/keys/`, never stored.
@@ -68,8 +82,8 @@ pub struct SourceStatus {
     pub repository_public_key: Option<String>,
 }
 
-/// Counters exported on `/metrics`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Counters the status API shows for a source (`/metrics` exports the same values).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceMetrics {
     pub fetches_total: u64,
@@ -82,7 +96,7 @@ pub struct SourceMetrics {
     pub last_success_timestamp: f64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KustomizationStatus {
     pub name: String,
@@ -90,7 +104,9 @@ pub struct KustomizationStatus {
     pub configuration: String,
     pub namespace: String,
     pub path: String,
-    pub target: Option<PathBuf>,
+    /// Where its objects go, as its target describes itself (a directory target: the file it
+    /// writes). Earlier versions stored a path here; it reads the same.
+    pub target: Option<String>,
     pub last_applied_revision: Option<Revision>,
     pub last_attempted_revision: Option<Revision>,
     pub objects: usize,
@@ -109,20 +125,56 @@ pub struct State {
     pub kustomizations: BTreeMap<String, KustomizationStatus>,
 }
 
-/// The state behind a lock, with its file.
+impl SourceStatus {
+    /// Equal in what the file must hold: everything but the times of the last attempt and
+    /// success, which change at every poll.
+    fn durably_equal(&self, other: &SourceStatus) -> bool {
+        let volatile = |s: &SourceStatus| SourceStatus {
+            last_attempt_time: None,
+            last_success_time: None,
+            metrics: None,
+            repository_public_key: None,
+            ..s.clone()
+        };
+        volatile(self) == volatile(other)
+    }
+}
+
+impl KustomizationStatus {
+    fn durably_equal(&self, other: &KustomizationStatus) -> bool {
+        let volatile = |k: &KustomizationStatus| KustomizationStatus {
+            last_success_time: None,
+            ..k.clone()
+        };
+        volatile(self) == volatile(other)
+    }
+}
+
+/// The state behind a lock, with its file and its writer.
 pub struct StateStore {
     path: PathBuf,
     state: RwLock<State>,
-    /// Serialises writers of the file so that an older snapshot never overwrites a newer one.
-    write_lock: std::sync::Mutex<()>,
+    /// Bumped by every update that changed what the file holds.
+    changed: AtomicU64,
+    /// The generation the file holds (sent by the writer after each write).
+    written: watch::Sender<u64>,
+    /// Wakes the writer.
+    wake: Arc<Notify>,
+    /// Files written so far, for tests and logs.
+    writes: AtomicU64,
+    /// A writer task runs (the store was opened within a tokio runtime).
+    has_writer: AtomicBool,
 }
 
 impl StateStore {
     /// Load `<state_dir>/state.json`, or start empty. An unreadable file is kept aside
     /// (renamed `.corrupt`) rather than deleted, and the daemon starts fresh.
+    ///
+    /// Within a tokio runtime, a writer task is started; without one, every change is written
+    /// at once, synchronously.
     pub fn open(state_dir: &Path) -> Arc<StateStore> {
         let path = state_dir.join("state.json");
-        let state = match std::fs::read(&path) {
+        let mut state: State = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "state file unreadable, starting fresh");
                 let _ = std::fs::rename(&path, path.with_extension("json.corrupt"));
@@ -130,36 +182,167 @@ impl StateStore {
             }),
             Err(_) => State::default(),
         };
-        Arc::new(StateStore {
+        for s in state.sources.values_mut() {
+            s.metrics = None;
+        }
+        let store = Arc::new(StateStore {
             path,
             state: RwLock::new(state),
-            write_lock: std::sync::Mutex::new(()),
-        })
+            changed: AtomicU64::new(0),
+            written: watch::Sender::new(0),
+            wake: Arc::new(Notify::new()),
+            writes: AtomicU64::new(0),
+            has_writer: AtomicBool::new(false),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            store.has_writer.store(true, Ordering::SeqCst);
+            runtime.spawn(writer(Arc::downgrade(&store), store.wake.clone()));
+        }
+        store
     }
 
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Change the state and persist it.
+    /// Change the state as a whole (start-up: the set of objects). Written when the change
+    /// touched anything durable.
     pub fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (result, bytes) = {
+        let (result, changed) = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let before = state.clone();
             let result = f(&mut state);
-            (result, serde_json::to_vec_pretty(&*state))
+            let changed = before.sources.len() != state.sources.len()
+                || before.kustomizations.len() != state.kustomizations.len()
+                || state.sources.iter().any(|(key, s)| {
+                    before
+                        .sources
+                        .get(key)
+                        .is_none_or(|old| !old.durably_equal(s))
+                })
+                || state.kustomizations.iter().any(|(key, k)| {
+                    before
+                        .kustomizations
+                        .get(key)
+                        .is_none_or(|old| !old.durably_equal(k))
+                });
+            (result, changed)
         };
-        match bytes
+        if changed {
+            self.mark_changed();
+        }
+        result
+    }
+
+    /// Change one source's status (created if absent); written only when it changed durably.
+    pub fn update_source<R>(&self, key: &str, f: impl FnOnce(&mut SourceStatus) -> R) -> R {
+        let (result, changed) = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let existed = state.sources.contains_key(key);
+            let status = state.sources.entry(key.to_string()).or_default();
+            let before = status.clone();
+            let result = f(status);
+            (result, !existed || !before.durably_equal(status))
+        };
+        if changed {
+            self.mark_changed();
+        }
+        result
+    }
+
+    /// Change one kustomization's status (created if absent); written only when it changed
+    /// durably.
+    pub fn update_kustomization<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut KustomizationStatus) -> R,
+    ) -> R {
+        let (result, changed) = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let existed = state.kustomizations.contains_key(key);
+            let status = state.kustomizations.entry(key.to_string()).or_default();
+            let before = status.clone();
+            let result = f(status);
+            (result, !existed || !before.durably_equal(status))
+        };
+        if changed {
+            self.mark_changed();
+        }
+        result
+    }
+
+    /// How many times the file was written since this store was opened.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Wait until the file holds every change made so far (before a stop or the end of a
+    /// `--once` pass).
+    pub async fn flush(&self) {
+        let target = self.changed.load(Ordering::SeqCst);
+        let mut written = self.written.subscribe();
+        if *written.borrow_and_update() >= target {
+            return;
+        }
+        self.wake.notify_one();
+        // The writer lives as long as the store; `wait_for` only fails if it is gone, and
+        // then there is nothing left to wait for.
+        let _ = written.wait_for(|w| *w >= target).await;
+    }
+
+    fn mark_changed(&self) {
+        self.changed.fetch_add(1, Ordering::SeqCst);
+        if self.has_writer.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        } else {
+            // No writer task (no runtime): write now, on this thread.
+            self.write_now();
+        }
+    }
+
+    /// Serialise and replace the file; returns the generation written. Blocking.
+    fn write_now(&self) -> u64 {
+        let (generation, bytes) = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            // Read under the lock, so the bytes hold at least this generation.
+            let generation = self.changed.load(Ordering::SeqCst);
+            (generation, serde_json::to_vec_pretty(&*state))
+        };
+        let result = bytes
             .map_err(std::io::Error::other)
             // 0600: errors and URLs are redacted, but the file is the daemon's alone anyway.
-            .and_then(|b| crate::atomic::write_private(&self.path, &b))
-        {
-            Ok(()) => {}
+            .and_then(|b| crate::atomic::write_private(&self.path, &b));
+        match result {
+            Ok(()) => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot persist state")
             }
         }
-        result
+        // Counted as written even on failure: the next change tries again, and a flush must
+        // not wait forever on a disk that refuses writes.
+        self.written.send_replace(generation);
+        generation
+    }
+}
+
+/// The writer task: wakes on a change, writes on a blocking thread, and goes back to sleep;
+/// changes that arrive during a write make one more write after it. Ends when the store is
+/// dropped.
+async fn writer(store: std::sync::Weak<StateStore>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(current) = store.upgrade() else {
+            return;
+        };
+        if *current.written.borrow() >= current.changed.load(Ordering::SeqCst) {
+            continue;
+        }
+        let job = tokio::task::spawn_blocking(move || current.write_now());
+        if let Err(e) = job.await {
+            tracing::error!(error = %e, "state writer failed");
+        }
     }
 }
 
@@ -192,3 +375,6 @@ pub fn set_condition(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

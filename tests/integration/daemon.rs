@@ -981,3 +981,83 @@ fn a_crafted_tree_is_refused_and_the_last_good_artifact_is_still_served() {
         "{stored:?}"
     );
 }
+
+/// Statuses are written only when they change: after a first pass over 100 sources, a second
+/// pass that finds every remote unchanged writes nothing (the write counter stays, and
+/// state.json keeps its inode and modification time), while the status in memory moves on.
+#[test]
+fn an_unchanged_poll_of_100_sources_writes_nothing() {
+    use std::os::unix::fs::MetadataExt;
+
+    let repo = app_repo();
+    let url = repo.bare().file_url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = format!(
+        "stateDir: {}\nconfigurations:\n",
+        dir.path().join("state").display()
+    );
+    for i in 0..100 {
+        config.push_str(&format!(
+            "  - name: s{i}\n    source: {{ kind: git, url: \"{url}\", ref: {{ branch: main }} }}\n"
+        ));
+    }
+    let file = dir.path().join("gitopsd.yaml");
+    fs::write(&file, config).unwrap();
+    let settings = gitopsd::config::load(&file).expect("a valid config");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let engine = gitopsd::reconcile::Engine::new(settings).expect("engine");
+        let first = engine.run_once().await;
+        assert!(first.succeeded(), "{first:?}");
+        assert_eq!(first.sources.len(), 100);
+        let written = engine.state().writes();
+        assert!(written >= 1, "the first pass stores 100 artifacts");
+        let state_file = dir.path().join("state/state.json");
+        let before = fs::metadata(&state_file).unwrap();
+        let attempted = |engine: &gitopsd::reconcile::Engine| {
+            engine.state().read(|st| {
+                st.sources
+                    .values()
+                    .map(|s| s.last_attempt_time.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let first_attempts = attempted(&engine);
+
+        // Attempt times have second precision: make the second pass's differ.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let second = engine.run_once().await;
+        assert!(second.succeeded(), "{second:?}");
+        assert_eq!(
+            engine.state().writes(),
+            written,
+            "an unchanged pass wrote state.json"
+        );
+        let after = fs::metadata(&state_file).unwrap();
+        assert_eq!(
+            (after.ino(), after.mtime(), after.mtime_nsec()),
+            (before.ino(), before.mtime(), before.mtime_nsec())
+        );
+        assert_ne!(
+            attempted(&engine),
+            first_attempts,
+            "the status in memory moved on"
+        );
+        let unchanged: u64 = engine.state().read(|st| {
+            st.sources
+                .values()
+                .map(|s| {
+                    let labels =
+                        gitopsd::reconcile::metrics::source_labels(&s.namespace, &s.name, &s.kind);
+                    engine.metrics().source(&labels).unchanged_total
+                })
+                .sum()
+        });
+        assert_eq!(unchanged, 100, "every source found its remote unchanged");
+    });
+}
