@@ -143,12 +143,7 @@ pub struct SourceSettings {
     pub git_auth: crate::source::git::auth::GitAuthSettings,
 }
 
-/// Publish the newest revision's files as `<directory>/<link>` → `.revisions/<commit>`.
-#[derive(Debug, Clone)]
-pub struct Publish {
-    pub directory: PathBuf,
-    pub link: String,
-}
+pub use crate::artifact::publish::Publish;
 
 #[derive(Debug, Clone)]
 pub struct Kustomization {

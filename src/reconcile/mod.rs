@@ -6,6 +6,7 @@
 //! on `spawn_blocking` threads. One configuration's failure never touches another's task.
 
 pub mod schedule;
+pub mod snapshot;
 
 use crate::apply::{DirectoryTarget, Inventory, Target as _};
 use crate::artifact::store::ArtifactStore;
@@ -576,14 +577,16 @@ impl Engine {
             FetchOutcome::Fetched { revision, snapshot } => (revision, snapshot),
         };
         let kind = c.source.kind.as_str();
-        let artifact = snapshot.store(
+        let artifact = snapshot::store(
             &self.store,
+            &snapshot,
             kind,
             &c.namespace,
             &c.name,
             &revision,
             c.source.ignore.as_deref(),
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         if let Err(e) = self
             .store
             .gc(kind, &c.namespace, &c.name, &artifact.path, KEEP_ARTIFACTS)
@@ -754,7 +757,7 @@ impl Engine {
         };
         let scratch = self.state_dir.scratch(&k.name).map_err(|e| e.to_string())?;
         let root = scratch.path().join("src");
-        crate::artifact::pack::extract(&artifact.path, &artifact.digest, &root)
+        crate::artifact::extract::extract(&artifact.path, &artifact.digest, &root)
             .map_err(|e| format!("cannot extract artifact {}: {e}", artifact.path.display()))?;
         let rendered = renderer
             .build(&root, &k.path, &options)

@@ -7,43 +7,12 @@
 pub mod azblob;
 pub mod bucket;
 pub mod git;
-pub mod ignore;
 pub mod objects;
 pub mod proxy;
 
-use std::fmt;
 use std::path::PathBuf;
 
-/// What was fetched, in Flux's string form: `main@sha1:<hex>`, `v1.2.3@sha1:<hex>`,
-/// `refs/pull/1/head@sha1:<hex>`, `sha1:<hex>`, or `sha256:<hex>` for buckets.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Revision(pub String);
-
-impl Revision {
-    /// `<name>@sha1:<hex>`, or `sha1:<hex>` when there is no name.
-    pub fn git(name: Option<&str>, commit: &str) -> Self {
-        match name {
-            Some(n) => Revision(format!("{n}@sha1:{commit}")),
-            None => Revision(format!("sha1:{commit}")),
-        }
-    }
-
-    /// The digest part after the last `:` (a commit sha for git, a hex digest for buckets).
-    pub fn digest_hex(&self) -> &str {
-        self.0.rsplit(':').next().unwrap_or(&self.0)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Revision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::vocab::Revision;
 
 /// The result of one fetch.
 #[derive(Debug)]
@@ -57,7 +26,8 @@ pub enum FetchOutcome {
     },
 }
 
-/// What a fetch produced, for the artifact store to pack.
+/// What a fetch produced, for the reconciler to hand to the artifact store (which this layer
+/// never sees).
 #[derive(Debug)]
 pub enum Snapshot {
     /// Files written into the scratch directory (object-store sources). Their exclusions were
@@ -66,46 +36,6 @@ pub enum Snapshot {
     /// A commit in the source's git cache repository: packed straight from its objects, with
     /// the `.sourceignore` files it holds and the source's `ignore` field.
     GitCommit { repo: PathBuf, commit: String },
-}
-
-impl Snapshot {
-    /// Pack into `store` as `<kind>/<namespace>/<name>/<revision digest>.tar.gz`, applying
-    /// the exclusions this kind of snapshot calls for; `ignore` is the source's field.
-    pub fn store(
-        &self,
-        store: &crate::artifact::store::ArtifactStore,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-        revision: &Revision,
-        ignore: Option<&str>,
-    ) -> Result<crate::artifact::Artifact, String> {
-        use crate::artifact::pack::{DirTree, PackError};
-        let rules_failed = |e: &dyn fmt::Display| format!("ignore rules of {name}: {e}");
-        let stored = match self {
-            Snapshot::Dir(dir) => {
-                let rules =
-                    ignore::IgnoreRules::for_bucket(None, None).map_err(|e| rules_failed(&e))?;
-                let tree = DirTree::new(dir).map_err(|e| e.to_string())?;
-                store.store(kind, namespace, name, revision, tree, &rules)
-            }
-            Snapshot::GitCommit { repo, commit } => {
-                let mut tree = git::tree::CommitTree::open(repo, commit)?;
-                // Reading the `.sourceignore` files walks every tree of the commit first, so
-                // it is where a crafted tree is refused: say so, not "ignore rules".
-                let found = tree.source_ignores().map_err(|e| match e {
-                    PackError::UnsafeName { .. } => {
-                        format!("cannot store artifact for {name}: {e}")
-                    }
-                    other => rules_failed(&other),
-                })?;
-                let rules = ignore::IgnoreRules::for_git_layers(found, ignore)
-                    .map_err(|e| rules_failed(&e))?;
-                store.store(kind, namespace, name, revision, tree, &rules)
-            }
-        };
-        stored.map_err(|e| format!("cannot store artifact for {name}: {e}"))
-    }
 }
 
 /// Why a fetch failed. Messages are one sentence naming the URL and ref, never a secret.

@@ -6,7 +6,7 @@
 
 use super::semver::{highest_matching, Range};
 use crate::config::GitReference;
-use crate::source::Revision;
+use crate::vocab::Revision;
 
 /// One advertised ref, with annotated tags already peeled to the commit they name.
 #[derive(Debug, Clone, PartialEq, Eq)]
