@@ -17,4 +17,5 @@ pub mod reconcile;
 pub mod render;
 pub mod source;
 pub mod state;
+pub mod syntax;
 pub mod vocab;

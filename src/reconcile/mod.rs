@@ -11,7 +11,9 @@ pub mod snapshot;
 use crate::apply::{DirectoryTarget, Inventory, Target as _};
 use crate::artifact::store::ArtifactStore;
 use crate::artifact::Artifact;
-use crate::config::{Configuration, Kustomization, Settings, SourceKind, Target};
+use crate::config::{
+    Configuration, GitReference, Kustomization, Settings, SourceKind, SourceSpec, Target,
+};
 use crate::render::{BuildOptions, Renderer, SandboxSupport};
 use crate::source::{FetchOutcome, Revision};
 use crate::state::{now_rfc3339, set_condition, unix_now, StateDir, StateDirError, StateStore};
@@ -115,9 +117,16 @@ fn settings_digest(c: &Configuration) -> String {
     let s = &c.source;
     // Bucket and container settings go in whole (bucket, prefix, ...); their secrets print
     // redacted, so a rotated key does not repack.
+    // The same text as when the kinds' settings were optional fields side by side, so that
+    // digests kept in state.json still match.
+    let (reference, bucket, azure_blob) = match &s.spec {
+        SourceSpec::Git(git) => (git.reference.clone(), None, None),
+        SourceSpec::Bucket(bucket) => (GitReference::RemoteHead, Some(bucket), None),
+        SourceSpec::AzureBlob(azure) => (GitReference::RemoteHead, None, Some(azure)),
+    };
     let text = format!(
         "{}\n{:?}\n{:?}\n{:?}\n{:?}",
-        s.url, s.reference, s.ignore, s.bucket, s.azure_blob
+        s.url, reference, s.ignore, bucket, azure_blob
     );
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -145,7 +154,7 @@ impl Engine {
                 let s = st.sources.entry(source_key(c)).or_default();
                 s.name = c.name.clone();
                 s.namespace = c.namespace.clone();
-                s.kind = c.source.kind.as_str().into();
+                s.kind = c.source.kind().as_str().into();
                 s.url = crate::source::git::refs::redact_url(&c.source.url);
                 s.suspended = c.suspend || c.source.suspend;
                 // An artifact whose file vanished is not served.
@@ -182,7 +191,7 @@ impl Engine {
         let cache_bytes = settings
             .configurations
             .iter()
-            .filter(|c| c.source.kind == SourceKind::Git)
+            .filter(|c| c.source.kind() == SourceKind::Git)
             .map(|c| (source_key(c), git_cache_bytes(&settings, c)))
             .collect();
         Ok(Arc::new(Engine {
@@ -544,7 +553,7 @@ impl Engine {
 
     fn measure_git_cache(&self, idx: usize) {
         let c = &self.settings.configurations[idx];
-        if c.source.kind != SourceKind::Git {
+        if c.source.kind() != SourceKind::Git {
             return;
         }
         let bytes = git_cache_bytes(&self.settings, c);
@@ -565,7 +574,9 @@ impl Engine {
         let source = crate::source::from_settings(
             &c.namespace,
             &c.name,
-            &c.source,
+            &c.source.url,
+            c.source.ignore.as_deref(),
+            &c.source.spec,
             &self.settings.state_dir.join("git"),
         );
         let scratch = self.state_dir.scratch(&c.name).map_err(|e| e.to_string())?;
@@ -576,7 +587,7 @@ impl Engine {
             FetchOutcome::Unchanged => return Ok(None),
             FetchOutcome::Fetched { revision, snapshot } => (revision, snapshot),
         };
-        let kind = c.source.kind.as_str();
+        let kind = c.source.kind().as_str();
         let artifact = snapshot::store(
             &self.store,
             &snapshot,

@@ -6,13 +6,14 @@
 
 pub mod azblob;
 pub mod bucket;
+pub mod config;
 pub mod git;
 pub mod objects;
 pub mod proxy;
 
 use std::path::PathBuf;
 
-pub use crate::vocab::Revision;
+pub use crate::vocab::{Revision, SourceKind};
 
 /// The result of one fetch.
 #[derive(Debug)]
@@ -97,42 +98,59 @@ pub trait Source: Send + Sync {
     ) -> Result<FetchOutcome, SourceError>;
 }
 
-/// Build the source a configuration names. `cache_root` is `<stateDir>/git`.
+/// Build the source a configuration names. `cache_root` is `<stateDir>/git`; `url` and
+/// `ignore` are the source's common settings, `spec` its kind's own.
 pub fn from_settings(
     namespace: &str,
     name: &str,
-    settings: &crate::config::SourceSettings,
+    url: &str,
+    ignore: Option<&str>,
+    spec: &SourceSpec,
     cache_root: &std::path::Path,
 ) -> Box<dyn Source> {
-    match settings.kind {
-        crate::config::SourceKind::Git => Box::new(git::GitSource {
-            id: format!("{namespace}/{name}"),
-            url: settings.url.clone(),
-            reference: settings.reference.clone(),
-            implementation: settings.git_implementation,
+    let id = format!("{namespace}/{name}");
+    match spec {
+        SourceSpec::Git(git) => Box::new(git::GitSource {
+            id,
+            url: url.to_string(),
+            reference: git.reference.clone(),
+            implementation: git.implementation,
             cache_dir: git::cache::dir(cache_root, namespace, name),
             auth: git::auth::SourceAuth {
-                settings: settings.git_auth.clone(),
+                settings: git.auth.clone(),
                 generated_key: Some(git::auth::generated_key_path(cache_root, namespace, name)),
             },
         }),
-        crate::config::SourceKind::Bucket => Box::new(bucket::BucketSource {
-            id: format!("{namespace}/{name}"),
-            endpoint: settings.url.clone(),
-            settings: settings
-                .bucket
-                .clone()
-                .expect("validation sets bucket for bucket sources"),
-            ignore: settings.ignore.clone(),
+        SourceSpec::Bucket(settings) => Box::new(bucket::BucketSource {
+            id,
+            endpoint: url.to_string(),
+            settings: settings.clone(),
+            ignore: ignore.map(str::to_string),
         }),
-        crate::config::SourceKind::AzureBlob => Box::new(azblob::AzureBlobSource {
-            id: format!("{namespace}/{name}"),
-            endpoint: settings.url.clone(),
-            settings: settings
-                .azure_blob
-                .clone()
-                .expect("validation sets azure_blob for azblob sources"),
-            ignore: settings.ignore.clone(),
+        SourceSpec::AzureBlob(settings) => Box::new(azblob::AzureBlobSource {
+            id,
+            endpoint: url.to_string(),
+            settings: settings.clone(),
+            ignore: ignore.map(str::to_string),
         }),
+    }
+}
+
+/// Each kind's own settings, owned (and checked) by the kind's `config` module; the config
+/// loader builds one per source, so that an invalid combination cannot exist.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    Git(git::config::GitSettings),
+    Bucket(bucket::config::BucketSettings),
+    AzureBlob(azblob::config::AzureBlobSettings),
+}
+
+impl SourceSpec {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceSpec::Git(_) => SourceKind::Git,
+            SourceSpec::Bucket(_) => SourceKind::Bucket,
+            SourceSpec::AzureBlob(_) => SourceKind::AzureBlob,
+        }
     }
 }
