@@ -80,7 +80,7 @@ pub enum SecretValue {
 /// How to reach the cluster: a kubeconfig file and, optionally, one of its contexts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesSettings {
-    /// Absolute. Read again whenever a connection is made (see `crate::cluster`).
+    /// Absolute. Read again whenever a connection is made (by the `cluster` module).
     pub kubeconfig: PathBuf,
     /// `None`: the kubeconfig's `current-context`.
     pub context: Option<String>,

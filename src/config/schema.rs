@@ -389,14 +389,17 @@ mod tests {
         let (_, problems) =
             decode_text("configurations: []\nstatedir: /x\nmaxConcurentFetches: 2\n");
         assert!(
-            problems[0].1.contains("did you mean `stateDir`?"),
+            problems[0].1.starts_with(
+                "unknown field `statedir` at the top level (did you mean `stateDir`?)"
+            ),
             "{}",
             problems[0].1
         );
         assert!(
-            problems[1]
-                .1
-                .contains("did you mean `maxConcurrentFetches`?"),
+            problems[1].1.starts_with(
+                "unknown field `maxConcurentFetches` at the top level (did you mean \
+                 `maxConcurrentFetches`?)"
+            ),
             "{}",
             problems[1].1
         );
