@@ -1,5 +1,11 @@
 //! Configuration: YAML schema, validation with file:line:col diagnostics.
 //!
+//! Entry points: [`load`] and [`load_str`], which return the validated [`Settings`] or every
+//! [`Diagnostic`]. This module owns the file's layout and the sections that are nobody
+//! else's (top level, `server`, `kubernetes`, `render`, configurations, kustomizations); a
+//! source's kind-specific keys are decoded and checked by the kind (`source::<kind>::config`),
+//! and the reading machinery they share is `syntax`, below both.
+//!
 //! Loading runs in three passes over one document, each collecting problems instead of
 //! stopping at the first: `positions` reads the YAML into a tree that remembers where every
 //! key and value was written (syntax errors, duplicate keys), `schema` checks which keys exist
@@ -9,7 +15,7 @@
 
 pub mod model;
 pub mod schema;
-pub mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod git_tests;

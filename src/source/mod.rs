@@ -1,8 +1,16 @@
 //! Sources: fetch something remote into a local [`Snapshot`].
 //!
-//! A source knows nothing about artifacts; it hands back a snapshot holding exactly what the
-//! revision contains (before exclusions): a directory of downloaded objects, or a commit in
-//! the git cache repository. The `artifact` module packs it.
+//! Entry point: [`from_settings`] builds the [`Source`] a configuration names from its
+//! [`SourceSpec`]; [`Source::fetch`] returns a [`FetchOutcome`]. A source knows nothing about
+//! the artifact store; it hands back a snapshot holding exactly what the revision contains
+//! (before exclusions): a directory of downloaded objects, or a commit in the git cache
+//! repository, which the reconciler gives to the store. From `artifact` it uses only the
+//! contract of what gets packed (`artifact::tree::Tree`, which `git::tree` implements) and
+//! the ignore rules an object store applies while listing.
+//!
+//! Each kind owns its settings and their rules in its `config` module (`git::config`,
+//! `bucket::config`, `azblob::config`; what they share in [`config`]), so the config loader
+//! never reaches into a kind's runtime code.
 
 pub mod azblob;
 pub mod bucket;

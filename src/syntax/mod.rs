@@ -13,6 +13,3 @@ pub mod duration;
 pub mod fields;
 pub mod positions;
 pub mod values;
-
-pub use fields::{Fields, Text};
-pub use positions::{Pos, Problem, Problems};

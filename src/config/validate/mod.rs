@@ -24,8 +24,6 @@ use crate::source::config::Cluster;
 use crate::syntax::positions::{Pos, Problems};
 use crate::syntax::values::{boolean, directory, positive_duration, resolve};
 
-pub use kustomization::artifact_path;
-
 /// Where state lives when `stateDir` is not set.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitopsd";
 /// The status/artifact API's address when `server.listen` is not set.
