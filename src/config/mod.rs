@@ -596,10 +596,6 @@ configurations:
             .local_auth_secret
             .clone();
         assert_eq!(secret.unwrap().to_string(), "default/s");
-        assert!(!crate::source::git::auth::uses_generated_key(
-            &settings.configurations[0].source.git().unwrap().auth,
-            "ssh://git@h/r"
-        ));
         assert!(load_test("configurations: []\n")
             .unwrap()
             .kubernetes

@@ -897,4 +897,20 @@ mod tests {
         assert!(check_commit("abc123").is_err());
         assert!(check_commit(&"g".repeat(40)).is_err());
     }
+
+    #[test]
+    fn a_secret_is_used_instead_of_the_generated_key() {
+        let url = "ssh://git@h/r";
+        let mut auth = GitAuthSettings::default();
+        assert!(super::super::auth::uses_generated_key(&auth, url));
+        auth.local_auth_secret = Some(SecretRef {
+            kubernetes: crate::vocab::KubernetesSettings {
+                kubeconfig: PathBuf::from("/k"),
+                context: None,
+            },
+            namespace: "default".into(),
+            name: "s".into(),
+        });
+        assert!(!super::super::auth::uses_generated_key(&auth, url));
+    }
 }
