@@ -352,11 +352,10 @@ pub(super) fn validate(
             );
         }
     }
-    if let (Some(url_text), Some(_)) = (url, raw.get("httpsUser")) {
+    if let (Some(url_text), Some(user)) = (url, raw.get("httpsUser")) {
         if let Some(rest) = url_text.split_once("://").map(|(_, r)| r) {
             let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
             if authority.contains('@') {
-                let user = raw.get("httpsUser").expect("checked");
                 problems.push(
                     user.pos,
                     "`httpsUser` is set and the URL has credentials too; remove them from the URL",
