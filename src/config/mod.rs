@@ -14,7 +14,7 @@
 //! either a fully valid [`Settings`] or every [`Diagnostic`] found, sorted by position.
 
 pub mod model;
-pub mod schema;
+pub(crate) mod schema;
 pub(crate) mod validate;
 
 #[cfg(test)]

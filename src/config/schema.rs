@@ -85,7 +85,6 @@ pub const TARGET_FIELDS: &[&str] = &["directory"];
 /// The whole file.
 #[derive(Debug, Clone)]
 pub struct RawSettings {
-    pub pos: Pos,
     pub state_dir: Option<Text>,
     pub server: Option<RawServer>,
     pub kubernetes: Option<RawKubernetes>,
@@ -98,14 +97,12 @@ pub struct RawSettings {
 /// A `render` section, top-level or of one configuration.
 #[derive(Debug, Clone)]
 pub struct RawRender {
-    pub pos: Pos,
     pub sandbox: Option<Text>,
     pub remote_bases: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RawServer {
-    pub pos: Pos,
     pub listen: Option<Text>,
     pub token: Option<Text>,
     pub token_file: Option<Text>,
@@ -116,14 +113,12 @@ pub struct RawServer {
 /// The top-level `kubernetes` section.
 #[derive(Debug, Clone)]
 pub struct RawKubernetes {
-    pub pos: Pos,
     pub kubeconfig: Option<Text>,
     pub context: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RawConfiguration {
-    pub pos: Pos,
     pub name: Option<Text>,
     pub namespace: Option<Text>,
     pub scope: Option<Text>,
@@ -154,14 +149,12 @@ pub struct RawSource {
 
 #[derive(Debug, Clone)]
 pub struct RawPublish {
-    pub pos: Pos,
     pub directory: Option<Text>,
     pub link: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RawKustomization {
-    pub pos: Pos,
     pub name: Option<Text>,
     pub path: Option<Text>,
     pub prune: Option<Text>,
@@ -177,7 +170,6 @@ pub struct RawKustomization {
 
 #[derive(Debug, Clone)]
 pub struct RawTarget {
-    pub pos: Pos,
     pub directory: Option<Text>,
 }
 
@@ -186,7 +178,6 @@ pub struct RawTarget {
 pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
     let Some(fields) = Fields::open(root, TOP_LEVEL, SETTINGS_FIELDS, problems) else {
         return RawSettings {
-            pos: root.pos,
             state_dir: None,
             server: None,
             kubernetes: None,
@@ -198,7 +189,6 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
     let server = fields
         .mapping("server", SERVER_FIELDS, problems)
         .map(|f| RawServer {
-            pos: f.pos,
             listen: f.text("listen", problems),
             token: f.text("token", problems),
             token_file: f.text("tokenFile", problems),
@@ -210,7 +200,6 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         .map(|f| {
             f.require("kubeconfig", problems);
             RawKubernetes {
-                pos: f.pos,
                 kubeconfig: f.text("kubeconfig", problems),
                 context: f.text("context", problems),
             }
@@ -228,7 +217,6 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         }
     };
     RawSettings {
-        pos: fields.pos,
         state_dir: fields.text("stateDir", problems),
         server,
         kubernetes,
@@ -253,7 +241,6 @@ fn configuration(node: &Node, problems: &mut Problems) -> Option<RawConfiguratio
         .filter_map(|item| kustomization(item, problems))
         .collect();
     Some(RawConfiguration {
-        pos: fields.pos,
         name,
         namespace: fields.text("namespace", problems),
         scope: fields.text("scope", problems),
@@ -268,7 +255,6 @@ fn render(fields: &Fields<'_>, problems: &mut Problems) -> Option<RawRender> {
     fields
         .mapping("render", RENDER_FIELDS, problems)
         .map(|f| RawRender {
-            pos: f.pos,
             sandbox: f.text("sandbox", problems),
             remote_bases: f.text("remoteBases", problems),
         })
@@ -285,7 +271,6 @@ fn source(fields: &Fields<'_>, problems: &mut Problems) -> RawSource {
             let directory = f.text("directory", problems);
             f.require("directory", problems);
             RawPublish {
-                pos: f.pos,
                 directory,
                 link: f.text("link", problems),
             }
@@ -332,13 +317,9 @@ fn kustomization(node: &Node, problems: &mut Problems) -> Option<RawKustomizatio
     let target = fields.mapping("target", TARGET_FIELDS, problems).map(|f| {
         let directory = f.text("directory", problems);
         f.require("directory", problems);
-        RawTarget {
-            pos: f.pos,
-            directory,
-        }
+        RawTarget { directory }
     });
     Some(RawKustomization {
-        pos: fields.pos,
         name,
         path: fields.text("path", problems),
         prune: fields.text("prune", problems),

@@ -11,7 +11,7 @@
 //! (hex-encoded, as source-controller does), and how Azure's failures read.
 
 pub mod certificate;
-pub mod config;
+pub(crate) mod config;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -7,7 +7,7 @@
 //! [`super::objects`]'. Keys given as files or through `localAuthRef` are read again at every
 //! sync, so rotating them needs no restart.
 
-pub mod config;
+pub(crate) mod config;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -14,7 +14,7 @@
 
 pub mod azblob;
 pub mod bucket;
-pub mod config;
+pub(crate) mod config;
 pub mod git;
 pub mod objects;
 pub mod proxy;

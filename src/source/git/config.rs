@@ -21,8 +21,8 @@ use crate::syntax::positions::{Pos, Problems};
 use crate::vocab::SecretRef;
 
 pub(crate) use credentials::looks_like_private_key;
-pub use credentials::{decode_base64, GitAuthSettings, SecretBytes, SecretSource, UrlKind};
-pub use url::{url, UrlProblem};
+pub use credentials::{GitAuthSettings, SecretBytes, SecretSource, UrlKind};
+pub use url::url;
 
 /// A `git` source's own settings; the URL and what every kind has are in the caller's.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod cache;
 pub mod cancel;
-pub mod config;
+pub(crate) mod config;
 pub mod gitoxide;
 pub mod known_hosts;
 pub mod libgit2;
