@@ -9,9 +9,9 @@
 pub mod extract;
 pub mod ignore;
 pub mod pack;
-pub mod publish;
+pub(crate) mod publish;
 pub mod store;
-pub mod tree;
+pub(crate) mod tree;
 
 use crate::vocab::Revision;
 use std::path::PathBuf;
