@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use crate::source::azblob::config::{AzureAuth, AzureBlobSettings};
 pub use crate::source::bucket::config::{BucketCredentials, BucketSettings};
 pub use crate::source::git::config::{GitImplementation, GitReference, GitSettings};
-pub use crate::source::SourceSpec;
+pub use crate::source::{SourceSettings, SourceSpec};
 pub use crate::syntax::values::DEFAULT_INTERVAL;
 pub use crate::vocab::{KubernetesSettings, Secret, SecretRef, SecretValue, SourceKind};
 
@@ -56,37 +56,6 @@ pub struct Configuration {
     pub render: crate::render::RenderSettings,
     pub source: SourceSettings,
     pub kustomizations: Vec<Kustomization>,
-}
-
-/// A source: what every kind has, and its kind's own settings ([`SourceSpec`]), so that a
-/// git ref on a bucket, or a bucket without its name, cannot be built.
-#[derive(Debug, Clone)]
-pub struct SourceSettings {
-    /// Checked by the kind: a git URL (local paths made `file://`), or an endpoint.
-    pub url: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Upper bound of the exponential backoff after failures.
-    pub retry_interval: Duration,
-    /// Extra gitignore-style patterns (Flux's `spec.ignore`).
-    pub ignore: Option<String>,
-    pub suspend: bool,
-    pub publish: Option<Publish>,
-    pub spec: SourceSpec,
-}
-
-impl SourceSettings {
-    pub fn kind(&self) -> SourceKind {
-        self.spec.kind()
-    }
-
-    /// A `git` source's own settings; `None` for other kinds.
-    pub fn git(&self) -> Option<&GitSettings> {
-        match &self.spec {
-            SourceSpec::Git(git) => Some(git),
-            _ => None,
-        }
-    }
 }
 
 pub use crate::artifact::publish::Publish;

@@ -574,9 +574,7 @@ impl Engine {
         let source = crate::source::from_settings(
             &c.namespace,
             &c.name,
-            &c.source.url,
-            c.source.ignore.as_deref(),
-            &c.source.spec,
+            &c.source,
             &self.settings.state_dir.join("git"),
         );
         let scratch = self.state_dir.scratch(&c.name).map_err(|e| e.to_string())?;

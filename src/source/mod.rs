@@ -1,7 +1,7 @@
 //! Sources: fetch something remote into a local [`Snapshot`].
 //!
 //! Entry point: [`from_settings`] builds the [`Source`] a configuration names from its
-//! [`SourceSpec`]; [`Source::fetch`] returns a [`FetchOutcome`]. A source knows nothing about
+//! [`SourceSettings`]; [`Source::fetch`] returns a [`FetchOutcome`]. A source knows nothing about
 //! the artifact store; it hands back a snapshot holding exactly what the revision contains
 //! (before exclusions): a directory of downloaded objects, or a commit in the git cache
 //! repository, which the reconciler gives to the store. From `artifact` it uses only the
@@ -20,6 +20,7 @@ pub mod objects;
 pub mod proxy;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use crate::vocab::{Revision, SourceKind};
 
@@ -106,21 +107,19 @@ pub trait Source: Send + Sync {
     ) -> Result<FetchOutcome, SourceError>;
 }
 
-/// Build the source a configuration names. `cache_root` is `<stateDir>/git`; `url` and
-/// `ignore` are the source's common settings, `spec` its kind's own.
+/// Build the source a configuration names. `cache_root` is `<stateDir>/git`.
 pub fn from_settings(
     namespace: &str,
     name: &str,
-    url: &str,
-    ignore: Option<&str>,
-    spec: &SourceSpec,
+    settings: &SourceSettings,
     cache_root: &std::path::Path,
 ) -> Box<dyn Source> {
     let id = format!("{namespace}/{name}");
-    match spec {
+    let url = settings.url.clone();
+    match &settings.spec {
         SourceSpec::Git(git) => Box::new(git::GitSource {
             id,
-            url: url.to_string(),
+            url,
             reference: git.reference.clone(),
             implementation: git.implementation,
             cache_dir: git::cache::dir(cache_root, namespace, name),
@@ -129,23 +128,53 @@ pub fn from_settings(
                 generated_key: Some(git::auth::generated_key_path(cache_root, namespace, name)),
             },
         }),
-        SourceSpec::Bucket(settings) => Box::new(bucket::BucketSource {
+        SourceSpec::Bucket(bucket) => Box::new(bucket::BucketSource {
             id,
-            endpoint: url.to_string(),
-            settings: settings.clone(),
-            ignore: ignore.map(str::to_string),
+            endpoint: url,
+            settings: bucket.clone(),
+            ignore: settings.ignore.clone(),
         }),
-        SourceSpec::AzureBlob(settings) => Box::new(azblob::AzureBlobSource {
+        SourceSpec::AzureBlob(azure) => Box::new(azblob::AzureBlobSource {
             id,
-            endpoint: url.to_string(),
-            settings: settings.clone(),
-            ignore: ignore.map(str::to_string),
+            endpoint: url,
+            settings: azure.clone(),
+            ignore: settings.ignore.clone(),
         }),
     }
 }
 
-/// Each kind's own settings, owned (and checked) by the kind's `config` module; the config
-/// loader builds one per source, so that an invalid combination cannot exist.
+/// A source: what every kind has, and its kind's own settings ([`SourceSpec`]), so that a
+/// git ref on a bucket, or a bucket without its name, cannot be built.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Checked by the kind: a git URL (local paths made `file://`), or an endpoint.
+    pub url: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Upper bound of the exponential backoff after failures.
+    pub retry_interval: Duration,
+    /// Extra gitignore-style patterns (Flux's `spec.ignore`).
+    pub ignore: Option<String>,
+    pub suspend: bool,
+    pub publish: Option<crate::artifact::publish::Publish>,
+    pub spec: SourceSpec,
+}
+
+impl SourceSettings {
+    pub fn kind(&self) -> SourceKind {
+        self.spec.kind()
+    }
+
+    /// A `git` source's own settings; `None` for other kinds.
+    pub fn git(&self) -> Option<&git::config::GitSettings> {
+        match &self.spec {
+            SourceSpec::Git(git) => Some(git),
+            _ => None,
+        }
+    }
+}
+
+/// Each kind's own settings, owned (and checked) by the kind's `config` module.
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
     Git(git::config::GitSettings),
