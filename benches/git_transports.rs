@@ -138,9 +138,10 @@ fn fetch_and_pack(
         panic!("an empty state dir came back unchanged");
     };
     let store = ArtifactStore::new(state.join("artifacts"));
-    let artifact = snapshot
-        .store(&store, "git", "bench", "repo", &revision, None)
-        .unwrap();
+    let artifact = gitopsd::reconcile::snapshot::store(
+        &store, &snapshot, "git", "bench", "repo", &revision, None,
+    )
+    .unwrap();
     // Keep the artifact outside the state dir, which the next run wipes.
     let kept = work.join(format!("{implementation:?}-{}.tar.gz", transport.name));
     fs::rename(&artifact.path, &kept).unwrap();

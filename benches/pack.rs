@@ -8,8 +8,8 @@
 //! comparison than wall time.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gitopsd::artifact::ignore::IgnoreRules;
 use gitopsd::artifact::pack::pack_dir;
-use gitopsd::source::ignore::IgnoreRules;
 use std::fmt::Write as _;
 use std::fs;
 use std::hint::black_box;

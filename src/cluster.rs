@@ -18,8 +18,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::config::{KubernetesSettings, SecretRef};
 use crate::error::chain;
+use crate::vocab::{KubernetesSettings, SecretRef};
 
 /// How long to wait for a TCP connection (and TLS handshake) to the API server. The API
 /// server answers a GET of one object in milliseconds; a sync should not hang on a dead one.

@@ -112,8 +112,10 @@ fn repository_public_key(
         .configurations
         .iter()
         .find(|c| c.name == source.name && c.namespace == source.namespace)?;
-    if c.source.kind != crate::config::SourceKind::Git
-        || !auth::uses_generated_key(&c.source.git_auth, &c.source.url)
+    if !c
+        .source
+        .git()
+        .is_some_and(|git| auth::uses_generated_key(&git.auth, &c.source.url))
     {
         return None;
     }

@@ -255,7 +255,7 @@ pub async fn read_body(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request body did not arrive within {}\n",
-                crate::config::duration::format(read_timeout)
+                crate::syntax::duration::format(read_timeout)
             ),
         ),
     }

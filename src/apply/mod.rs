@@ -17,7 +17,7 @@ pub mod kubernetes;
 pub mod target;
 
 pub use directory::DirectoryTarget;
-pub use target::{build, AnyTarget};
+pub use target::{build, AnyTarget, TargetSettings};
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -4,11 +4,19 @@
 //! Kubernetes target (server-side apply with an inventory in the cluster) becomes one more
 //! variant of [`AnyTarget`] and one more arm here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{ApplyContext, ApplyError, ApplyReport, DirectoryTarget, Inventory, Target};
-use crate::config::Target as TargetSettings;
 use crate::render::{ObjectId, Rendered};
+
+/// A kustomization's `target`, as the config file states it (`config::Target`).
+#[derive(Debug, Clone)]
+pub enum TargetSettings {
+    /// Write the rendered multi-document YAML to `<directory>/<kustomization name>.yaml`.
+    Directory(PathBuf),
+    /// Render only; the output is kept under the state dir (`<stateDir>/rendered/...`).
+    None,
+}
 
 /// Every kind of target, dispatched statically (the trait's futures are not boxed).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,20 @@
 //! Artifacts: reproducible tar.gz snapshots of a revision, their store, and publishing.
+//!
+//! Entry points: [`store::ArtifactStore`] (pack a [`tree::Tree`] under the exclusions of
+//! [`ignore::IgnoreRules`], keep, collect), [`publish::publish`] and [`extract::extract`].
+//! This layer knows nothing of where a tree came from: sources implement [`tree::Tree`] and
+//! use [`ignore`] to filter what they list, and the reconciler hands a fetched tree to the
+//! store. It imports only `atomic` and `vocab`.
 
+mod error;
+pub mod extract;
+pub mod ignore;
 pub mod pack;
-pub mod publish;
+pub(crate) mod publish;
 pub mod store;
+pub(crate) mod tree;
 
-use crate::source::Revision;
+use crate::vocab::Revision;
 use std::path::PathBuf;
 
 /// One stored artifact.

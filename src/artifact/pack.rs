@@ -22,22 +22,26 @@
 //! deflates them, and the calling thread hashes and writes the compressed chunks to `out`
 //! (which need not be `Send`). Chunk buffers are recycled between stages.
 
-use crate::source::ignore::IgnoreRules;
+//!
+//! The [`Tree`] being packed is in `tree.rs`, unpacking in `extract.rs`; [`PackError`] covers
+//! all three, as one artifact's life crosses them.
+
+use super::ignore::IgnoreRules;
+use super::tree::{os_bytes, Content, DirTree, EntryKind, Tree};
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 /// The pinned deflate level; changing it changes every artifact's digest.
 pub const GZIP_LEVEL: u32 = 6;
 
-const MODE_DIR: u32 = 0o750;
-const MODE_FILE: u32 = 0o600;
-const MODE_EXEC: u32 = 0o700;
-const BLOCK: usize = 512;
+pub(super) const MODE_DIR: u32 = 0o750;
+pub(super) const MODE_FILE: u32 = 0o600;
+pub(super) const MODE_EXEC: u32 = 0o700;
+pub(super) const BLOCK: usize = 512;
 const TAR_CHUNK: usize = 1 << 20;
 const GZ_CHUNK: usize = 256 << 10;
 /// Chunks in flight between two stages; bounds memory at a few MiB.
@@ -52,180 +56,7 @@ pub struct Packed {
     pub size: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PackError {
-    #[error("cannot pack {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} changed while it was being packed (expected {expected} bytes); the snapshot must not be modified during packing")]
-    Changed { path: PathBuf, expected: u64 },
-    #[error("cannot write the artifact: {0}")]
-    Write(#[source] io::Error),
-    /// A tree entry whose name is not one plain path component (or one git reserves): packed,
-    /// it would make a tar tool write outside the directory it extracts into.
-    #[error("refusing to pack the path {path:?}: {reason}")]
-    UnsafeName { path: String, reason: String },
-    #[error("invalid expected digest {0:?}: want sha256:<64 lowercase hex>")]
-    BadDigest(String),
-    #[error("artifact {path} has digest {actual} but {expected} was expected; it is corrupt or was replaced, refusing to extract it")]
-    DigestMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    #[error("artifact {path} is not a readable tar.gz: {source}")]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("artifact {path} holds {entry:?}, refused: {reason}")]
-    UnsafeEntry {
-        path: PathBuf,
-        entry: String,
-        reason: &'static str,
-    },
-    #[error("cannot extract into {dest}: {reason}")]
-    Destination { dest: PathBuf, reason: String },
-    #[error("extracting into {path} failed: {source}")]
-    Extract {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// A tree to pack: the directory entries and file bytes of a snapshot. The walk order, the
-/// names and every header field are decided here alone, so two trees with the same content
-/// give the same bytes whatever they are: a directory on disk ([`DirTree`]) or a commit read
-/// straight from a git object database (`source::git::tree`), which spares a git source
-/// writing its files out only to read them back.
-pub trait Tree: Send {
-    /// How the tree finds a directory again (a git tree id; on disk the path is enough).
-    type Dir: Send;
-    /// How the tree finds a file again.
-    type File: Send;
-
-    fn root(&self) -> Self::Dir;
-    /// The regular files and directories in `dir` (at `rel`), in any order. Anything else
-    /// (symlinks, submodules, devices) is left out: artifacts hold files and directories only.
-    fn entries(&mut self, dir: &Self::Dir, rel: &Path) -> Result<Entries<Self>, PackError>;
-    /// The content of a file listed by [`Tree::entries`].
-    fn content(&mut self, file: &Self::File, rel: &Path) -> Result<Content<'_>, PackError>;
-}
-
-/// The entries of one directory of `T`.
-pub type Entries<T> = Vec<TreeEntry<<T as Tree>::Dir, <T as Tree>::File>>;
-
-pub struct TreeEntry<D, F> {
-    pub name: std::ffi::OsString,
-    pub kind: EntryKind<D, F>,
-}
-
-pub enum EntryKind<D, F> {
-    Dir(D),
-    File(F),
-}
-
-/// A file's bytes: streamed from a reader (a file on disk, a large git blob inflated from its
-/// pack), or already in memory (a small git blob).
-pub enum Content<'a> {
-    Stream {
-        reader: Box<dyn Read + 'a>,
-        /// The size announced (a file's when it was opened); packing fails unless the
-        /// reader gives exactly this many bytes.
-        size: u64,
-        executable: bool,
-        /// For messages.
-        path: PathBuf,
-    },
-    Bytes {
-        data: &'a [u8],
-        executable: bool,
-    },
-}
-
-/// A directory on disk.
-pub struct DirTree {
-    root: PathBuf,
-}
-
-impl DirTree {
-    pub fn new(root: &Path) -> Result<DirTree, PackError> {
-        let meta = fs::metadata(root).map_err(|source| PackError::Read {
-            path: root.to_path_buf(),
-            source,
-        })?;
-        if !meta.is_dir() {
-            return Err(PackError::Read {
-                path: root.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-            });
-        }
-        Ok(DirTree {
-            root: root.to_path_buf(),
-        })
-    }
-}
-
-impl Tree for DirTree {
-    type Dir = ();
-    type File = ();
-
-    fn root(&self) {}
-
-    fn entries(&mut self, _: &(), rel: &Path) -> Result<Entries<Self>, PackError> {
-        let dir = self.root.join(rel);
-        let read_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| PackError::Read { path, source }
-        };
-        let mut entries = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(read_err(&dir))? {
-            let entry = entry.map_err(read_err(&dir))?;
-            let file_type = entry.file_type().map_err(read_err(&entry.path()))?;
-            let kind = if file_type.is_dir() {
-                EntryKind::Dir(())
-            } else if file_type.is_file() {
-                EntryKind::File(())
-            } else {
-                continue;
-            };
-            entries.push(TreeEntry {
-                name: entry.file_name(),
-                kind,
-            });
-        }
-        Ok(entries)
-    }
-
-    fn content(&mut self, _: &(), rel: &Path) -> Result<Content<'_>, PackError> {
-        let path = self.root.join(rel);
-        let err = |source| PackError::Read {
-            path: path.clone(),
-            source,
-        };
-        let listed = fs::symlink_metadata(&path).map_err(err)?;
-        let file = File::open(&path).map_err(err)?;
-        let meta = file.metadata().map_err(err)?;
-        // The walk saw a regular file; refuse anything swapped in since (a symlink, say).
-        if !listed.is_file() || !meta.is_file() || !same_inode(&listed, &meta) {
-            return Err(PackError::Changed {
-                path,
-                expected: listed.len(),
-            });
-        }
-        Ok(Content::Stream {
-            reader: Box::new(file),
-            size: meta.len(),
-            executable: is_executable(&meta),
-            path,
-        })
-    }
-}
+pub use super::error::PackError;
 
 /// Stream the tree at `dir` (filtered by `rules`) as tar.gz into `out`, hashing as it goes.
 pub fn pack_dir(dir: &Path, rules: &IgnoreRules, out: impl Write) -> Result<Packed, PackError> {
@@ -304,7 +135,7 @@ pub fn pack_tree<T: Tree>(
     })
 }
 
-fn gzip_writer<W: Write>(inner: W) -> GzEncoder<W> {
+pub(super) fn gzip_writer<W: Write>(inner: W) -> GzEncoder<W> {
     GzBuilder::new()
         .mtime(0)
         .operating_system(255)
@@ -516,7 +347,7 @@ impl TarStream {
     }
 }
 
-fn fill(header: &mut tar::Header, kind: tar::EntryType, mode: u32, size: u64) {
+pub(super) fn fill(header: &mut tar::Header, kind: tar::EntryType, mode: u32, size: u64) {
     header.set_entry_type(kind);
     header.set_mode(mode);
     header.set_uid(0);
@@ -621,203 +452,25 @@ fn pack_file(content: Content<'_>, name: &[u8], tar: &mut TarStream) -> Result<(
     }
 }
 
-#[cfg(unix)]
-fn os_bytes(name: &std::ffi::OsStr) -> &[u8] {
-    use std::os::unix::ffi::OsStrExt;
-    name.as_bytes()
-}
-
-#[cfg(not(unix))]
-fn os_bytes(name: &std::ffi::OsStr) -> &[u8] {
-    name.to_str()
-        .expect("non-UTF-8 file names are supported on Unix only")
-        .as_bytes()
-}
-
-#[cfg(unix)]
-fn same_inode(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a.dev() == b.dev() && a.ino() == b.ino()
-}
-
-#[cfg(not(unix))]
-fn same_inode(_: &fs::Metadata, _: &fs::Metadata) -> bool {
-    true
-}
-
-#[cfg(unix)]
-fn is_executable(meta: &fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o111 != 0
-}
-
-#[cfg(not(unix))]
-fn is_executable(_: &fs::Metadata) -> bool {
-    false
-}
-
-/// Extract an artifact into `dest` (absent or an empty directory).
-///
-/// The digest is checked first, over the same open file that is then extracted, so a
-/// concurrent replacement cannot slip in between. Only regular files and directories under
-/// `dest` are accepted; links, devices and any path that is absolute or contains `..` fail
-/// the whole extraction. Files are written plainly (no fsync): callers extract into a fresh
-/// directory and rename it into place when they need atomicity.
-pub fn extract(artifact: &Path, expected_digest: &str, dest: &Path) -> Result<(), PackError> {
-    let expected = parse_digest(expected_digest)?;
-    let corrupt = |source| PackError::Corrupt {
-        path: artifact.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(artifact).map_err(corrupt)?;
-    let actual = super::store::reader_digest(&mut file).map_err(corrupt)?;
-    if actual != expected {
-        return Err(PackError::DigestMismatch {
-            path: artifact.to_path_buf(),
-            expected,
-            actual,
-        });
-    }
-    file.rewind().map_err(corrupt)?;
-
-    prepare_destination(dest)?;
-    let reader = io::BufReader::with_capacity(256 << 10, file);
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
-    for entry in archive.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        let unsafe_entry = |reason| PackError::UnsafeEntry {
-            path: artifact.to_path_buf(),
-            entry: shown.clone(),
-            reason,
-        };
-        let rel = safe_relative(&raw).map_err(unsafe_entry)?;
-        let Some(rel) = rel else { continue };
-        let target = dest.join(&rel);
-        let extract_err = |source| PackError::Extract {
-            path: target.clone(),
-            source,
-        };
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                fs::create_dir_all(&target).map_err(extract_err)?;
-                set_mode(&target, MODE_DIR).map_err(extract_err)?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).map_err(extract_err)?;
-                }
-                let mode = entry.header().mode().map_err(corrupt)?;
-                let mut out = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(extract_err)?;
-                io::copy(&mut entry, &mut out).map_err(corrupt)?;
-                let mode = if mode & 0o111 != 0 {
-                    MODE_EXEC
-                } else {
-                    MODE_FILE
-                };
-                set_mode(&target, mode).map_err(extract_err)?;
-            }
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                return Err(unsafe_entry("links are not allowed in artifacts"))
-            }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                return Err(unsafe_entry(
-                    "devices and fifos are not allowed in artifacts",
-                ))
-            }
-            _ => return Err(unsafe_entry("only files and directories are allowed")),
-        }
-    }
-    Ok(())
-}
-
-fn parse_digest(digest: &str) -> Result<String, PackError> {
-    let hex_part = digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    match hex_part {
-        Some(h) => Ok(format!("sha256:{}", h.to_ascii_lowercase())),
-        None => Err(PackError::BadDigest(digest.to_string())),
-    }
-}
-
-fn prepare_destination(dest: &Path) -> Result<(), PackError> {
-    let refuse = |reason: String| PackError::Destination {
-        dest: dest.to_path_buf(),
-        reason,
-    };
-    match fs::symlink_metadata(dest) {
-        Ok(meta) if meta.is_dir() => {
-            let mut entries = fs::read_dir(dest).map_err(|e| refuse(e.to_string()))?;
-            if entries.next().is_some() {
-                return Err(refuse("the directory is not empty".into()));
-            }
-            Ok(())
-        }
-        Ok(_) => Err(refuse("it exists and is not a directory".into())),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dest).map_err(|e| refuse(e.to_string()))
-        }
-        Err(err) => Err(refuse(err.to_string())),
-    }
-}
-
-/// The entry's path below the destination, `None` for the root itself.
-fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
-    #[cfg(unix)]
-    let path = {
-        use std::os::unix::ffi::OsStrExt;
-        Path::new(std::ffi::OsStr::from_bytes(raw))
-    };
-    #[cfg(not(unix))]
-    let path = Path::new(std::str::from_utf8(raw).map_err(|_| "the name is not UTF-8")?);
-    if raw.contains(&b'\\') {
-        return Err("backslashes are not allowed in entry names");
-    }
-    let mut rel = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => rel.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("the entry would escape the destination"),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute entry names"),
-        }
-    }
-    Ok((!rel.as_os_str().is_empty()).then_some(rel))
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_: &Path, _: u32) -> io::Result<()> {
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::artifact::extract::extract;
+    use crate::artifact::tree::{Entries, TreeEntry};
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
-    fn write(root: &Path, rel: &str, content: &[u8]) {
+    pub(crate) fn write(root: &Path, rel: &str, content: &[u8]) {
         let path = root.join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, content).unwrap();
     }
 
-    fn no_rules() -> IgnoreRules {
+    pub(crate) fn no_rules() -> IgnoreRules {
         IgnoreRules::for_bucket(None, None).unwrap()
     }
 
-    fn pack(dir: &Path, rules: &IgnoreRules) -> (Vec<u8>, Packed) {
+    pub(crate) fn pack(dir: &Path, rules: &IgnoreRules) -> (Vec<u8>, Packed) {
         let mut bytes = Vec::new();
         let packed = pack_dir(dir, rules, &mut bytes).unwrap();
         (bytes, packed)
@@ -854,7 +507,7 @@ mod tests {
         seen
     }
 
-    fn sample_tree() -> tempfile::TempDir {
+    pub(crate) fn sample_tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         write(root, "b.yaml", b"kind: B\n");
@@ -1048,122 +701,6 @@ mod tests {
             fs::read(out.path().join("x").join(unicode)).unwrap(),
             "ünï\n".as_bytes()
         );
-    }
-
-    #[test]
-    fn extract_round_trip() {
-        let dir = sample_tree();
-        let rules = IgnoreRules::for_git(dir.path(), None).unwrap();
-        let work = tempfile::tempdir().unwrap();
-        let artifact = work.path().join("art.tar.gz");
-        let packed = pack_dir(dir.path(), &rules, File::create(&artifact).unwrap()).unwrap();
-        let dest = work.path().join("out");
-        extract(&artifact, &packed.digest, &dest).unwrap();
-        assert_eq!(fs::read(dest.join("b.yaml")).unwrap(), b"kind: B\n");
-        assert_eq!(
-            fs::read(dest.join("a/nested/deep.yaml")).unwrap().len(),
-            70_000
-        );
-        assert!(dest.join("empty").is_dir());
-        assert!(!dest.join("link.yaml").exists());
-        assert!(!dest.join(".git").exists());
-        let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode("run.sh"), 0o700);
-        assert_eq!(mode("b.yaml"), 0o600);
-        assert_eq!(mode("a"), 0o750);
-
-        // Re-packing the extracted tree reproduces the artifact.
-        let mut again = Vec::new();
-        let repacked = pack_dir(&dest, &rules, &mut again).unwrap();
-        assert_eq!(repacked, packed);
-
-        // A non-empty destination is refused.
-        let err = extract(&artifact, &packed.digest, &dest).unwrap_err();
-        assert!(matches!(err, PackError::Destination { .. }), "{err}");
-    }
-
-    #[test]
-    fn extract_rejects_a_bad_digest() {
-        let dir = sample_tree();
-        let work = tempfile::tempdir().unwrap();
-        let artifact = work.path().join("art.tar.gz");
-        let packed = pack_dir(dir.path(), &no_rules(), File::create(&artifact).unwrap()).unwrap();
-        let mut wrong = packed.digest.clone().into_bytes();
-        let last = wrong.len() - 1;
-        wrong[last] = if wrong[last] == b'0' { b'1' } else { b'0' };
-        let wrong = String::from_utf8(wrong).unwrap();
-        let dest = work.path().join("out");
-        let err = extract(&artifact, &wrong, &dest).unwrap_err();
-        assert!(matches!(err, PackError::DigestMismatch { .. }), "{err}");
-        assert!(err.to_string().contains(&packed.digest));
-        assert!(
-            !dest.exists(),
-            "nothing is created before the digest is checked"
-        );
-        let err = extract(&artifact, "md5:abc", &dest).unwrap_err();
-        assert!(matches!(err, PackError::BadDigest(_)), "{err}");
-    }
-
-    /// A hand-made archive with one raw header, bypassing the tar crate's own path checks.
-    fn malicious(name: &[u8], kind: tar::EntryType, content: &[u8]) -> Vec<u8> {
-        let mut raw = Vec::new();
-        let mut header = tar::Header::new_gnu();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name);
-        fill(&mut header, kind, 0o644, content.len() as u64);
-        raw.extend_from_slice(header.as_bytes());
-        raw.extend_from_slice(content);
-        raw.resize(raw.len().div_ceil(BLOCK) * BLOCK, 0);
-        raw.extend_from_slice(&[0; 2 * BLOCK]);
-        let mut gz = gzip_writer(Vec::new());
-        gz.write_all(&raw).unwrap();
-        gz.finish().unwrap()
-    }
-
-    fn try_extract(bytes: &[u8]) -> (Result<(), PackError>, tempfile::TempDir) {
-        let work = tempfile::tempdir().unwrap();
-        let artifact = work.path().join("evil.tar.gz");
-        fs::write(&artifact, bytes).unwrap();
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-        let result = extract(&artifact, &digest, &work.path().join("dest/inner"));
-        (result, work)
-    }
-
-    #[test]
-    fn extract_rejects_escaping_entries() {
-        let (result, work) = try_extract(&malicious(
-            b"../escaped.txt",
-            tar::EntryType::Regular,
-            b"gotcha",
-        ));
-        let err = result.unwrap_err();
-        assert!(matches!(err, PackError::UnsafeEntry { .. }), "{err}");
-        assert!(!work.path().join("dest/escaped.txt").exists());
-
-        let (result, _work) = try_extract(&malicious(
-            b"ok/../../escaped.txt",
-            tar::EntryType::Regular,
-            b"gotcha",
-        ));
-        assert!(matches!(result, Err(PackError::UnsafeEntry { .. })));
-
-        let (result, _work) = try_extract(&malicious(b"/etc/x", tar::EntryType::Regular, b"x"));
-        assert!(matches!(result, Err(PackError::UnsafeEntry { .. })));
-    }
-
-    #[test]
-    fn extract_rejects_links_and_devices() {
-        for kind in [
-            tar::EntryType::Symlink,
-            tar::EntryType::Link,
-            tar::EntryType::Char,
-            tar::EntryType::Fifo,
-        ] {
-            let (result, _work) = try_extract(&malicious(b"thing", kind, b""));
-            assert!(
-                matches!(result, Err(PackError::UnsafeEntry { .. })),
-                "{kind:?}: {result:?}"
-            );
-        }
     }
 
     /// A tree that lists whatever names it is given, as a crafted git tree can.

@@ -18,10 +18,18 @@ use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::pack::{self, PackError};
+use super::extract::extract;
+use super::pack::PackError;
 use super::Artifact;
 use crate::atomic;
-use crate::config::model::Publish;
+
+/// Publish the newest revision's files as `<directory>/<link>` → `.revisions/<commit>`: a
+/// source's `publish` setting, checked when the config is loaded.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub directory: PathBuf,
+    pub link: String,
+}
 
 /// The directory, under `publish.directory`, that holds one directory per revision.
 pub const REVISIONS_DIR: &str = ".revisions";
@@ -198,7 +206,7 @@ fn extract_revision(
     commit: &str,
 ) -> Result<(), PublishError> {
     let temp = revisions.join(temp_name(commit));
-    let result = pack::extract(&artifact.path, &artifact.digest, &temp)
+    let result = extract(&artifact.path, &artifact.digest, &temp)
         .map_err(|source| PublishError::Extract {
             artifact: artifact.path.clone(),
             source,
@@ -337,8 +345,9 @@ fn sync_tree(root: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::ignore::IgnoreRules;
-    use crate::source::Revision;
+    use crate::artifact::ignore::IgnoreRules;
+    use crate::artifact::pack;
+    use crate::vocab::Revision;
     use std::os::unix::fs::MetadataExt;
 
     struct Fixture {

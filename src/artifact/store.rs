@@ -9,11 +9,12 @@
 //! are the same, a damaged old file gets repaired, and the fresh mtime marks it as the newest
 //! for GC.
 
-use super::pack::{pack_tree, PackError, Tree};
+use super::ignore::IgnoreRules;
+use super::pack::{pack_tree, PackError};
+use super::tree::Tree;
 use super::Artifact;
 use crate::atomic::{self, AtomicFile};
-use crate::source::ignore::IgnoreRules;
-use crate::source::Revision;
+use crate::vocab::Revision;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -107,7 +108,7 @@ impl ArtifactStore {
             revision: revision.clone(),
             digest: packed.digest,
             size: packed.size,
-            last_update: crate::state::now_rfc3339(),
+            last_update: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         })
     }
 
@@ -292,7 +293,7 @@ fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::pack::DirTree;
+    use crate::artifact::tree::DirTree;
 
     fn snapshot(content: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

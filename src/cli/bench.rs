@@ -116,9 +116,9 @@ fn fetch_pack(work: &Path, url: &str, runs: usize) -> anyhow::Result<()> {
                 bail!("expected a fetch");
             };
             let store = ArtifactStore::new(state.join("artifacts"));
-            snapshot
-                .store(&store, "git", "bench", "repo", &revision, None)
-                .map_err(anyhow::Error::msg)?;
+            crate::reconcile::snapshot::store(
+                &store, &snapshot, "git", "bench", "repo", &revision, None,
+            )?;
             Ok(())
         })?;
         report(

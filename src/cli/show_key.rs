@@ -24,8 +24,9 @@ pub fn show_key(config: &Path, name: &str, namespace: Option<&str>) -> anyhow::R
         _ => bail!("several configurations are named {name}; choose one with --namespace"),
     };
     let source = &configuration.source;
-    if source.kind != crate::config::SourceKind::Git
-        || !auth::uses_generated_key(&source.git_auth, &source.url)
+    if !source
+        .git()
+        .is_some_and(|git| auth::uses_generated_key(&git.auth, &source.url))
     {
         bail!(
             "configuration {name} does not use a generated key: only a git source with an ssh \

@@ -1,5 +1,11 @@
 //! Configuration: YAML schema, validation with file:line:col diagnostics.
 //!
+//! Entry points: [`load`] and [`load_str`], which return the validated [`Settings`] or every
+//! [`Diagnostic`]. This module owns the file's layout and the sections that are nobody
+//! else's (top level, `server`, `kubernetes`, `render`, configurations, kustomizations); a
+//! source's kind-specific keys are decoded and checked by the kind (`source::<kind>::config`),
+//! and the reading machinery they share is `syntax`, below both.
+//!
 //! Loading runs in three passes over one document, each collecting problems instead of
 //! stopping at the first: `positions` reads the YAML into a tree that remembers where every
 //! key and value was written (syntax errors, duplicate keys), `schema` checks which keys exist
@@ -7,18 +13,19 @@
 //! values into [`Settings`] (durations, URLs, refs, names, paths, dependsOn). The caller gets
 //! either a fully valid [`Settings`] or every [`Diagnostic`] found, sorted by position.
 
-pub mod duration;
 pub mod model;
-pub mod positions;
-pub mod schema;
-pub mod validate;
+pub(crate) mod schema;
+pub(crate) mod validate;
+
+#[cfg(test)]
+mod git_tests;
 
 pub use model::*;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use positions::{Problem, Problems};
+use crate::syntax::positions::{self, Problem, Problems};
 
 /// One problem in a config file. `line` and `column` are 1-based; both are 0 when the
 /// problem concerns the file as a whole (it could not be read).
@@ -260,10 +267,10 @@ configurations:
         assert_eq!(cluster.namespace, "cluster-config");
         assert!(cluster.suspend);
         let source = &cluster.source;
-        assert_eq!(source.kind, SourceKind::Git);
+        assert_eq!(source.kind(), SourceKind::Git);
         assert_eq!(source.url, "ssh://git@github.com/org/fleet");
         assert_eq!(
-            source.reference,
+            source.git().unwrap().reference,
             GitReference::Commit {
                 sha: "0123456789abcdef0123456789abcdef01234567".into(),
                 branch: Some("main".into()),
@@ -272,7 +279,7 @@ configurations:
         assert_eq!(source.interval, Duration::from_secs(90));
         assert_eq!(source.timeout, Duration::from_secs(90));
         assert_eq!(source.retry_interval, Duration::from_secs(7200));
-        assert_eq!(source.git_implementation, GitImplementation::Gix);
+        assert_eq!(source.git().unwrap().implementation, GitImplementation::Gix);
         assert_eq!(source.ignore.as_deref(), Some("/docs\n*.md\n"));
         assert!(!source.suspend);
         let publish = source.publish.as_ref().unwrap();
@@ -305,11 +312,14 @@ configurations:
         assert_eq!(edge.namespace, "default");
         assert!(!edge.suspend);
         assert_eq!(
-            edge.source.reference,
+            edge.source.git().unwrap().reference,
             GitReference::Semver(">=1.0.0 <2.0.0".into())
         );
         assert_eq!(edge.source.interval, DEFAULT_INTERVAL);
-        assert_eq!(edge.source.git_implementation, GitImplementation::Auto);
+        assert_eq!(
+            edge.source.git().unwrap().implementation,
+            GitImplementation::Auto
+        );
         assert!(edge.source.publish.is_none());
         assert!(edge.source.ignore.is_none());
         assert_eq!(edge.kustomizations[0].path, "web");
@@ -325,7 +335,7 @@ configurations:
         assert_eq!(settings.listen, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(settings.max_concurrent_fetches, 4);
         let source = &settings.configurations[0].source;
-        assert_eq!(source.reference, GitReference::RemoteHead);
+        assert_eq!(source.git().unwrap().reference, GitReference::RemoteHead);
         assert_eq!(source.timeout, DEFAULT_INTERVAL);
         assert_eq!(source.retry_interval, DEFAULT_INTERVAL);
         assert!(settings.configurations[0].kustomizations.is_empty());
@@ -345,6 +355,8 @@ configurations:
                 .unwrap_or_else(|e| panic!("{e}"))
                 .configurations[0]
                 .source
+                .git()
+                .unwrap()
                 .reference
                 .clone()
         };
@@ -561,7 +573,7 @@ configurations:
                 context: Some("edge".into()),
             }
         );
-        let auth = &settings.configurations[0].source.git_auth;
+        let auth = &settings.configurations[0].source.git().unwrap().auth;
         assert!(auth.local_auth_ref.is_none());
         assert_eq!(
             auth.local_auth_secret,
@@ -578,14 +590,12 @@ configurations:
         .unwrap_or_else(|e| panic!("{e}"));
         let secret = settings.configurations[0]
             .source
-            .git_auth
+            .git()
+            .unwrap()
+            .auth
             .local_auth_secret
             .clone();
         assert_eq!(secret.unwrap().to_string(), "default/s");
-        assert!(!crate::source::git::auth::uses_generated_key(
-            &settings.configurations[0].source.git_auth,
-            "ssh://git@h/r"
-        ));
         assert!(load_test("configurations: []\n")
             .unwrap()
             .kubernetes
@@ -595,27 +605,23 @@ configurations:
             "kubernetes: { kubeconfig: /k }\nconfigurations:\n  - name: a\n    source: { kind: bucket, url: 'https://s3', bucketName: fleet, localAuthRef: { secret: s3-keys } }\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let bucket = settings.configurations[0].source.bucket.clone().unwrap();
+        let SourceSpec::Bucket(bucket) = &settings.configurations[0].source.spec else {
+            panic!("a bucket source expected")
+        };
         assert!(
             matches!(&bucket.credentials, BucketCredentials::LocalAuthSecret(s) if s.name == "s3-keys"),
             "{:?}",
             bucket.credentials
         );
-        assert!(settings.configurations[0]
-            .source
-            .git_auth
-            .local_auth_secret
-            .is_none());
+        assert!(settings.configurations[0].source.git().is_none());
         // And an azblob source's keys (`accountKey`, `sasKey`, the service principal's ...).
         let settings = load_test(
             "kubernetes: { kubeconfig: /k }\nconfigurations:\n  - name: a\n    source: { kind: azblob, url: 'https://acct.blob.core.windows.net', containerName: fleet, localAuthRef: { secret: azure } }\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let azure = settings.configurations[0]
-            .source
-            .azure_blob
-            .clone()
-            .unwrap();
+        let SourceSpec::AzureBlob(azure) = &settings.configurations[0].source.spec else {
+            panic!("an azblob source expected")
+        };
         assert!(
             matches!(&azure.auth, AzureAuth::LocalAuthSecret(s) if s.name == "azure"),
             "{:?}",
@@ -837,7 +843,14 @@ j: &j [*i, *i, *i, *i, *i, *i, *i, *i, *i, *i]
         let (line, _, message) = &found[0];
         // 10^5 nodes fit under the bound, 10^6 do not: the sixth line overflows.
         assert_eq!(*line, 6, "{message}");
-        assert!(message.contains("alias bomb"), "{message}");
+        assert_eq!(
+            message,
+            &format!(
+                "YAML aliases expand this document to more than {} values; a config file never \
+                 needs that many (is this an alias bomb?)",
+                crate::syntax::positions::MAX_NODES
+            )
+        );
     }
 
     #[test]
@@ -864,7 +877,13 @@ configurations:
         let padding = "#".repeat(MAX_CONFIG_BYTES as usize);
         std::fs::write(&path, format!("configurations: []\n{padding}\n")).unwrap();
         let err = load(&path).unwrap_err();
-        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the config file is larger than 4 MiB; gitopsd refuses to parse it",
+                path.display()
+            )
+        );
     }
 
     #[test]
@@ -930,9 +949,10 @@ configurations:
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, 5);
         assert!(
-            found[0]
-                .2
-                .contains("is also the publish directory of the source at line 3"),
+            found[0].2.starts_with(
+                "publish.directory /srv/pub is also the publish directory of the source at line \
+                 3, column "
+            ),
             "{}",
             found[0].2
         );

@@ -12,7 +12,9 @@
 //! different digest and packs each source once more; packing is reproducible, so the artifact
 //! (path and digest) comes out the same.
 
-use crate::config::{AzureAuth, BucketCredentials, Configuration, GitReference, SecretValue};
+use crate::config::{
+    AzureAuth, BucketCredentials, Configuration, GitReference, SecretValue, SourceSpec,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -80,22 +82,30 @@ struct Credentials<'a> {
 impl<'a> DigestInput<'a> {
     fn of(c: &'a Configuration) -> Self {
         let s = &c.source;
+        // The kinds' settings are one enum now; the digest keeps the shape it had when they
+        // were optional fields side by side (a reference for every kind), so that digests
+        // kept in state.json still match.
+        let (git, bucket, azure_blob) = match &s.spec {
+            SourceSpec::Git(git) => (Some(git), None, None),
+            SourceSpec::Bucket(bucket) => (None, Some(bucket), None),
+            SourceSpec::AzureBlob(azure) => (None, None, Some(azure)),
+        };
         DigestInput {
-            kind: s.kind.as_str(),
+            kind: s.kind().as_str(),
             url: &s.url,
-            reference: match &s.reference {
-                GitReference::RemoteHead => Reference::RemoteHead,
-                GitReference::Branch(b) => Reference::Branch(b),
-                GitReference::Tag(t) => Reference::Tag(t),
-                GitReference::Semver(r) => Reference::Semver(r),
-                GitReference::Name(n) => Reference::Name(n),
-                GitReference::Commit { sha, branch } => Reference::Commit {
+            reference: match git.map(|g| &g.reference) {
+                None | Some(GitReference::RemoteHead) => Reference::RemoteHead,
+                Some(GitReference::Branch(b)) => Reference::Branch(b),
+                Some(GitReference::Tag(t)) => Reference::Tag(t),
+                Some(GitReference::Semver(r)) => Reference::Semver(r),
+                Some(GitReference::Name(n)) => Reference::Name(n),
+                Some(GitReference::Commit { sha, branch }) => Reference::Commit {
                     sha,
                     branch: branch.as_deref(),
                 },
             },
             ignore: s.ignore.as_deref(),
-            bucket: s.bucket.as_ref().map(|b| Bucket {
+            bucket: bucket.map(|b| Bucket {
                 bucket_name: &b.bucket_name,
                 prefix: b.prefix.as_deref(),
                 region: &b.region,
@@ -103,7 +113,7 @@ impl<'a> DigestInput<'a> {
                 credentials: bucket_credentials(&b.credentials),
                 ca_file: b.ca_file.as_deref(),
             }),
-            azure_blob: s.azure_blob.as_ref().map(|a| AzureBlob {
+            azure_blob: azure_blob.map(|a| AzureBlob {
                 container: &a.container,
                 prefix: a.prefix.as_deref(),
                 credentials: azure_credentials(&a.auth),

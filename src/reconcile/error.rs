@@ -41,10 +41,9 @@ pub enum ReconcileError {
     Source(#[from] Box<SourceError>),
     #[error("cannot make a scratch directory: {0}")]
     Scratch(#[source] std::io::Error),
-    /// Packing and storing the artifact. The artifact layer reports this as a sentence
-    /// today; it becomes its own error type with that layer's typed errors.
-    #[error("{message}")]
-    Store { message: String },
+    /// Packing and storing the artifact.
+    #[error(transparent)]
+    Store(#[from] Box<super::snapshot::SnapshotError>),
     #[error("cannot publish {name} into {}: {source}", directory.display())]
     Publish {
         name: String,

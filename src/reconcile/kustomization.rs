@@ -264,12 +264,12 @@ fn render(
         .scratch(&k.name)
         .map_err(ReconcileError::Scratch)?;
     let root = scratch.path().join("src");
-    crate::artifact::pack::extract(&artifact.path, &artifact.digest, &root).map_err(|source| {
-        ReconcileError::Extract {
+    crate::artifact::extract::extract(&artifact.path, &artifact.digest, &root).map_err(
+        |source| ReconcileError::Extract {
             path: artifact.path.clone(),
             source: Box::new(source),
-        }
-    })?;
+        },
+    )?;
     renderer
         .build(&root, &k.path, &options)
         .map_err(|source| ReconcileError::Build {

@@ -17,6 +17,7 @@ mod kustomization;
 mod memory;
 pub mod metrics;
 pub mod scheduler;
+pub mod snapshot;
 mod source;
 
 pub use error::ReconcileError;
@@ -147,7 +148,7 @@ impl Engine {
                 let s = st.sources.entry(source_key(c)).or_default();
                 s.name = c.name.clone();
                 s.namespace = c.namespace.clone();
-                s.kind = c.source.kind.as_str().into();
+                s.kind = c.source.kind().as_str().into();
                 s.url = crate::source::git::refs::redact_url(&c.source.url);
                 s.suspended = c.suspend || c.source.suspend;
                 // An artifact whose file vanished is not served.
@@ -173,7 +174,7 @@ impl Engine {
         for c in &settings.configurations {
             if let Some(bytes) = source::git_cache_bytes(&settings, c) {
                 metrics.set_git_cache_bytes(
-                    &metrics::source_labels(&c.namespace, &c.name, c.source.kind.as_str()),
+                    &metrics::source_labels(&c.namespace, &c.name, c.source.kind().as_str()),
                     bytes,
                 );
             }
@@ -406,7 +407,7 @@ impl Engine {
         let c = &self.settings.configurations[idx];
         if let Some(bytes) = source::git_cache_bytes(&self.settings, c) {
             self.metrics.set_git_cache_bytes(
-                &metrics::source_labels(&c.namespace, &c.name, c.source.kind.as_str()),
+                &metrics::source_labels(&c.namespace, &c.name, c.source.kind().as_str()),
                 bytes,
             );
         }

@@ -49,7 +49,7 @@ pub(super) async fn reconcile(
     };
     let elapsed = started.elapsed().as_secs_f64();
     memory::release();
-    let labels = source_labels(&c.namespace, &c.name, c.source.kind.as_str());
+    let labels = source_labels(&c.namespace, &c.name, c.source.kind().as_str());
     engine.metrics.record_fetch(
         &labels,
         elapsed,
@@ -192,17 +192,17 @@ fn fetch_and_pack(
         FetchOutcome::Unchanged => return Ok(None),
         FetchOutcome::Fetched { revision, snapshot } => (revision, snapshot),
     };
-    let kind = c.source.kind.as_str();
-    let artifact = snapshot
-        .store(
-            &engine.store,
-            kind,
-            &c.namespace,
-            &c.name,
-            &revision,
-            c.source.ignore.as_deref(),
-        )
-        .map_err(|message| ReconcileError::Store { message })?;
+    let kind = c.source.kind().as_str();
+    let artifact = super::snapshot::store(
+        &engine.store,
+        &snapshot,
+        kind,
+        &c.namespace,
+        &c.name,
+        &revision,
+        c.source.ignore.as_deref(),
+    )
+    .map_err(Box::new)?;
     if let Err(e) = engine
         .store
         .gc(kind, &c.namespace, &c.name, &artifact.path, KEEP_ARTIFACTS)
@@ -226,7 +226,7 @@ pub(super) fn git_cache_bytes(
     settings: &crate::config::Settings,
     c: &Configuration,
 ) -> Option<u64> {
-    if c.source.kind != SourceKind::Git {
+    if c.source.kind() != SourceKind::Git {
         return None;
     }
     let root = settings.state_dir.join("git");

@@ -11,6 +11,7 @@
 //! (hex-encoded, as source-controller does), and how Azure's failures read.
 
 pub mod certificate;
+pub(crate) mod config;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -22,8 +23,9 @@ use object_store::client::{HttpConnector, ReqwestConnector};
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
 use self::certificate::{ClientCertificate, ClientCertificateCredential, TokenError};
+use self::config::{AzureAuth, AzureBlobSettings};
 use super::{FetchOutcome, Revision, SourceError};
-use crate::config::{AzureAuth, AzureBlobSettings, SecretValue};
+use crate::vocab::SecretValue;
 
 /// Entra ID's public-cloud token endpoint base.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";

@@ -7,6 +7,8 @@
 //! [`super::objects`]'. Keys given as files or through `localAuthRef` are read again at every
 //! sync, so rotating them needs no restart.
 
+pub(crate) mod config;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,9 +17,10 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
+use self::config::{BucketCredentials, BucketSettings};
 use super::objects::{self, ObjectSource};
 use super::{FetchOutcome, Revision, SourceError};
-use crate::config::{BucketCredentials, BucketSettings, SecretValue};
+use crate::vocab::SecretValue;
 
 /// Flux's key names in a `localAuthRef` directory (a mounted Secret).
 pub const ACCESS_KEY_FILE: &str = "accesskey";

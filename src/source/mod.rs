@@ -1,49 +1,28 @@
 //! Sources: fetch something remote into a local [`Snapshot`].
 //!
-//! A source knows nothing about artifacts; it hands back a snapshot holding exactly what the
-//! revision contains (before exclusions): a directory of downloaded objects, or a commit in
-//! the git cache repository. The `artifact` module packs it.
+//! Entry point: [`from_settings`] builds the [`Source`] a configuration names from its
+//! [`SourceSettings`]; [`Source::fetch`] returns a [`FetchOutcome`]. A source knows nothing about
+//! the artifact store; it hands back a snapshot holding exactly what the revision contains
+//! (before exclusions): a directory of downloaded objects, or a commit in the git cache
+//! repository, which the reconciler gives to the store. From `artifact` it uses only the
+//! contract of what gets packed (`artifact::tree::Tree`, which `git::tree` implements) and
+//! the ignore rules an object store applies while listing.
+//!
+//! Each kind owns its settings and their rules in its `config` module (`git::config`,
+//! `bucket::config`, `azblob::config`; what they share in [`config`]), so the config loader
+//! never reaches into a kind's runtime code.
 
 pub mod azblob;
 pub mod bucket;
+pub(crate) mod config;
 pub mod git;
-pub mod ignore;
 pub mod objects;
 pub mod proxy;
 
-use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// What was fetched, in Flux's string form: `main@sha1:<hex>`, `v1.2.3@sha1:<hex>`,
-/// `refs/pull/1/head@sha1:<hex>`, `sha1:<hex>`, or `sha256:<hex>` for buckets.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Revision(pub String);
-
-impl Revision {
-    /// `<name>@sha1:<hex>`, or `sha1:<hex>` when there is no name.
-    pub fn git(name: Option<&str>, commit: &str) -> Self {
-        match name {
-            Some(n) => Revision(format!("{n}@sha1:{commit}")),
-            None => Revision(format!("sha1:{commit}")),
-        }
-    }
-
-    /// The digest part after the last `:` (a commit sha for git, a hex digest for buckets).
-    pub fn digest_hex(&self) -> &str {
-        self.0.rsplit(':').next().unwrap_or(&self.0)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Revision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::vocab::{Revision, SourceKind};
 
 /// The result of one fetch.
 #[derive(Debug)]
@@ -57,7 +36,8 @@ pub enum FetchOutcome {
     },
 }
 
-/// What a fetch produced, for the artifact store to pack.
+/// What a fetch produced, for the reconciler to hand to the artifact store (which this layer
+/// never sees).
 #[derive(Debug)]
 pub enum Snapshot {
     /// Files written into the scratch directory (object-store sources). Their exclusions were
@@ -66,46 +46,6 @@ pub enum Snapshot {
     /// A commit in the source's git cache repository: packed straight from its objects, with
     /// the `.sourceignore` files it holds and the source's `ignore` field.
     GitCommit { repo: PathBuf, commit: String },
-}
-
-impl Snapshot {
-    /// Pack into `store` as `<kind>/<namespace>/<name>/<revision digest>.tar.gz`, applying
-    /// the exclusions this kind of snapshot calls for; `ignore` is the source's field.
-    pub fn store(
-        &self,
-        store: &crate::artifact::store::ArtifactStore,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-        revision: &Revision,
-        ignore: Option<&str>,
-    ) -> Result<crate::artifact::Artifact, String> {
-        use crate::artifact::pack::{DirTree, PackError};
-        let rules_failed = |e: &dyn fmt::Display| format!("ignore rules of {name}: {e}");
-        let stored = match self {
-            Snapshot::Dir(dir) => {
-                let rules =
-                    ignore::IgnoreRules::for_bucket(None, None).map_err(|e| rules_failed(&e))?;
-                let tree = DirTree::new(dir).map_err(|e| e.to_string())?;
-                store.store(kind, namespace, name, revision, tree, &rules)
-            }
-            Snapshot::GitCommit { repo, commit } => {
-                let mut tree = git::tree::CommitTree::open(repo, commit)?;
-                // Reading the `.sourceignore` files walks every tree of the commit first, so
-                // it is where a crafted tree is refused: say so, not "ignore rules".
-                let found = tree.source_ignores().map_err(|e| match e {
-                    PackError::UnsafeName { .. } => {
-                        format!("cannot store artifact for {name}: {e}")
-                    }
-                    other => rules_failed(&other),
-                })?;
-                let rules = ignore::IgnoreRules::for_git_layers(found, ignore)
-                    .map_err(|e| rules_failed(&e))?;
-                store.store(kind, namespace, name, revision, tree, &rules)
-            }
-        };
-        stored.map_err(|e| format!("cannot store artifact for {name}: {e}"))
-    }
 }
 
 /// Why a fetch failed. Messages are one sentence naming the URL and ref, never a secret.
@@ -171,38 +111,83 @@ pub trait Source: Send + Sync {
 pub fn from_settings(
     namespace: &str,
     name: &str,
-    settings: &crate::config::SourceSettings,
+    settings: &SourceSettings,
     cache_root: &std::path::Path,
 ) -> Box<dyn Source> {
-    match settings.kind {
-        crate::config::SourceKind::Git => Box::new(git::GitSource {
-            id: format!("{namespace}/{name}"),
-            url: settings.url.clone(),
-            reference: settings.reference.clone(),
-            implementation: settings.git_implementation,
+    let id = format!("{namespace}/{name}");
+    let url = settings.url.clone();
+    match &settings.spec {
+        SourceSpec::Git(git) => Box::new(git::GitSource {
+            id,
+            url,
+            reference: git.reference.clone(),
+            implementation: git.implementation,
             cache_dir: git::cache::dir(cache_root, namespace, name),
             auth: git::auth::SourceAuth {
-                settings: settings.git_auth.clone(),
+                settings: git.auth.clone(),
                 generated_key: Some(git::auth::generated_key_path(cache_root, namespace, name)),
             },
         }),
-        crate::config::SourceKind::Bucket => Box::new(bucket::BucketSource {
-            id: format!("{namespace}/{name}"),
-            endpoint: settings.url.clone(),
-            settings: settings
-                .bucket
-                .clone()
-                .expect("validation sets bucket for bucket sources"),
+        SourceSpec::Bucket(bucket) => Box::new(bucket::BucketSource {
+            id,
+            endpoint: url,
+            settings: bucket.clone(),
             ignore: settings.ignore.clone(),
         }),
-        crate::config::SourceKind::AzureBlob => Box::new(azblob::AzureBlobSource {
-            id: format!("{namespace}/{name}"),
-            endpoint: settings.url.clone(),
-            settings: settings
-                .azure_blob
-                .clone()
-                .expect("validation sets azure_blob for azblob sources"),
+        SourceSpec::AzureBlob(azure) => Box::new(azblob::AzureBlobSource {
+            id,
+            endpoint: url,
+            settings: azure.clone(),
             ignore: settings.ignore.clone(),
         }),
+    }
+}
+
+/// A source: what every kind has, and its kind's own settings ([`SourceSpec`]), so that a
+/// git ref on a bucket, or a bucket without its name, cannot be built.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Checked by the kind: a git URL (local paths made `file://`), or an endpoint.
+    pub url: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Upper bound of the exponential backoff after failures.
+    pub retry_interval: Duration,
+    /// Extra gitignore-style patterns (Flux's `spec.ignore`).
+    pub ignore: Option<String>,
+    pub suspend: bool,
+    pub publish: Option<crate::artifact::publish::Publish>,
+    pub spec: SourceSpec,
+}
+
+impl SourceSettings {
+    pub fn kind(&self) -> SourceKind {
+        self.spec.kind()
+    }
+
+    /// A `git` source's own settings; `None` for other kinds.
+    pub fn git(&self) -> Option<&git::config::GitSettings> {
+        match &self.spec {
+            SourceSpec::Git(git) => Some(git),
+            _ => None,
+        }
+    }
+}
+
+/// Each kind's own settings, owned (and checked) by the kind's `config` module.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    Git(git::config::GitSettings),
+    Bucket(bucket::config::BucketSettings),
+    AzureBlob(azblob::config::AzureBlobSettings),
+}
+
+impl SourceSpec {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceSpec::Git(_) => SourceKind::Git,
+            SourceSpec::Bucket(_) => SourceKind::Bucket,
+            SourceSpec::AzureBlob(_) => SourceKind::AzureBlob,
+        }
     }
 }

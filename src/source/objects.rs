@@ -32,8 +32,8 @@ use object_store::{GetOptions, ObjectStore};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
-use super::ignore::{IgnoreRules, SOURCE_IGNORE_FILE};
 use super::{FetchOutcome, Revision, Snapshot, SourceError};
+use crate::artifact::ignore::{IgnoreRules, SOURCE_IGNORE_FILE};
 
 /// How many objects download at once (source-controller uses 100; past ~64 a local server
 /// gains nothing and open files add up).

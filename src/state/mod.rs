@@ -19,7 +19,7 @@ pub use dir::{ScratchDir, StateDir, StateDirError};
 
 use crate::apply::Inventory;
 use crate::artifact::Artifact;
-use crate::source::Revision;
+use crate::vocab::Revision;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -288,7 +288,8 @@ fn ref_precedence_commit_over_name_over_tag_over_semver_over_branch() {
         let text = format!("configurations:\n  - name: a\n    source: {{ kind: git, url: 'git://127.0.0.1/r.git', ref: {yaml_ref} }}\n");
         let settings = gitopsd::config::load_str(&text, Path::new("t.yaml"), dir.path()).unwrap();
         assert_eq!(
-            settings.configurations[0].source.reference, expected,
+            settings.configurations[0].source.git().unwrap().reference,
+            expected,
             "{yaml_ref}"
         );
     }

@@ -1,5 +1,5 @@
-//! The crate's layering, checked from its source: src/lib.rs declares the top-level modules
-//! bottom-up, and a module may only name modules declared above it (`crate::x`, `super::`
+//! The crate's layering, checked from its source: src/lib.rs's header lists the top-level
+//! modules bottom-up, and a module may only name modules listed before it (`crate::x`, `super::`
 //! paths that leave the module, `use` lists). Inside each top-level module the submodules
 //! must not form a cycle either. Test code (`#[cfg(test)] mod ...`) may reach anywhere and is
 //! skipped.
@@ -333,15 +333,16 @@ fn read_path(tokens: &[Token], mut j: usize, mut base: Module, targets: &mut Vec
     }
 }
 
-/// The top-level modules in src/lib.rs's declaration order.
+/// The top-level modules in the order src/lib.rs's header lists them, lowest first
+/// (`//! 1. \`error\` — ...`).
 fn declared_layers(src: &Path) -> Vec<String> {
-    let lib = blank_literals_and_comments(&fs::read_to_string(src.join("lib.rs")).unwrap());
-    let tokens = tokens(&lib);
-    tokens
-        .windows(3)
-        .filter_map(|w| match w {
-            [Token::Ident(m), Token::Ident(name), Token::Other] if m == "mod" => Some(name.clone()),
-            _ => None,
+    let lib = fs::read_to_string(src.join("lib.rs")).unwrap();
+    lib.lines()
+        .filter_map(|line| {
+            let item = line.strip_prefix("//!")?.trim_start();
+            let (number, rest) = item.split_once(". `")?;
+            number.parse::<u32>().ok()?;
+            Some(rest.split_once('`')?.0.to_string())
         })
         .collect()
 }

@@ -2,8 +2,8 @@
 //! the commit's tree into the snapshot directory.
 
 use super::cancel::{Watch, WatchedPipe, WatchedSocket, CONNECT_LIMIT, STALL_LIMIT};
+use super::config::GitReference;
 use super::refs::{self, RemoteRef, Wanted};
-use crate::config::GitReference;
 use gix::protocol::transport::client::blocking_io::http as transport_http;
 use gix::remote::Direction;
 use std::fs;

@@ -6,8 +6,8 @@
 //! separate `^{}` entries, which [`list_refs`] folds into the tag they peel.
 
 use super::auth::{Credentials, SecretBytes};
+use super::config::GitReference;
 use super::refs::{self, RemoteRef, Wanted};
-use crate::config::GitReference;
 use git2::{
     AutotagOption, CertificateCheckStatus, CredentialType, Direction, FetchOptions, Oid,
     RemoteCallbacks,

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod cache;
 pub mod cancel;
+pub(crate) mod config;
 pub mod gitoxide;
 pub mod known_hosts;
 pub mod libgit2;
@@ -17,7 +18,7 @@ pub mod tree;
 
 use super::{FetchOutcome, Revision, Snapshot, Source, SourceError};
 
-use crate::config::{GitImplementation, GitReference};
+use self::config::{GitImplementation, GitReference};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -4,9 +4,9 @@
 //! Kept free of any git library so that both backends give the same answer, and the same
 //! error wording, for the same advertisement.
 
+use super::config::GitReference;
 use super::semver::{highest_matching, Range};
-use crate::config::GitReference;
-use crate::source::Revision;
+use crate::vocab::Revision;
 
 /// One advertised ref, with annotated tags already peeled to the commit they name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,8 +20,8 @@
 //! delta) in a pack is inflated piece by piece straight from the pack file, so packing a
 //! 1 GB file does not hold 1 GB in memory ([`PackedBlobs`]).
 
-use crate::artifact::pack::{Content, Entries, EntryKind, PackError, Tree, TreeEntry};
-use crate::source::ignore::SOURCE_IGNORE_FILE;
+use crate::artifact::pack::PackError;
+use crate::artifact::tree::{Content, Entries, EntryKind, Tree, TreeEntry};
 use gix::objs::tree::EntryKind as GitKind;
 use gix::odb::pack;
 use gix::prelude::FindExt;
@@ -29,12 +29,29 @@ use gix::ObjectId;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Blobs larger than this are streamed from their pack when they can be (see the module
 /// docs); smaller ones are read whole, which is faster for the many small files of a
 /// typical repository.
 pub const STREAM_OVER: u64 = 4 << 20;
+
+/// Why a fetched commit cannot be opened for packing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot read commit {commit}: {source}")]
+    Unreadable {
+        commit: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("commit {commit} is not in the fetched history ({source}); check that it exists on the remote")]
+    NotFetched {
+        commit: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
 
 pub struct CommitTree {
     repo: gix::Repository,
@@ -47,20 +64,24 @@ pub struct CommitTree {
 
 impl CommitTree {
     /// The tree of `commit` in the repository at `repo_dir`.
-    pub fn open(repo_dir: &Path, commit: &str) -> Result<CommitTree, String> {
-        let describe = |e: &dyn std::fmt::Display| format!("cannot read commit {commit}: {e}");
-        let mut repo = gix::open(repo_dir).map_err(|e| describe(&e))?;
+    pub fn open(repo_dir: &Path, commit: &str) -> Result<CommitTree, OpenError> {
+        let unreadable = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Unreadable {
+            commit: commit.to_string(),
+            source,
+        };
+        let mut repo = gix::open(repo_dir).map_err(|e| unreadable(e.into()))?;
         // Trees are read once each, blobs once each: a modest pack cache spares re-inflating
         // delta bases that many objects share.
         repo.object_cache_size_if_unset(4 << 20);
-        let id = ObjectId::from_hex(commit.as_bytes()).map_err(|e| describe(&e))?;
+        let id = ObjectId::from_hex(commit.as_bytes()).map_err(|e| unreadable(e.into()))?;
         let root = repo
             .find_commit(id)
-            .map_err(|e| {
-                format!("commit {commit} is not in the fetched history ({e}); check that it exists on the remote")
+            .map_err(|e| OpenError::NotFetched {
+                commit: commit.to_string(),
+                source: e.into(),
             })?
             .tree_id()
-            .map_err(|e| describe(&e))?
+            .map_err(|e| unreadable(e.into()))?
             .detach();
         Ok(CommitTree {
             repo,
@@ -68,30 +89,6 @@ impl CommitTree {
             buf: Vec::new(),
             packs: None,
         })
-    }
-
-    /// Every `.sourceignore` that is a regular file, keyed by its directory (relative to the
-    /// root), with its content: what [`crate::source::ignore::IgnoreRules::from_layers`]
-    /// takes. Reads trees only, plus those few blobs.
-    pub fn source_ignores(&mut self) -> Result<Vec<(PathBuf, String)>, PackError> {
-        let mut found = Vec::new();
-        let mut pending = vec![(PathBuf::new(), self.root)];
-        while let Some((rel, id)) = pending.pop() {
-            let mut own = None;
-            for entry in self.entries(&id, &rel)? {
-                match entry.kind {
-                    EntryKind::Dir(sub) => pending.push((rel.join(&entry.name), sub)),
-                    EntryKind::File(file) if entry.name == SOURCE_IGNORE_FILE => own = Some(file),
-                    EntryKind::File(_) => {}
-                }
-            }
-            if let Some((blob, _)) = own {
-                let data = self.blob(&blob, &rel.join(SOURCE_IGNORE_FILE))?;
-                found.push((rel, String::from_utf8_lossy(data).into_owned()));
-            }
-        }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(found)
     }
 
     fn blob(&mut self, id: &ObjectId, rel: &Path) -> Result<&[u8], PackError> {
@@ -197,7 +194,7 @@ impl Read for PackedBlob {
 /// `.git` in any spelling that names the repository's own directory on some file system
 /// (`.GIT`, `.git.`, `git~1`: git's `core.protectNTFS`, on by default everywhere). The reason
 /// when not.
-pub fn check_name(name: &[u8]) -> Result<(), String> {
+pub fn check_name(name: &[u8]) -> Result<(), NameProblem> {
     let options = gix::validate::path::component::Options {
         // Windows-only rules (`\`, device names, `:`) are git's on Windows only.
         protect_windows: false,
@@ -209,21 +206,32 @@ pub fn check_name(name: &[u8]) -> Result<(), String> {
         .map_err(|e| {
             use gix::validate::path::component::Error;
             match e {
-                Error::Empty => "an entry has an empty name, which makes the path absolute".into(),
-                Error::Relative => {
-                    "an entry is named `.` or `..`, which would reach outside the directory the \
-                     artifact is extracted into"
-                        .into()
-                }
-                Error::PathSeparator => {
-                    "an entry's name contains `/`, which no tree entry may hold".into()
-                }
-                Error::DotGitDir => {
-                    "an entry is named `.git`, which git reserves for itself".into()
-                }
-                other => other.to_string(),
+                Error::Empty => NameProblem::Empty,
+                Error::Relative => NameProblem::Relative,
+                Error::PathSeparator => NameProblem::PathSeparator,
+                Error::DotGitDir => NameProblem::DotGit,
+                other => NameProblem::Other(other),
             }
         })
+}
+
+/// Why git would refuse to check out a tree entry's name ([`check_name`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NameProblem {
+    #[error("an entry has an empty name, which makes the path absolute")]
+    Empty,
+    #[error(
+        "an entry is named `.` or `..`, which would reach outside the directory the artifact is \
+         extracted into"
+    )]
+    Relative,
+    #[error("an entry's name contains `/`, which no tree entry may hold")]
+    PathSeparator,
+    #[error("an entry is named `.git`, which git reserves for itself")]
+    DotGit,
+    /// Another of git's rules (`.git` spelled for NTFS, a control character, ...).
+    #[error(transparent)]
+    Other(gix::validate::path::component::Error),
 }
 
 fn unreadable(rel: &Path, e: impl std::fmt::Display) -> PackError {
@@ -255,7 +263,7 @@ impl Tree for CommitTree {
             if let Err(reason) = check_name(entry.filename) {
                 return Err(PackError::UnsafeName {
                     path: shown_path(rel, entry.filename),
-                    reason,
+                    reason: reason.to_string(),
                 });
             }
             let id = entry.oid.to_owned();
@@ -354,9 +362,8 @@ mod tests {
             b"a\\b",
             b"x.git",
         ] {
-            assert_eq!(
-                check_name(good),
-                Ok(()),
+            assert!(
+                check_name(good).is_ok(),
                 "{:?}",
                 String::from_utf8_lossy(good)
             );

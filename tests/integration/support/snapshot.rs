@@ -1,7 +1,7 @@
 //! What a fetch produced, as files: git sources hand back a commit in their cache repository,
 //! so tests that look at content pack it as the daemon would and extract the artifact.
 
-use gitopsd::artifact::pack::extract;
+use gitopsd::artifact::extract::extract;
 use gitopsd::artifact::store::ArtifactStore;
 use gitopsd::source::{Revision, Snapshot};
 use std::path::PathBuf;
@@ -15,9 +15,10 @@ pub fn unpack(snapshot: &Snapshot, revision: &Revision) -> (TempDir, PathBuf) {
         .tempdir()
         .expect("create temp dir");
     let store = ArtifactStore::new(dir.path().join("artifacts"));
-    let artifact = snapshot
-        .store(&store, "git", "test", "unpack", revision, None)
-        .expect("pack the snapshot");
+    let artifact = gitopsd::reconcile::snapshot::store(
+        &store, snapshot, "git", "test", "unpack", revision, None,
+    )
+    .expect("pack the snapshot");
     let files = dir.path().join("files");
     extract(&artifact.path, &artifact.digest, &files).expect("extract the artifact");
     (dir, files)

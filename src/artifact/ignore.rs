@@ -31,7 +31,13 @@
 //! end up excluded; the default list is dropped as soon as one *pattern* exists (a
 //! `.sourceignore` holding only comments or blank lines keeps the defaults); a pattern that
 //! does not parse matches nothing (it is logged, not fatal).
+//!
+//! The rules live beside the packer, which applies them, but sources use them too: an object
+//! store source filters keys while listing, because the excluded keys are not part of its
+//! revision. [`source_ignores`] reads the `.sourceignore` files of any [`Tree`].
 
+use super::error::PackError;
+use super::tree::{Content, EntryKind, Tree};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 use std::collections::HashMap;
@@ -232,6 +238,39 @@ impl IgnoreRules {
     pub fn uses_defaults(&self) -> bool {
         self.defaults.is_some()
     }
+}
+
+/// Every `.sourceignore` of `tree` that is a regular file, keyed by its directory (relative
+/// to the root), with its content: what [`IgnoreRules::for_git_layers`] takes. Reads the
+/// directory listings and those few files only, so a git tree is not walked blob by blob.
+pub fn source_ignores<T: Tree>(tree: &mut T) -> Result<Vec<(PathBuf, String)>, PackError> {
+    let mut found = Vec::new();
+    let mut pending = vec![(PathBuf::new(), tree.root())];
+    while let Some((rel, dir)) = pending.pop() {
+        let mut own = None;
+        for entry in tree.entries(&dir, &rel)? {
+            match entry.kind {
+                EntryKind::Dir(sub) => pending.push((rel.join(&entry.name), sub)),
+                EntryKind::File(file) if entry.name == SOURCE_IGNORE_FILE => own = Some(file),
+                EntryKind::File(_) => {}
+            }
+        }
+        if let Some(file) = own {
+            let path = rel.join(SOURCE_IGNORE_FILE);
+            let text = match tree.content(&file, &path)? {
+                Content::Bytes { data, .. } => String::from_utf8_lossy(data).into_owned(),
+                Content::Stream { mut reader, .. } => {
+                    let mut data = Vec::new();
+                    io::Read::read_to_end(&mut reader, &mut data)
+                        .map_err(|source| PackError::Read { path, source })?;
+                    String::from_utf8_lossy(&data).into_owned()
+                }
+            };
+            found.push((rel, text));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
 }
 
 fn decide<T>(m: Match<T>) -> Option<bool> {

@@ -21,6 +21,7 @@ pub struct Pos {
 impl Pos {
     pub const START: Pos = Pos { line: 1, column: 1 };
 
+    #[cfg(test)]
     pub fn new(line: usize, column: usize) -> Self {
         Pos { line, column }
     }
