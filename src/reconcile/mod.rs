@@ -521,13 +521,14 @@ impl Engine {
         let span = tracing::info_span!("fetch", source = %source_key(c));
         let engine = self.clone();
         let flag = interrupt.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let _enter = span.enter();
-            let _guard = guard;
-            let result = engine.fetch_and_pack(idx, previous.as_ref(), &flag);
-            engine.measure_git_cache(idx);
-            result
-        });
+        // A task of its own, so that on timeout it is left to wind down holding the lock.
+        let job = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _guard = guard;
+                engine.fetch_and_pack(idx, previous, flag).await
+            },
+            span,
+        ));
         match tokio::time::timeout_at(deadline, job).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(format!(
@@ -553,12 +554,13 @@ impl Engine {
             .insert(source_key(c), bytes);
     }
 
-    /// The blocking part of a source sync. `Ok(None)`: unchanged.
-    fn fetch_and_pack(
-        &self,
+    /// Fetch (an object store awaited, git on a blocking thread), then pack on a blocking
+    /// thread. `Ok(None)`: unchanged.
+    async fn fetch_and_pack(
+        self: Arc<Self>,
         idx: usize,
-        previous: Option<&Revision>,
-        interrupt: &AtomicBool,
+        previous: Option<Revision>,
+        interrupt: Arc<AtomicBool>,
     ) -> Result<Option<Artifact>, String> {
         let c = &self.settings.configurations[idx];
         let source = crate::source::from_settings(
@@ -567,21 +569,48 @@ impl Engine {
             &c.source,
             &self.settings.state_dir.join("git"),
         );
-        let scratch = self.state_dir.scratch(&c.name).map_err(|e| e.to_string())?;
-        let (revision, snapshot) = match source
+        let engine = self.clone();
+        let scratch = blocking(move || {
+            engine
+                .state_dir
+                .scratch(&engine.settings.configurations[idx].name)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let fetched = source
             .fetch(previous, scratch.path().to_path_buf(), interrupt)
-            .map_err(|e| e.to_string())?
-        {
-            FetchOutcome::Unchanged => return Ok(None),
-            FetchOutcome::Fetched { revision, snapshot } => (revision, snapshot),
-        };
+            .await;
+        let engine = self.clone();
+        blocking(move || {
+            // Removed here, off the async threads, once packed.
+            let _scratch = scratch;
+            let result = match fetched.map_err(|e| e.to_string())? {
+                FetchOutcome::Unchanged => Ok(None),
+                FetchOutcome::Fetched { revision, snapshot } => {
+                    engine.pack(idx, &revision, snapshot).map(Some)
+                }
+            };
+            engine.measure_git_cache(idx);
+            result
+        })
+        .await
+    }
+
+    /// Pack a fetched snapshot, store it, GC and publish.
+    fn pack(
+        &self,
+        idx: usize,
+        revision: &Revision,
+        snapshot: crate::source::Snapshot,
+    ) -> Result<Artifact, String> {
+        let c = &self.settings.configurations[idx];
         let kind = c.source.kind.as_str();
         let artifact = snapshot.store(
             &self.store,
             kind,
             &c.namespace,
             &c.name,
-            &revision,
+            revision,
             c.source.ignore.as_deref(),
         )?;
         if let Err(e) = self
@@ -601,7 +630,7 @@ impl Engine {
                 },
             )?;
         }
-        Ok(Some(artifact))
+        Ok(artifact)
     }
 
     fn renderer(&self) -> Result<Arc<Renderer>, String> {
@@ -813,6 +842,14 @@ fn display_path(p: &str) -> String {
         "./".into()
     } else {
         format!("./{p}")
+    }
+}
+
+/// `work` on a blocking thread; its panic is the caller's.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
     }
 }
 
