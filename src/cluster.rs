@@ -139,7 +139,13 @@ impl Transport {
             if e.is::<tokio::time::error::Elapsed>() {
                 return Transport::TimedOut;
             }
-            if let Some(ssl) = e.downcast_ref::<openssl::ssl::Error>() {
+            // An io::Error's `source()` skips the error it wraps, where a TLS stream puts
+            // OpenSSL's verdict: look at both.
+            let wrapped = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<openssl::ssl::Error>());
+            if let Some(ssl) = e.downcast_ref::<openssl::ssl::Error>().or(wrapped) {
                 let verify_failed = ssl.ssl_error().is_some_and(|stack| {
                     stack
                         .errors()

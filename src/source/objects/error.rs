@@ -205,6 +205,14 @@ pub fn chain_kind(error: &(dyn std::error::Error + 'static)) -> Option<ErrorKind
             return Some(ErrorKind::Tls);
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // An io::Error's `source()` skips the error it wraps: look at that one too (the
+            // TLS stream reports rustls' verdict this way).
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return Some(ErrorKind::Tls);
+            }
             match io.kind() {
                 std::io::ErrorKind::TimedOut => return Some(ErrorKind::Timeout),
                 std::io::ErrorKind::ConnectionRefused
@@ -300,6 +308,17 @@ mod tests {
         assert_eq!(request_kind(&slow), ErrorKind::Timeout);
         assert!(ErrorKind::Timeout.retryable());
         assert!(!ErrorKind::Auth.retryable());
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_a_tls_failure() {
+        let verdict = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, verdict);
+        let error = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: Box::new(HttpError::new(HttpErrorKind::Connect, io)),
+        };
+        assert_eq!(request_kind(&error), ErrorKind::Tls);
     }
 
     #[test]
