@@ -166,9 +166,9 @@ impl AzureBlobSource {
                     ClientCertificate::parse(&bytes, password.as_deref()).map_err(|source| {
                         self.fail(
                             ErrorKind::Config,
-                            Reason::Certificate {
+                            Reason::Credential {
                                 origin: "spClientCert".into(),
-                                source,
+                                source: Box::new(source),
                             },
                         )
                     })?;
@@ -262,9 +262,9 @@ impl AzureBlobSource {
                     ClientCertificate::parse(&bytes, password.as_deref()).map_err(|source| {
                         self.fail(
                             ErrorKind::Config,
-                            Reason::Certificate {
+                            Reason::Credential {
                                 origin: format!("clientCertificate in {origin}"),
-                                source,
+                                source: Box::new(source),
                             },
                         )
                     })?;

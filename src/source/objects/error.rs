@@ -3,9 +3,10 @@
 //!
 //! The kind comes from typed information wherever the libraries give it: object_store's
 //! `Error` variants (`NotFound`, `PermissionDenied`, `Unauthenticated`), the transport's
-//! [`HttpErrorKind`], `rustls` and `std::io` errors found by walking the `source()` chain, our
-//! own certificate credential's [`TokenError`](crate::source::azblob::certificate::TokenError),
-//! and the Kubernetes client's [`ClusterError`]. object_store keeps the HTTP status and body
+//! [`HttpErrorKind`], `rustls` and `std::io` errors found by walking the `source()` chain, and
+//! the Kubernetes client's [`ClusterError`]. A kind's own errors (Azure's certificate
+//! credential) carry their kind themselves; this module knows no kind, so that each kind's
+//! module depends on it and not the other way round. object_store keeps the HTTP status and body
 //! of a refused request in a private type, so those two are read from its message, in one
 //! place ([`http_answer`]); the service's error code then comes from the body (XML or JSON),
 //! which is data the server sent, not an error message of ours.
@@ -16,7 +17,6 @@
 use object_store::client::{HttpError, HttpErrorKind};
 
 use crate::cluster::ClusterError;
-use crate::source::azblob::certificate::{CertificateError, TokenError};
 
 /// What went wrong, coarsely: enough to decide whether to retry soon, stall until the
 /// configuration changes, or alert.
@@ -108,13 +108,14 @@ pub enum Reason {
         #[source]
         source: std::io::Error,
     },
-    /// The client certificate of a service principal could not be used.
+    /// A credential given as a file or value (e.g. Azure's client certificate) that could
+    /// not be used; `source` is the kind's own error type.
     #[error("{origin}: {source}")]
-    Certificate {
+    Credential {
         /// Where it came from: `spClientCert`, `clientCertificate in localAuthRef /dir`.
         origin: String,
         #[source]
-        source: CertificateError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The Kubernetes Secret named by `localAuthRef` could not be read.
     #[error("{0}")]
@@ -192,15 +193,12 @@ pub fn request_kind(error: &object_store::Error) -> ErrorKind {
     }
 }
 
-/// The kind of a transport failure (or of our token credential's failure) in `error`'s
-/// chain; `None` when the chain holds neither, i.e. an answer came.
+/// The kind of a transport failure in `error`'s chain; `None` when the chain holds none, i.e.
+/// an answer came (or the failure was not a request's).
 pub fn chain_kind(error: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     let mut transport = None;
     let mut current = Some(error);
     while let Some(e) = current {
-        if let Some(token) = e.downcast_ref::<TokenError>() {
-            return Some(token.kind());
-        }
         if e.is::<rustls::Error>() {
             return Some(ErrorKind::Tls);
         }
