@@ -127,8 +127,7 @@ pub enum Transport {
 impl Transport {
     /// Walks `error`'s causes for the first one that tells what happened.
     fn of(error: &kube::Error) -> Transport {
-        let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-        while let Some(e) = current {
+        for e in crate::error::causes(error) {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 match io.kind() {
                     std::io::ErrorKind::ConnectionRefused => return Transport::Refused,
@@ -139,13 +138,7 @@ impl Transport {
             if e.is::<tokio::time::error::Elapsed>() {
                 return Transport::TimedOut;
             }
-            // An io::Error's `source()` skips the error it wraps, where a TLS stream puts
-            // OpenSSL's verdict: look at both.
-            let wrapped = e
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<openssl::ssl::Error>());
-            if let Some(ssl) = e.downcast_ref::<openssl::ssl::Error>().or(wrapped) {
+            if let Some(ssl) = e.downcast_ref::<openssl::ssl::Error>() {
                 let verify_failed = ssl.ssl_error().is_some_and(|stack| {
                     stack
                         .errors()
@@ -164,7 +157,6 @@ impl Transport {
             if e.to_string() == "dns error" {
                 return Transport::UnknownHost;
             }
-            current = e.source();
         }
         Transport::Other(chain(error))
     }

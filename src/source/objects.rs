@@ -662,6 +662,41 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_never_answers_is_interrupted() {
+        // Connecting covers reading credentials (a Kubernetes Secret, a token): a dead server
+        // there must not outlive the fetch's timeout.
+        let source = Fixture {
+            prefix: None,
+            ignore: None,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let flag = AtomicBool::new(false);
+        let hung = std::future::pending::<Result<Arc<dyn ObjectStore>, ObjectError>>();
+        let started = std::time::Instant::now();
+        let err = block_on(async {
+            let timeout = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                flag.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                result = fetch(&source, hung, None, scratch.path().join("s"), &flag) => result,
+                _ = timeout => unreachable!("the timeout never finishes"),
+            }
+        })
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            err.to_string(),
+            "memory: the fetch was interrupted (timeout or shutdown)"
+        );
+    }
+
+    #[test]
     fn unsafe_keys_are_refused() {
         assert!(snapshot_path(Path::new("/s"), "a/../b").is_none());
         assert!(snapshot_path(Path::new("/s"), "a//b").is_none());

@@ -197,20 +197,11 @@ pub fn request_kind(error: &object_store::Error) -> ErrorKind {
 /// an answer came (or the failure was not a request's).
 pub fn chain_kind(error: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     let mut transport = None;
-    let mut current = Some(error);
-    while let Some(e) = current {
+    for e in crate::error::causes(error) {
         if e.is::<rustls::Error>() {
             return Some(ErrorKind::Tls);
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            // An io::Error's `source()` skips the error it wraps: look at that one too (the
-            // TLS stream reports rustls' verdict this way).
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return Some(ErrorKind::Tls);
-            }
             match io.kind() {
                 std::io::ErrorKind::TimedOut => return Some(ErrorKind::Timeout),
                 std::io::ErrorKind::ConnectionRefused
@@ -222,7 +213,6 @@ pub fn chain_kind(error: &(dyn std::error::Error + 'static)) -> Option<ErrorKind
         if transport.is_none() {
             transport = e.downcast_ref::<HttpError>().map(HttpError::kind);
         }
-        current = e.source();
     }
     transport.map(|kind| match kind {
         HttpErrorKind::Timeout => ErrorKind::Timeout,
@@ -248,14 +238,7 @@ pub fn kind_of_status(status: u16) -> ErrorKind {
 
 /// The transport error in `error`'s chain, if the request failed before an answer.
 pub fn transport(error: &object_store::Error) -> Option<&HttpError> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(http) = e.downcast_ref::<HttpError>() {
-            return Some(http);
-        }
-        current = e.source();
-    }
-    None
+    crate::error::causes(error).find_map(|e| e.downcast_ref::<HttpError>())
 }
 
 /// `text` with every word that holds a URL replaced by `<url>`: request URLs only repeat the
@@ -311,7 +294,11 @@ mod tests {
     #[test]
     fn an_untrusted_certificate_is_a_tls_failure() {
         let verdict = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, verdict);
+        // As hyper-rustls reports it: tokio-rustls' io::Error inside another.
+        let io = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            verdict,
+        ));
         let error = object_store::Error::Generic {
             store: "MicrosoftAzure",
             source: Box::new(HttpError::new(HttpErrorKind::Connect, io)),
