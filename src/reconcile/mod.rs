@@ -569,14 +569,10 @@ impl Engine {
             &c.source,
             &self.settings.state_dir.join("git"),
         );
-        let engine = self.clone();
-        let scratch = blocking(move || {
-            engine
-                .state_dir
-                .scratch(&engine.settings.configurations[idx].name)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let (engine, name) = (self.clone(), c.name.clone());
+        let scratch = blocking(move || engine.state_dir.scratch(&name))
+            .await
+            .map_err(|e| e.to_string())?;
         let fetched = source
             .fetch(previous, scratch.path().to_path_buf(), interrupt)
             .await;
@@ -584,9 +580,10 @@ impl Engine {
         blocking(move || {
             // Removed here, off the async threads, once packed.
             let _scratch = scratch;
-            let result = match fetched.map_err(|e| e.to_string())? {
-                FetchOutcome::Unchanged => Ok(None),
-                FetchOutcome::Fetched { revision, snapshot } => {
+            let result = match fetched {
+                Err(e) => Err(e.to_string()),
+                Ok(FetchOutcome::Unchanged) => Ok(None),
+                Ok(FetchOutcome::Fetched { revision, snapshot }) => {
                     engine.pack(idx, &revision, snapshot).map(Some)
                 }
             };
