@@ -3,7 +3,12 @@
 //!
 //! Today it reads the Secrets that `localAuthRef: { secret: NAME }` names; the Kubernetes
 //! applier will use [`connect`] too. Errors are [`ClusterError`]s that read as one clause
-//! naming the API server or the Secret and the cause, never a secret value.
+//! naming the API server or the Secret and the cause, never a secret value, with a
+//! [`ClusterErrorKind`] taken from the API's status code or the transport's typed causes.
+//!
+//! The client is async: the object-store sources await [`read_secret`] inside their fetch, so
+//! the fetch's timeout and shutdown cut it short; the blocking git backends use
+//! [`read_secret_blocking`] from their `spawn_blocking` thread.
 //!
 //! A client is made for each use rather than kept for the daemon's lifetime: the kubeconfig is
 //! then read again each time, like every other secret, so a rotated kubeconfig (k3s renews its
@@ -55,6 +60,9 @@ pub enum ClusterError {
          (HTTP 401 Unauthorized)"
     )]
     Unauthorized { server: String },
+    /// Blocking callers only: no runtime could be made to run the client on.
+    #[error("cannot start the Kubernetes client: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Any other answer of the API server: its status code and message.
     #[error("the Kubernetes API server at {server} answered HTTP {code}: {reason}")]
     Api {
@@ -98,7 +106,7 @@ impl ClusterError {
             ClusterError::Api { code, .. } if *code >= 500 || *code == 429 => {
                 ClusterErrorKind::Network
             }
-            ClusterError::Api { .. } => ClusterErrorKind::Internal,
+            ClusterError::Api { .. } | ClusterError::Runtime(_) => ClusterErrorKind::Internal,
         }
     }
 }
@@ -172,7 +180,11 @@ pub async fn connect(
         path: path.clone(),
         source,
     };
-    let kubeconfig = Kubeconfig::read_from(&settings.kubeconfig).map_err(|e| fail(e.into()))?;
+    let file = settings.kubeconfig.clone();
+    let kubeconfig = match tokio::task::spawn_blocking(move || Kubeconfig::read_from(file)).await {
+        Ok(read) => read.map_err(|e| fail(e.into()))?,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    };
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..Default::default()
@@ -217,10 +229,7 @@ pub fn read_secret_blocking(
         Err(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ClusterError::Unreachable {
-                server: reference.kubernetes.kubeconfig.display().to_string(),
-                cause: Transport::Other(format!("cannot start an I/O runtime: {e}")),
-            })?
+            .map_err(ClusterError::Runtime)?
             .block_on(read),
     }
 }
@@ -280,6 +289,48 @@ mod tests {
              namespace \"team\""
         );
         assert_eq!(forbidden_reason("nope"), "nope");
+    }
+
+    fn reference() -> SecretRef {
+        SecretRef {
+            kubernetes: KubernetesSettings {
+                kubeconfig: "/nonexistent/kubeconfig".into(),
+                context: None,
+            },
+            namespace: "team".into(),
+            name: "git".into(),
+        }
+    }
+
+    #[test]
+    fn kinds_come_from_the_status_code_and_the_transport() {
+        let status = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        let kind = |e: kube::Error| api_error(e, "https://api:6443", &reference()).kind();
+        assert_eq!(kind(status(404)), ClusterErrorKind::NotFound);
+        assert_eq!(kind(status(403)), ClusterErrorKind::Auth);
+        assert_eq!(kind(status(503)), ClusterErrorKind::Network);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let error = api_error(
+            kube::Error::Service(Box::new(refused)),
+            "https://api:6443",
+            &reference(),
+        );
+        assert_eq!(
+            error.to_string(),
+            "cannot reach the Kubernetes API server at https://api:6443: connection refused \
+             (is it running?)"
+        );
+        assert_eq!(error.kind(), ClusterErrorKind::Network);
+        let slow = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            kind(kube::Error::Service(Box::new(slow))),
+            ClusterErrorKind::Timeout
+        );
     }
 
     #[test]
