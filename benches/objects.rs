@@ -40,7 +40,7 @@ use gitopsd::config::{
 };
 use gitopsd::source::azblob::AzureBlobSource;
 use gitopsd::source::bucket::BucketSource;
-use gitopsd::source::objects::PARALLEL_DOWNLOADS;
+use gitopsd::source::objects::{self, ObjectSource, PARALLEL_DOWNLOADS};
 use gitopsd::source::{FetchOutcome, Revision, SourceError};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -192,25 +192,14 @@ trait Fetch {
     ) -> Result<FetchOutcome, SourceError>;
 }
 
-impl Fetch for AzureBlobSource {
+impl<S: ObjectSource> Fetch for S {
     fn fetch_now(
         &self,
         previous: Option<&Revision>,
         scratch: PathBuf,
         stop: &AtomicBool,
     ) -> Result<FetchOutcome, SourceError> {
-        block_on(self.fetch(previous, scratch, stop))
-    }
-}
-
-impl Fetch for BucketSource {
-    fn fetch_now(
-        &self,
-        previous: Option<&Revision>,
-        scratch: PathBuf,
-        stop: &AtomicBool,
-    ) -> Result<FetchOutcome, SourceError> {
-        block_on(self.fetch(previous, scratch, stop))
+        block_on(objects::fetch(self, previous, scratch, stop))
     }
 }
 

@@ -12,8 +12,8 @@
 
 pub mod certificate;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,6 @@ use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use self::certificate::{ClientCertificate, ClientCertificateCredential, TokenError};
 use super::objects::error::{chain_kind, http_answer, request_kind, transport, without_urls};
 use super::objects::{self, ErrorKind, ObjectError, ObjectSource, Reason};
-use super::{FetchOutcome, Revision, SourceError};
 use crate::config::{AzureAuth, AzureBlobSettings, SecretValue};
 
 /// Entra ID's public-cloud token endpoint base.
@@ -413,16 +412,6 @@ impl AzureBlobSource {
         Ok(Arc::new(store))
     }
 
-    /// Fetch unless the container still matches `previous` (see [`objects::fetch`]).
-    pub async fn fetch(
-        &self,
-        previous: Option<&Revision>,
-        scratch: PathBuf,
-        interrupt: &AtomicBool,
-    ) -> Result<FetchOutcome, SourceError> {
-        objects::fetch(self, self.store(), previous, scratch, interrupt).await
-    }
-
     /// One sentence for a failed request: what Azure (or the token endpoint) said, without
     /// URLs that may carry a SAS token and without any secret.
     pub fn explain(&self, error: &object_store::Error) -> ObjectError {
@@ -724,6 +713,10 @@ impl ObjectSource for AzureBlobSource {
 
     fn revision_etag(&self, etag: &str) -> String {
         revision_etag(etag)
+    }
+
+    fn connect(&self) -> impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>> + Send {
+        self.store()
     }
 
     fn explain_error(&self, error: &object_store::Error) -> ObjectError {

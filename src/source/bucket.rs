@@ -7,8 +7,8 @@
 //! [`super::objects`]'. Keys given as files or through `localAuthRef` are read again at every
 //! sync, so rotating them needs no restart.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
 use super::objects::error::{http_answer, request_kind, transport, without_urls};
 use super::objects::{self, ErrorKind, ObjectError, ObjectSource, Reason};
-use super::{FetchOutcome, Revision, SourceError};
 use crate::config::{BucketCredentials, BucketSettings, SecretValue};
 
 /// Flux's key names in a `localAuthRef` directory (a mounted Secret).
@@ -198,16 +197,6 @@ impl BucketSource {
         Ok(Arc::new(store))
     }
 
-    /// Fetch unless the bucket still matches `previous` (see [`objects::fetch`]).
-    pub async fn fetch(
-        &self,
-        previous: Option<&Revision>,
-        scratch: PathBuf,
-        interrupt: &AtomicBool,
-    ) -> Result<FetchOutcome, SourceError> {
-        objects::fetch(self, self.store(), previous, scratch, interrupt).await
-    }
-
     /// One sentence for a failed request.
     pub fn explain(&self, error: &object_store::Error) -> ObjectError {
         let (kind, clause) = explain(error, self.credential_name());
@@ -314,6 +303,10 @@ impl ObjectSource for BucketSource {
 
     fn ignore(&self) -> Option<&str> {
         self.ignore.as_deref()
+    }
+
+    fn connect(&self) -> impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>> + Send {
+        self.store()
     }
 
     fn explain_error(&self, error: &object_store::Error) -> ObjectError {

@@ -195,9 +195,11 @@ impl AnySource {
                     Err(join) => std::panic::resume_unwind(join.into_panic()),
                 }
             }
-            AnySource::Bucket(source) => source.fetch(previous.as_ref(), scratch, &interrupt).await,
+            AnySource::Bucket(source) => {
+                objects::fetch(&source, previous.as_ref(), scratch, &interrupt).await
+            }
             AnySource::AzureBlob(source) => {
-                source.fetch(previous.as_ref(), scratch, &interrupt).await
+                objects::fetch(&source, previous.as_ref(), scratch, &interrupt).await
             }
         }
     }

@@ -72,6 +72,9 @@ pub trait ObjectSource: Send + Sync {
         etag.to_string()
     }
 
+    /// The store, signed in with the credentials as they are now (read again at every sync).
+    fn connect(&self) -> impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>> + Send;
+
     /// One sentence for a failed request, naming the endpoint and bucket, never a secret.
     fn explain_error(&self, error: &object_store::Error) -> ObjectError;
 
@@ -113,18 +116,17 @@ pub fn plain_etag(etag: &str) -> &str {
     etag.trim_start_matches("W/").trim_matches('"')
 }
 
-/// The whole fetch: connect (`store` reads the credentials and builds the client), list,
-/// compare with `previous`, download into `scratch`. Returns as soon as `interrupt` is set
-/// (checked every [`INTERRUPT_POLL`]), dropping whatever was in flight.
-pub async fn fetch<S: ObjectSource + ?Sized>(
+/// The whole fetch: connect (read the credentials, build the client), list, compare with
+/// `previous`, download into `scratch`. Returns as soon as `interrupt` is set (checked every
+/// [`INTERRUPT_POLL`]), dropping whatever was in flight.
+pub async fn fetch<S: ObjectSource>(
     source: &S,
-    store: impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>>,
     previous: Option<&Revision>,
     scratch: PathBuf,
     interrupt: &AtomicBool,
 ) -> Result<FetchOutcome, SourceError> {
     let work = async {
-        let store = store.await?;
+        let store = source.connect().await?;
         let index = list(source, &store).await?;
         if previous == Some(&revision(&index)) {
             return Ok(FetchOutcome::Unchanged);
@@ -205,7 +207,7 @@ pub fn blame_proxy(
 }
 
 /// List everything under the prefix and apply the ignore rules.
-pub async fn list<S: ObjectSource + ?Sized>(
+pub async fn list<S: ObjectSource>(
     source: &S,
     store: &Arc<dyn ObjectStore>,
 ) -> Result<Index, ObjectError> {
@@ -337,7 +339,7 @@ enum DownloadError {
 }
 
 /// Download every object of `index` below `dir`; returns the index as downloaded.
-async fn download_all<S: ObjectSource + ?Sized>(
+async fn download_all<S: ObjectSource>(
     source: &S,
     store: &Arc<dyn ObjectStore>,
     mut index: Index,
@@ -470,9 +472,17 @@ mod tests {
     struct Fixture {
         prefix: Option<String>,
         ignore: Option<String>,
+        /// `None`: connecting never finishes (a dead server).
+        store: Option<Arc<dyn ObjectStore>>,
     }
 
     impl ObjectSource for Fixture {
+        async fn connect(&self) -> Result<Arc<dyn ObjectStore>, ObjectError> {
+            match &self.store {
+                Some(store) => Ok(store.clone()),
+                None => std::future::pending().await,
+            }
+        }
         fn prefix(&self) -> Option<&str> {
             self.prefix.as_deref()
         }
@@ -497,12 +507,6 @@ mod tests {
             .build()
             .unwrap()
             .block_on(future)
-    }
-
-    fn memory(
-        store: Arc<dyn ObjectStore>,
-    ) -> impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>> {
-        std::future::ready(Ok(store))
     }
 
     fn store(keys: &[(&str, &str)]) -> Arc<dyn ObjectStore> {
@@ -571,30 +575,17 @@ mod tests {
         let source = Fixture {
             prefix: Some("app".into()),
             ignore: None,
+            store: Some(store.clone()),
         };
         let scratch = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(false);
         let dir = scratch.path().join("snap");
-        let outcome = block_on(fetch(
-            &source,
-            memory(store.clone()),
-            None,
-            dir.clone(),
-            &flag,
-        ))
-        .unwrap();
+        let outcome = block_on(fetch(&source, None, dir.clone(), &flag)).unwrap();
         let FetchOutcome::Fetched { revision: rev, .. } = outcome else {
             panic!("expected a fetch")
         };
         assert_eq!(files(&dir), vec!["app.yaml", "apps/web/deploy.yaml"]);
-        let again = block_on(fetch(
-            &source,
-            memory(store),
-            Some(&rev),
-            scratch.path().join("2"),
-            &flag,
-        ))
-        .unwrap();
+        let again = block_on(fetch(&source, Some(&rev), scratch.path().join("2"), &flag)).unwrap();
         assert!(matches!(again, FetchOutcome::Unchanged));
         assert!(!scratch.path().join("2").exists());
     }
@@ -610,6 +601,7 @@ mod tests {
         let source = Fixture {
             prefix: None,
             ignore: Some("*.bak".into()),
+            store: Some(store.clone()),
         };
         let index = block_on(list(&source, &store)).unwrap();
         assert_eq!(index.keys().collect::<Vec<_>>(), vec!["dir/a.yaml"]);
@@ -621,11 +613,12 @@ mod tests {
         let source = Fixture {
             prefix: Some("nothing/".into()),
             ignore: None,
+            store: Some(store.clone()),
         };
         let scratch = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(false);
         let dir = scratch.path().join("snap");
-        match block_on(fetch(&source, memory(store), None, dir.clone(), &flag)).unwrap() {
+        match block_on(fetch(&source, None, dir.clone(), &flag)).unwrap() {
             FetchOutcome::Fetched { revision: rev, .. } => {
                 assert_eq!(rev, revision(&Index::new()));
                 assert!(files(&dir).is_empty());
@@ -640,17 +633,11 @@ mod tests {
         let source = Fixture {
             prefix: None,
             ignore: None,
+            store: Some(store.clone()),
         };
         let scratch = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(true);
-        let err = block_on(fetch(
-            &source,
-            memory(store),
-            None,
-            scratch.path().join("s"),
-            &flag,
-        ))
-        .unwrap_err();
+        let err = block_on(fetch(&source, None, scratch.path().join("s"), &flag)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "memory: the fetch was interrupted (timeout or shutdown)"
@@ -668,10 +655,10 @@ mod tests {
         let source = Fixture {
             prefix: None,
             ignore: None,
+            store: None,
         };
         let scratch = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(false);
-        let hung = std::future::pending::<Result<Arc<dyn ObjectStore>, ObjectError>>();
         let started = std::time::Instant::now();
         let err = block_on(async {
             let timeout = async {
@@ -680,7 +667,7 @@ mod tests {
                 std::future::pending::<()>().await
             };
             tokio::select! {
-                result = fetch(&source, hung, None, scratch.path().join("s"), &flag) => result,
+                result = fetch(&source, None, scratch.path().join("s"), &flag) => result,
                 _ = timeout => unreachable!("the timeout never finishes"),
             }
         })

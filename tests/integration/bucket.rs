@@ -23,7 +23,7 @@ use crate::support::TestPki;
 use crate::support::{describe, free_port, gitopsd_bin, peak_rss_kib, text};
 use gitopsd::config::{BucketCredentials, BucketSettings, Secret, SecretValue};
 use gitopsd::source::bucket::BucketSource;
-use gitopsd::source::{FetchOutcome, Revision, Snapshot};
+use gitopsd::source::{objects, FetchOutcome, Revision, Snapshot};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -258,8 +258,13 @@ fn library_source(endpoint: &str, bucket: &str, prefix: Option<&str>) -> BucketS
 fn fetch(source: &BucketSource, previous: Option<&Revision>) -> (FetchOutcome, tempfile::TempDir) {
     let scratch = tempfile::tempdir().unwrap();
     let stop = AtomicBool::new(false);
-    let outcome = block_on(source.fetch(previous, scratch.path().join("snapshot"), &stop))
-        .unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    let outcome = block_on(objects::fetch(
+        source,
+        previous,
+        scratch.path().join("snapshot"),
+        &stop,
+    ))
+    .unwrap_or_else(|e| panic!("fetch failed: {e}"));
     (outcome, scratch)
 }
 
