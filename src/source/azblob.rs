@@ -15,11 +15,10 @@ pub mod certificate;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::client::{HttpConnector, ReqwestConnector};
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientOptions, ObjectStore};
 
 use self::certificate::{ClientCertificate, ClientCertificateCredential, TokenError};
 use super::objects::error::{chain_kind, http_answer, request_kind, transport, without_urls};
@@ -315,30 +314,19 @@ impl AzureBlobSource {
 
     async fn client_options(&self, authority_host: &str) -> Result<ClientOptions, ObjectError> {
         let plain_http = |url: &str| url.to_ascii_lowercase().starts_with("http://");
-        let mut options = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(10))
-            // Whole-request timeout off: a large blob may take long; the source's `timeout`
-            // bounds the sync.
-            .with_timeout_disabled()
-            .with_allow_http(plain_http(&self.endpoint) || plain_http(authority_host));
-        if let Some(ca_file) = &self.settings.ca_file {
-            let certificates = objects::read_ca_file(ca_file)
-                .await
-                .map_err(|reason| self.fail(ErrorKind::Config, reason))?;
-            for certificate in certificates {
-                options = options.with_root_certificate(certificate);
-            }
-        }
         // Every host this source may talk to gets the shared proxy rule's answer: the blob
         // endpoint, the token endpoint, and the managed-identity endpoint (Azure's instance
         // metadata address when none is configured).
         let msi = self
             .msi_endpoint()
             .unwrap_or_else(|| IMDS_ENDPOINT.to_string());
-        Ok(super::proxy::object_store_options(
-            options,
+        objects::client_options(
+            plain_http(&self.endpoint) || plain_http(authority_host),
+            self.settings.ca_file.as_deref(),
             &[&self.endpoint, authority_host, &msi],
-        ))
+        )
+        .await
+        .map_err(|reason| self.fail(ErrorKind::Config, reason))
     }
 
     /// The container as an object store, signed in as configured.
@@ -346,17 +334,12 @@ impl AzureBlobSource {
         let (credential, secret_authority) = self.credential().await?;
         let authority_host = self.authority_host(secret_authority);
         let options = self.client_options(&authority_host).await?;
-        let retry = RetryConfig {
-            max_retries: 2,
-            retry_timeout: Duration::from_secs(20),
-            ..RetryConfig::default()
-        };
         let mut builder = MicrosoftAzureBuilder::new()
             .with_account(self.account_name()?)
             .with_container_name(&self.settings.container)
             .with_endpoint(self.endpoint.clone())
             .with_allow_http(options_allow_http(&self.endpoint))
-            .with_retry(retry);
+            .with_retry(objects::retry_config());
         builder = match credential {
             Credential::Anonymous => builder.with_skip_signature(true),
             Credential::AccountKey(key) => {

@@ -8,12 +8,11 @@
 //! sync, so rotating them needs no restart.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::ObjectStore;
 
 use super::objects::error::{http_answer, request_kind, transport, without_urls};
 use super::objects::{self, ErrorKind, ObjectError, ObjectSource, Reason};
@@ -53,8 +52,9 @@ impl BucketSource {
         format!("bucket {} at {}", self.settings.bucket_name, self.endpoint)
     }
 
-    fn setting(&self, kind: ErrorKind, clause: String) -> ObjectError {
-        self.fail(kind, Reason::Setting(clause))
+    /// A setting or credential that cannot work as written.
+    fn setting(&self, clause: String) -> ObjectError {
+        self.fail(ErrorKind::Config, Reason::Setting(clause))
     }
 
     /// The keys for this sync, `None` for anonymous access.
@@ -69,27 +69,12 @@ impl BucketSource {
                 secret_key: self.secret_value(secret_key, "bucketSecretKeyFile").await?,
             })),
             BucketCredentials::LocalAuthRef(dir) => {
-                let read = |name: &'static str| async move {
-                    let path = dir.join(name);
-                    let text = read_key_file(&path).await.map_err(|source| {
-                        self.fail(
-                            ErrorKind::Config,
-                            Reason::Read {
-                                what: format!(
-                                    "cannot read `{name}` from localAuthRef {}",
-                                    dir.display()
-                                ),
-                                source,
-                            },
-                        )
-                    })?;
-                    if text.is_empty() {
-                        return Err(self.setting(
-                            ErrorKind::Config,
-                            format!("`{name}` in localAuthRef {} is empty", dir.display()),
-                        ));
-                    }
-                    Ok(text)
+                let read = |name: &'static str| {
+                    self.read_key(
+                        dir.join(name),
+                        format!("cannot read `{name}` from localAuthRef {}", dir.display()),
+                        format!("`{name}` in localAuthRef {} is empty", dir.display()),
+                    )
                 };
                 Ok(Some(Keys {
                     access_key: read(ACCESS_KEY_FILE).await?,
@@ -107,10 +92,9 @@ impl BucketSource {
                         .map(|value| String::from_utf8_lossy(value).trim().to_string())
                         .unwrap_or_default();
                     if text.is_empty() {
-                        return Err(self.setting(
-                            ErrorKind::Config,
-                            format!("the Kubernetes Secret `{reference}` has no `{name}`"),
-                        ));
+                        return Err(self.setting(format!(
+                            "the Kubernetes Secret `{reference}` has no `{name}`"
+                        )));
                     }
                     Ok(text)
                 };
@@ -126,62 +110,58 @@ impl BucketSource {
         match value {
             SecretValue::Inline(secret) => Ok(secret.0.trim().to_string()),
             SecretValue::File(path) => {
-                let text = read_key_file(path).await.map_err(|source| {
-                    self.fail(
-                        ErrorKind::Config,
-                        Reason::Read {
-                            what: format!("cannot read {key} {}", path.display()),
-                            source,
-                        },
-                    )
-                })?;
-                if text.is_empty() {
-                    return Err(self.setting(
-                        ErrorKind::Config,
-                        format!("{key} {} is empty", path.display()),
-                    ));
-                }
-                Ok(text)
+                self.read_key(
+                    path.clone(),
+                    format!("cannot read {key} {}", path.display()),
+                    format!("{key} {} is empty", path.display()),
+                )
+                .await
             }
         }
     }
 
-    async fn client_options(&self) -> Result<ClientOptions, ObjectError> {
-        let mut options = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(10))
-            // No whole-request limit: a large object may take long; the source's `timeout`
-            // bounds the sync.
-            .with_timeout_disabled()
-            .with_allow_http(self.settings.insecure);
-        if let Some(ca_file) = &self.settings.ca_file {
-            let certificates = objects::read_ca_file(ca_file)
-                .await
-                .map_err(|reason| self.fail(ErrorKind::Config, reason))?;
-            for certificate in certificates {
-                options = options.with_root_certificate(certificate);
-            }
+    /// A key file's content without surrounding whitespace (`echo` adds a newline), read now
+    /// so that every sync sees the current one; `cannot_read` and `empty` are the clauses
+    /// for its two failures.
+    async fn read_key(
+        &self,
+        path: PathBuf,
+        cannot_read: String,
+        empty: String,
+    ) -> Result<String, ObjectError> {
+        let bytes = tokio::fs::read(&path).await.map_err(|source| {
+            self.fail(
+                ErrorKind::Config,
+                Reason::Read {
+                    what: cannot_read,
+                    source,
+                },
+            )
+        })?;
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        if text.is_empty() {
+            return Err(self.setting(empty));
         }
-        Ok(super::proxy::object_store_options(
-            options,
-            &[&self.endpoint],
-        ))
+        Ok(text)
     }
 
     /// The bucket as an object store, with the keys as they are now.
     pub async fn store(&self) -> Result<Arc<dyn ObjectStore>, ObjectError> {
-        let retry = RetryConfig {
-            max_retries: 2,
-            retry_timeout: Duration::from_secs(20),
-            ..RetryConfig::default()
-        };
+        let options = objects::client_options(
+            self.settings.insecure,
+            self.settings.ca_file.as_deref(),
+            &[&self.endpoint],
+        )
+        .await
+        .map_err(|reason| self.fail(ErrorKind::Config, reason))?;
         let mut builder = AmazonS3Builder::new()
             .with_endpoint(self.endpoint.clone())
             .with_bucket_name(&self.settings.bucket_name)
             .with_region(&self.settings.region)
             .with_virtual_hosted_style_request(false)
             .with_allow_http(self.settings.insecure)
-            .with_retry(retry)
-            .with_client_options(self.client_options().await?);
+            .with_retry(objects::retry_config())
+            .with_client_options(options);
         builder = match self.keys().await? {
             None => builder.with_skip_signature(true),
             Some(keys) => builder
@@ -189,10 +169,10 @@ impl BucketSource {
                 .with_secret_access_key(keys.secret_key),
         };
         let store = builder.build().map_err(|e| {
-            self.setting(
-                ErrorKind::Config,
-                format!("invalid client settings: {}", crate::error::chain(&e)),
-            )
+            self.setting(format!(
+                "invalid client settings: {}",
+                crate::error::chain(&e)
+            ))
         })?;
         Ok(Arc::new(store))
     }
@@ -213,12 +193,6 @@ impl BucketSource {
             BucketCredentials::LocalAuthSecret(_) => "the Kubernetes Secret's access key",
         }
     }
-}
-
-/// A key file's content without surrounding whitespace (`echo` adds a newline).
-async fn read_key_file(path: &Path) -> std::io::Result<String> {
-    let bytes = tokio::fs::read(path).await?;
-    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
 /// The text of an XML element of an S3 error body.

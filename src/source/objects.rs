@@ -165,24 +165,50 @@ async fn until_interrupted<T>(work: impl Future<Output = T>, interrupt: &AtomicB
     }
 }
 
-/// The certificates of a `caFile` setting (a PEM bundle), to trust besides the system's.
-pub async fn read_ca_file(path: &Path) -> Result<Vec<object_store::Certificate>, Reason> {
-    let pem = tokio::fs::read(path).await.map_err(|source| Reason::Read {
-        what: format!("cannot read caFile {}", path.display()),
-        source,
-    })?;
-    let no_certificate = || {
-        Reason::Setting(format!(
-            "caFile {} holds no PEM certificate",
-            path.display()
-        ))
-    };
-    let certificates =
-        object_store::Certificate::from_pem_bundle(&pem).map_err(|_| no_certificate())?;
-    if certificates.is_empty() {
-        return Err(no_certificate());
+/// The HTTP client settings both kinds share: a 10 s connect timeout, no whole-request limit
+/// (a large object may take long; the source's `timeout` bounds the sync), `allow_http`, the
+/// certificates of `ca_file` (a PEM bundle) trusted besides the system's, and the proxy the
+/// shared rule picks for `urls` (every host the source talks to, the endpoint first).
+pub async fn client_options(
+    allow_http: bool,
+    ca_file: Option<&Path>,
+    urls: &[&str],
+) -> Result<object_store::ClientOptions, Reason> {
+    let mut options = object_store::ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout_disabled()
+        .with_allow_http(allow_http);
+    if let Some(path) = ca_file {
+        let pem = tokio::fs::read(path).await.map_err(|source| Reason::Read {
+            what: format!("cannot read caFile {}", path.display()),
+            source,
+        })?;
+        let no_certificate = || {
+            Reason::Setting(format!(
+                "caFile {} holds no PEM certificate",
+                path.display()
+            ))
+        };
+        let certificates =
+            object_store::Certificate::from_pem_bundle(&pem).map_err(|_| no_certificate())?;
+        if certificates.is_empty() {
+            return Err(no_certificate());
+        }
+        for certificate in certificates {
+            options = options.with_root_certificate(certificate);
+        }
     }
-    Ok(certificates)
+    Ok(super::proxy::object_store_options(options, urls))
+}
+
+/// How object_store retries a failed request: twice, within 20 s, so that a source's own
+/// `timeout` (and the next sync) stays in charge of a server that is really down.
+pub fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(20),
+        ..object_store::RetryConfig::default()
+    }
 }
 
 /// A request's clause and kind once the proxy in between (the one [`super::proxy::for_url`]
