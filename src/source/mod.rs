@@ -137,7 +137,8 @@ impl SourceError {
         let clean = |text: String| git::refs::redact_text(&text, url);
         match self {
             SourceError::Git(m) => SourceError::Git(clean(m)),
-            // Their sentences are built without any URL's userinfo already.
+            // Validation refuses credentials in a bucket or azblob endpoint, and the sentences
+            // leave request URLs out: there is nothing to take out.
             SourceError::Objects(e) => SourceError::Objects(e),
             SourceError::Timeout { url: u, after } => SourceError::Timeout {
                 url: clean(u),

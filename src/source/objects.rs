@@ -17,12 +17,12 @@
 //!   the snapshot and the revision with the downloaded version's etag; one that vanished is
 //!   left out of both. The revision is computed from this final index.
 //!
-//! - The fetch is async from the credentials to the last download and runs on the daemon's
-//!   runtime (no thread blocks on it). Interruption (the source's `timeout`, shutdown) is
-//!   watched in one place, [`fetch`], which drops the whole fetch when the flag is set: that
-//!   cancels the requests in flight and aborts the listing and download tasks.
-//!
-//! Failures are [`ObjectError`]s (see [`error`]): one sentence and a kind.
+//! The fetch is async from reading the credentials ([`ObjectSource::connect`]) to the last
+//! download, and runs on the daemon's runtime: no thread blocks on it. Interruption (the
+//! source's `timeout`, shutdown) is watched in one place, [`fetch`], which drops the whole
+//! fetch once the flag is set; that cancels the requests in flight (a Kubernetes Secret or a
+//! token being read included) and aborts the listing and download tasks. Failures are
+//! [`ObjectError`]s (see [`error`]): one sentence and a kind.
 
 pub mod error;
 
@@ -118,7 +118,7 @@ pub fn plain_etag(etag: &str) -> &str {
 
 /// The whole fetch: connect (read the credentials, build the client), list, compare with
 /// `previous`, download into `scratch`. Returns as soon as `interrupt` is set (checked every
-/// [`INTERRUPT_POLL`]), dropping whatever was in flight.
+/// 100 ms), dropping whatever was in flight.
 pub async fn fetch<S: ObjectSource>(
     source: &S,
     previous: Option<&Revision>,
