@@ -4,12 +4,14 @@
 //! The kind comes from typed information wherever the libraries give it: object_store's
 //! `Error` variants (`NotFound`, `PermissionDenied`, `Unauthenticated`), the transport's
 //! [`HttpErrorKind`], `rustls` and `std::io` errors found by walking the `source()` chain, and
-//! the Kubernetes client's [`ClusterError`]. A kind's own errors (Azure's certificate
-//! credential) carry their kind themselves; this module knows no kind, so that each kind's
-//! module depends on it and not the other way round. object_store keeps the HTTP status and body
-//! of a refused request in a private type, so those two are read from its message, in one
-//! place ([`http_answer`]); the service's error code then comes from the body (XML or JSON),
-//! which is data the server sent, not an error message of ours.
+//! the Kubernetes client's [`ClusterError`]. object_store keeps the HTTP status and body of a
+//! refused request in a private type, so those two are read from its message, in one place
+//! ([`http_answer`]); the service's error code then comes from the body (XML or JSON), which
+//! is data the server sent, not an error message of ours.
+//!
+//! This module names no source kind (`bucket`, `azblob`): each kind's module depends on it,
+//! never the reverse. A kind's own error types (Azure's certificate credential) know their
+//! [`ErrorKind`] themselves and travel as a boxed `source()`.
 //!
 //! The library error itself is not kept as a `source()`: its text quotes request URLs, and an
 //! Azure URL can carry a SAS token. What it says is distilled into the sentence instead.
