@@ -40,8 +40,8 @@ use gitopsd::config::{
 };
 use gitopsd::source::azblob::AzureBlobSource;
 use gitopsd::source::bucket::BucketSource;
-use gitopsd::source::objects::{block_on, PARALLEL_DOWNLOADS};
-use gitopsd::source::{FetchOutcome, Revision, Source};
+use gitopsd::source::objects::{self, ObjectSource, PARALLEL_DOWNLOADS};
+use gitopsd::source::{FetchOutcome, Revision, SourceError};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -172,10 +172,41 @@ fn upload(
     })
 }
 
+/// Runs `future` on a runtime of a few threads, as the daemon's.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built")
+        .block_on(future)
+}
+
+/// The object-store sources' async fetch, run to completion for a measurement.
+trait Fetch {
+    fn fetch_now(
+        &self,
+        previous: Option<&Revision>,
+        scratch: PathBuf,
+        stop: &AtomicBool,
+    ) -> Result<FetchOutcome, SourceError>;
+}
+
+impl<S: ObjectSource> Fetch for S {
+    fn fetch_now(
+        &self,
+        previous: Option<&Revision>,
+        scratch: PathBuf,
+        stop: &AtomicBool,
+    ) -> Result<FetchOutcome, SourceError> {
+        block_on(objects::fetch(self, previous, scratch, stop))
+    }
+}
+
 /// A full sync of `source` into `work/<scratch>/snap`, `runs` times; its median, the revision,
 /// and the checks: Flux's `expected` revision, `count` files, and an unchanged second fetch.
 fn full_sync(
-    source: &impl Source,
+    source: &impl Fetch,
     work: &Path,
     scratch: &str,
     runs: usize,
@@ -187,7 +218,7 @@ fn full_sync(
     let full = measure(runs, || {
         let scratch = fresh_dir(work, scratch)?;
         match source
-            .fetch(None, scratch.join("snap"), &stop)
+            .fetch_now(None, scratch.join("snap"), &stop)
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             FetchOutcome::Fetched { revision: r, .. } => revision = Some(r),
@@ -206,7 +237,7 @@ fn full_sync(
         "{count} objects uploaded, {files} files synced"
     );
     match source
-        .fetch(Some(&revision), work.join(scratch).join("again"), &stop)
+        .fetch_now(Some(&revision), work.join(scratch).join("again"), &stop)
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
         FetchOutcome::Unchanged => Ok((full, revision)),
@@ -218,7 +249,7 @@ fn full_sync(
 
 /// An unchanged poll of `source` at `revision`, `runs` times; its median.
 fn unchanged_poll(
-    source: &impl Source,
+    source: &impl Fetch,
     revision: &Revision,
     work: &Path,
     scratch: &str,
@@ -229,7 +260,7 @@ fn unchanged_poll(
     measure(runs, || {
         let scratch = fresh_dir(work, scratch)?;
         match source
-            .fetch(Some(revision), scratch.join("snap"), &stop)
+            .fetch_now(Some(revision), scratch.join("snap"), &stop)
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             FetchOutcome::Unchanged => Ok(()),

@@ -3,7 +3,12 @@
 //!
 //! Today it reads the Secrets that `localAuthRef: { secret: NAME }` names; the Kubernetes
 //! applier will use [`connect`] too. Errors are [`ClusterError`]s that read as one clause
-//! naming the API server or the Secret and the cause, never a secret value.
+//! naming the API server or the Secret and the cause, never a secret value, with a
+//! [`ClusterErrorKind`] taken from the API's status code or the transport's typed causes.
+//!
+//! The client is async: the object-store sources await [`read_secret`] inside their fetch, so
+//! the fetch's timeout and shutdown cut it short; the blocking git backends use
+//! [`read_secret_blocking`] from their `spawn_blocking` thread.
 //!
 //! A client is made for each use rather than kept for the daemon's lifetime: the kubeconfig is
 //! then read again each time, like every other secret, so a rotated kubeconfig (k3s renews its
@@ -12,7 +17,7 @@
 //! interval.
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::error::Error as StdError;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -27,14 +32,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the API server's answer once connected.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// OpenSSL's "certificate verify failed" reason (`SSL_R_CERTIFICATE_VERIFY_FAILED` in
+/// ssl.h), which the `openssl` crate does not name.
+const SSL_R_CERTIFICATE_VERIFY_FAILED: std::os::raw::c_int = 134;
+
 /// Why the cluster could not be reached or would not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The kubeconfig could not be read, parsed, or has no usable context.
-    #[error("cannot use kubeconfig {path}: {reason}")]
-    Kubeconfig { path: String, reason: String },
-    #[error("cannot reach the Kubernetes API server at {server}: {reason}")]
-    Unreachable { server: String, reason: String },
+    #[error("cannot use kubeconfig {path}: {}", chain(&**source))]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("cannot reach the Kubernetes API server at {server}: {cause}")]
+    Unreachable { server: String, cause: Transport },
     #[error("Kubernetes Secret `{secret}` not found")]
     SecretNotFound { secret: String },
     /// RBAC said no; `reason` is the API server's own sentence, which names the user, the
@@ -47,6 +60,9 @@ pub enum ClusterError {
          (HTTP 401 Unauthorized)"
     )]
     Unauthorized { server: String },
+    /// Blocking callers only: no runtime could be made to run the client on.
+    #[error("cannot start the Kubernetes client: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Any other answer of the API server: its status code and message.
     #[error("the Kubernetes API server at {server} answered HTTP {code}: {reason}")]
     Api {
@@ -56,29 +72,131 @@ pub enum ClusterError {
     },
 }
 
+/// What [`ClusterError::kind`] says, for callers that decide whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterErrorKind {
+    /// The kubeconfig cannot be used as it is.
+    Config,
+    /// The Secret does not exist.
+    NotFound,
+    /// The credentials were refused, or RBAC forbids the read.
+    Auth,
+    Tls,
+    Network,
+    Timeout,
+    /// An answer gitopsd did not expect.
+    Internal,
+}
+
+impl ClusterError {
+    pub fn kind(&self) -> ClusterErrorKind {
+        match self {
+            ClusterError::Kubeconfig { .. } => ClusterErrorKind::Config,
+            ClusterError::Unreachable { cause, .. } => match cause {
+                Transport::Certificate | Transport::Handshake(_) => ClusterErrorKind::Tls,
+                Transport::TimedOut => ClusterErrorKind::Timeout,
+                Transport::Refused | Transport::UnknownHost | Transport::Other(_) => {
+                    ClusterErrorKind::Network
+                }
+            },
+            ClusterError::SecretNotFound { .. } => ClusterErrorKind::NotFound,
+            ClusterError::Forbidden { .. } | ClusterError::Unauthorized { .. } => {
+                ClusterErrorKind::Auth
+            }
+            ClusterError::Api { code, .. } if *code >= 500 || *code == 429 => {
+                ClusterErrorKind::Network
+            }
+            ClusterError::Api { .. } | ClusterError::Runtime(_) => ClusterErrorKind::Internal,
+        }
+    }
+}
+
+/// Why no answer came from the API server, from the client error's typed causes.
+#[derive(Debug, thiserror::Error)]
+pub enum Transport {
+    #[error("connection refused (is it running?)")]
+    Refused,
+    #[error(
+        "its TLS certificate could not be verified with the kubeconfig's certificate-authority"
+    )]
+    Certificate,
+    /// Another TLS failure: OpenSSL's reasons.
+    #[error("{0}")]
+    Handshake(String),
+    #[error("no answer in time (timed out)")]
+    TimedOut,
+    #[error("its host name could not be resolved")]
+    UnknownHost,
+    /// Anything else: the client's error chain on one line.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Transport {
+    /// Walks `error`'s causes for the first one that tells what happened.
+    fn of(error: &kube::Error) -> Transport {
+        for e in crate::error::causes(error) {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return Transport::Refused,
+                    std::io::ErrorKind::TimedOut => return Transport::TimedOut,
+                    _ => {}
+                }
+            }
+            if e.is::<tokio::time::error::Elapsed>() {
+                return Transport::TimedOut;
+            }
+            if let Some(ssl) = e.downcast_ref::<openssl::ssl::Error>() {
+                let verify_failed = ssl.ssl_error().is_some_and(|stack| {
+                    stack
+                        .errors()
+                        .iter()
+                        .any(|e| e.reason_code() == SSL_R_CERTIFICATE_VERIFY_FAILED)
+                });
+                return if verify_failed {
+                    Transport::Certificate
+                } else {
+                    Transport::Handshake(chain(ssl))
+                };
+            }
+            // hyper-util's connector reports a failed name lookup as a `ConnectError` (a
+            // private type) whose message is exactly this, over an `io::Error` of an unstable
+            // kind: the message is the only form the fact has.
+            if e.to_string() == "dns error" {
+                return Transport::UnknownHost;
+            }
+        }
+        Transport::Other(chain(error))
+    }
+}
+
 /// A client for the cluster the settings name, and the API server's URL (for messages). The
 /// caller must be inside a tokio runtime: the client's connection pool runs on it.
 pub async fn connect(
     settings: &KubernetesSettings,
 ) -> Result<(kube::Client, String), ClusterError> {
     let path = settings.kubeconfig.display().to_string();
-    let fail = |reason: String| ClusterError::Kubeconfig {
+    let fail = |source: Box<dyn StdError + Send + Sync>| ClusterError::Kubeconfig {
         path: path.clone(),
-        reason,
+        source,
     };
-    let kubeconfig = Kubeconfig::read_from(&settings.kubeconfig).map_err(|e| fail(chain(&e)))?;
+    let file = settings.kubeconfig.clone();
+    let kubeconfig = match tokio::task::spawn_blocking(move || Kubeconfig::read_from(file)).await {
+        Ok(read) => read.map_err(|e| fail(e.into()))?,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    };
     let options = KubeConfigOptions {
         context: settings.context.clone(),
         ..Default::default()
     };
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .map_err(|e| fail(chain(&e)))?;
+        .map_err(|e| fail(e.into()))?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
     let server = config.cluster_url.to_string();
     let server = server.trim_end_matches('/').to_string();
-    let client = kube::Client::try_from(config).map_err(|e| fail(chain(&e)))?;
+    let client = kube::Client::try_from(config).map_err(|e| fail(e.into()))?;
     Ok((client, server))
 }
 
@@ -99,22 +217,20 @@ pub async fn read_secret(reference: &SecretRef) -> Result<BTreeMap<String, Vec<u
         .collect())
 }
 
-/// [`read_secret`] for blocking code (sources fetch on `spawn_blocking` threads): on the
-/// runtime the thread belongs to, else on a small runtime of its own (tests, `gitopsd bench`).
+/// [`read_secret`] for blocking code (the git backends fetch on `spawn_blocking` threads): on
+/// the runtime the thread belongs to, else on a small runtime of its own (tests, `gitopsd
+/// bench`). Async callers (the object-store sources) await [`read_secret`] instead.
 pub fn read_secret_blocking(
     reference: &SecretRef,
 ) -> Result<BTreeMap<String, Vec<u8>>, ClusterError> {
-    block_on(read_secret(reference))
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
+    let read = read_secret(reference);
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.block_on(future),
+        Ok(handle) => handle.block_on(read),
         Err(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("a tokio runtime can be built")
-            .block_on(future),
+            .map_err(ClusterError::Runtime)?
+            .block_on(read),
     }
 }
 
@@ -144,7 +260,7 @@ fn api_error(error: kube::Error, server: &str, reference: &SecretRef) -> Cluster
         },
         other => ClusterError::Unreachable {
             server: server.to_string(),
-            reason: transport_reason(&other),
+            cause: Transport::of(&other),
         },
     }
 }
@@ -155,27 +271,6 @@ fn forbidden_reason(message: &str) -> String {
     match message.split_once(" is forbidden: ") {
         Some((_, rest)) => rest.to_string(),
         None => message.to_string(),
-    }
-}
-
-fn transport_reason(error: &kube::Error) -> String {
-    let text = chain(error);
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("connection refused") {
-        "connection refused (is it running?)".into()
-    } else if lower.contains("certificate verify failed")
-        || lower.contains("self-signed certificate")
-        || lower.contains("unable to get local issuer certificate")
-    {
-        "its TLS certificate could not be verified with the kubeconfig's certificate-authority"
-            .into()
-    } else if lower.contains("timed out") || lower.contains("timeout") || lower.contains("elapsed")
-    {
-        "no answer in time (timed out)".into()
-    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
-        "its host name could not be resolved".into()
-    } else {
-        text
     }
 }
 
@@ -194,6 +289,48 @@ mod tests {
              namespace \"team\""
         );
         assert_eq!(forbidden_reason("nope"), "nope");
+    }
+
+    fn reference() -> SecretRef {
+        SecretRef {
+            kubernetes: KubernetesSettings {
+                kubeconfig: "/nonexistent/kubeconfig".into(),
+                context: None,
+            },
+            namespace: "team".into(),
+            name: "git".into(),
+        }
+    }
+
+    #[test]
+    fn kinds_come_from_the_status_code_and_the_transport() {
+        let status = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        let kind = |e: kube::Error| api_error(e, "https://api:6443", &reference()).kind();
+        assert_eq!(kind(status(404)), ClusterErrorKind::NotFound);
+        assert_eq!(kind(status(403)), ClusterErrorKind::Auth);
+        assert_eq!(kind(status(503)), ClusterErrorKind::Network);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let error = api_error(
+            kube::Error::Service(Box::new(refused)),
+            "https://api:6443",
+            &reference(),
+        );
+        assert_eq!(
+            error.to_string(),
+            "cannot reach the Kubernetes API server at https://api:6443: connection refused \
+             (is it running?)"
+        );
+        assert_eq!(error.kind(), ClusterErrorKind::Network);
+        let slow = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            kind(kube::Error::Service(Box::new(slow))),
+            ClusterErrorKind::Timeout
+        );
     }
 
     #[test]

@@ -26,6 +26,22 @@ pub fn join(messages: impl IntoIterator<Item = String>) -> String {
     parts.join(": ")
 }
 
+/// Every error in `error`'s chain, outermost first, for a caller that looks for a type with
+/// `downcast_ref`. Unlike the `source()` chain it includes the error an `io::Error` wraps
+/// (`io::Error::source()` skips it, and TLS streams report their verdict that way, sometimes
+/// an `io::Error` inside another).
+pub fn causes<'a>(
+    error: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> + 'a {
+    std::iter::successors(Some(error), |&e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => match io.get_ref() {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => e.source(),
+        },
+        None => e.source(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +75,14 @@ mod tests {
     fn a_cause_its_parent_already_quotes_is_left_out() {
         let error = layers(&["request failed: timed out", "timed out", "deadline"]);
         assert_eq!(chain(&error), "request failed: timed out: deadline");
+    }
+
+    #[test]
+    fn causes_look_inside_io_errors() {
+        let inner = layers(&["certificate rejected"]);
+        let io = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, inner));
+        let found: Vec<bool> = causes(&io).map(|e| e.is::<Layer>()).collect();
+        assert_eq!(found, [false, false, true]);
     }
 
     #[test]

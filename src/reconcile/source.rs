@@ -143,16 +143,17 @@ async fn fetch_in_time(
         return Err(timed_out(true));
     };
     let span = tracing::info_span!("fetch", source = %source_key(c));
+    // A task of its own holding the fetch lock, so that on timeout it is left to wind down.
     let job = {
         let engine = engine.clone();
         let flag = interrupt.clone();
-        tokio::task::spawn_blocking(move || {
-            let _enter = span.enter();
-            let _guard = guard;
-            let result = fetch_and_pack(&engine, idx, previous.as_ref(), &flag);
-            engine.measure_git_cache(idx);
-            result
-        })
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _guard = guard;
+                fetch_and_pack(engine, idx, previous, flag).await
+            },
+            span,
+        ))
     };
     match tokio::time::timeout_at(deadline, job).await {
         Ok(Ok(result)) => result,
@@ -167,12 +168,12 @@ async fn fetch_in_time(
     }
 }
 
-/// The blocking part of a source sync.
-fn fetch_and_pack(
-    engine: &Engine,
+/// Fetch (an object store awaited, git on a blocking thread), then pack on a blocking thread.
+async fn fetch_and_pack(
+    engine: Arc<Engine>,
     idx: usize,
-    previous: Option<&Revision>,
-    interrupt: &AtomicBool,
+    previous: Option<Revision>,
+    interrupt: Arc<AtomicBool>,
 ) -> Result<Fetched, ReconcileError> {
     let c = &engine.settings.configurations[idx];
     let source = crate::source::from_settings(
@@ -181,25 +182,48 @@ fn fetch_and_pack(
         &c.source,
         &engine.settings.state_dir.join("git"),
     );
-    let scratch = engine
-        .state_dir
-        .scratch(&c.name)
-        .map_err(ReconcileError::Scratch)?;
-    let (revision, snapshot) = match source
-        .fetch(previous, scratch.path().to_path_buf(), interrupt)
-        .map_err(Box::new)?
-    {
-        FetchOutcome::Unchanged => return Ok(None),
-        FetchOutcome::Fetched { revision, snapshot } => (revision, snapshot),
+    let scratch = {
+        let engine = engine.clone();
+        let name = c.name.clone();
+        blocking(move || engine.state_dir.scratch(&name))
+            .await
+            .map_err(ReconcileError::Scratch)?
     };
+    let fetched = source
+        .fetch(previous, scratch.path().to_path_buf(), interrupt)
+        .await;
+    let engine = engine.clone();
+    blocking(move || {
+        // The scratch directory is removed here, off the async threads, once packed.
+        let _scratch = scratch;
+        let result = match fetched.map_err(Box::new)? {
+            FetchOutcome::Unchanged => Ok(None),
+            FetchOutcome::Fetched { revision, snapshot } => {
+                pack(&engine, idx, &revision, &snapshot).map(Some)
+            }
+        };
+        engine.measure_git_cache(idx);
+        result
+    })
+    .await
+}
+
+/// Pack a fetched snapshot into the store, collect old artifacts, publish.
+fn pack(
+    engine: &Engine,
+    idx: usize,
+    revision: &Revision,
+    snapshot: &crate::source::Snapshot,
+) -> Result<Artifact, ReconcileError> {
+    let c = &engine.settings.configurations[idx];
     let kind = c.source.kind().as_str();
     let artifact = super::snapshot::store(
         &engine.store,
-        &snapshot,
+        snapshot,
         kind,
         &c.namespace,
         &c.name,
-        &revision,
+        revision,
         c.source.ignore.as_deref(),
     )
     .map_err(Box::new)?;
@@ -218,7 +242,15 @@ fn fetch_and_pack(
             },
         )?;
     }
-    Ok(Some(artifact))
+    Ok(artifact)
+}
+
+/// `work` on a blocking thread; its panic is the caller's, as it would be inline.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
 }
 
 /// The size of a git source's cache repository, for `/metrics`; 0 for other kinds.

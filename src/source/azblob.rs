@@ -13,18 +13,19 @@
 pub mod certificate;
 pub(crate) mod config;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::client::{HttpConnector, ReqwestConnector};
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientOptions, ObjectStore};
 
 use self::certificate::{ClientCertificate, ClientCertificateCredential, TokenError};
 use self::config::{AzureAuth, AzureBlobSettings};
-use super::{FetchOutcome, Revision, SourceError};
+use super::objects::error::{chain_kind, http_answer, request_kind, transport, without_urls};
+use super::objects::{self, ErrorKind, ObjectError, ObjectSource, Reason};
+
 use crate::vocab::SecretValue;
 
 /// Entra ID's public-cloud token endpoint base.
@@ -78,16 +79,18 @@ impl AzureBlobSource {
         }
     }
 
-    fn fail(&self, cause: impl std::fmt::Display) -> SourceError {
-        SourceError::Azure(format!("azblob {}: {cause}", self.location()))
+    /// A setting or credential that cannot work as written.
+    fn setting(&self, clause: impl Into<String>) -> ObjectError {
+        self.fail(ErrorKind::Config, Reason::Setting(clause.into()))
     }
 
     /// The storage account's name: the first label of `<account>.blob.core.windows.net`, or
     /// the first path segment for path-style endpoints (an IP address or `localhost`, as
     /// Azurite and Azure Stack use).
-    pub fn account_name(&self) -> Result<String, SourceError> {
-        account_name(&self.endpoint)
-            .ok_or_else(|| self.fail("cannot tell the storage account name from the endpoint URL"))
+    pub fn account_name(&self) -> Result<String, ObjectError> {
+        account_name(&self.endpoint).ok_or_else(|| {
+            self.setting("cannot tell the storage account name from the endpoint URL")
+        })
     }
 
     /// The authority host: `localAuthRef`'s `authorityHost`, else the config's, else Azure's
@@ -111,18 +114,15 @@ impl AzureBlobSource {
 
     /// Reads secrets and `localAuthRef`. The second value is an authority host from the
     /// secret directory, if it names one.
-    fn credential(&self) -> Result<(Credential, Option<String>), SourceError> {
-        let text = |value: &SecretValue, key: &str| -> Result<String, SourceError> {
-            let bytes = self.secret_bytes(value, key)?;
-            Ok(String::from_utf8_lossy(&bytes).trim().to_string())
-        };
+    async fn credential(&self) -> Result<(Credential, Option<String>), ObjectError> {
         Ok(match &self.settings.auth {
             AzureAuth::Anonymous => (Credential::Anonymous, None),
-            AzureAuth::AccountKey(key) => {
-                (Credential::AccountKey(text(key, "accountKeyFile")?), None)
-            }
+            AzureAuth::AccountKey(key) => (
+                Credential::AccountKey(self.secret_text(key, "accountKeyFile").await?),
+                None,
+            ),
             AzureAuth::SasToken(sas) => (
-                Credential::Sas(self.sas_pairs(&text(sas, "sasTokenFile")?)?),
+                Credential::Sas(self.sas_pairs(&self.secret_text(sas, "sasTokenFile").await?)?),
                 None,
             ),
             AzureAuth::ClientSecret {
@@ -136,7 +136,9 @@ impl AzureBlobSource {
                     // Kept as written: a client secret may end in spaces.
                     secret: match secret {
                         SecretValue::Inline(inline) => inline.0.clone(),
-                        SecretValue::File(_) => text(secret, "spClientSecretFile")?,
+                        SecretValue::File(_) => {
+                            self.secret_text(secret, "spClientSecretFile").await?
+                        }
                     },
                 },
                 None,
@@ -151,16 +153,26 @@ impl AzureBlobSource {
                 // Inline it is base64 (as the az CLI takes it); a file holds it raw.
                 let bytes = match certificate {
                     SecretValue::Inline(inline) => decode_base64(&inline.0).ok_or_else(|| {
-                        self.fail("spClientCert is not base64 of a PEM or PKCS#12 certificate")
+                        self.setting("spClientCert is not base64 of a PEM or PKCS#12 certificate")
                     })?,
-                    SecretValue::File(_) => self.secret_bytes(certificate, "spClientCertFile")?,
+                    SecretValue::File(_) => {
+                        self.secret_bytes(certificate, "spClientCertFile").await?
+                    }
                 };
                 let password = match password {
-                    Some(p) => Some(text(p, "spClientCertPasswordFile")?),
+                    Some(p) => Some(self.secret_text(p, "spClientCertPasswordFile").await?),
                     None => None,
                 };
-                let certificate = ClientCertificate::parse(&bytes, password.as_deref())
-                    .map_err(|e| self.fail(format!("spClientCert: {e}")))?;
+                let certificate =
+                    ClientCertificate::parse(&bytes, password.as_deref()).map_err(|source| {
+                        self.fail(
+                            ErrorKind::Config,
+                            Reason::Credential {
+                                origin: "spClientCert".into(),
+                                source: Box::new(source),
+                            },
+                        )
+                    })?;
                 (
                     Credential::ClientCertificate {
                         tenant_id: tenant_id.clone(),
@@ -178,31 +190,47 @@ impl AzureBlobSource {
                 None,
             ),
             AzureAuth::LocalAuthRef(dir) => {
-                let keys = SecretDir::read(dir).map_err(|e| {
-                    self.fail(format!(
-                        "cannot read localAuthRef directory {}: {e}",
-                        dir.display()
-                    ))
+                let keys = SecretKeys::read(dir).await.map_err(|source| {
+                    self.fail(
+                        ErrorKind::Config,
+                        Reason::Read {
+                            what: format!("cannot read localAuthRef directory {}", dir.display()),
+                            source,
+                        },
+                    )
                 })?;
                 self.local_auth_ref(&keys, &format!("localAuthRef {}", dir.display()))?
             }
             AzureAuth::LocalAuthSecret(reference) => {
-                let data =
-                    crate::cluster::read_secret_blocking(reference).map_err(|e| self.fail(e))?;
+                let data = crate::cluster::read_secret(reference)
+                    .await
+                    .map_err(|e| self.fail(ErrorKind::from(&e), Reason::Secret(e)))?;
                 let origin = format!("the Kubernetes Secret `{reference}`");
-                self.local_auth_ref(&SecretDir::Data(data), &origin)?
+                self.local_auth_ref(&SecretKeys(data), &origin)?
             }
         })
     }
 
+    /// A secret's text without surrounding whitespace (see [`Self::secret_bytes`]).
+    async fn secret_text(&self, value: &SecretValue, key: &str) -> Result<String, ObjectError> {
+        let bytes = self.secret_bytes(value, key).await?;
+        Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+    }
+
     /// A secret's bytes; a file is read now (so every sync sees the current one).
-    fn secret_bytes(&self, value: &SecretValue, key: &str) -> Result<Vec<u8>, SourceError> {
+    async fn secret_bytes(&self, value: &SecretValue, key: &str) -> Result<Vec<u8>, ObjectError> {
         match value {
             SecretValue::Inline(inline) => Ok(inline.0.clone().into_bytes()),
-            SecretValue::File(path) => match std::fs::read(path) {
+            SecretValue::File(path) => match tokio::fs::read(path).await {
                 Ok(bytes) if !bytes.is_empty() => Ok(bytes),
-                Ok(_) => Err(self.fail(format!("{key} {} is empty", path.display()))),
-                Err(e) => Err(self.fail(format!("cannot read {key} {}: {e}", path.display()))),
+                Ok(_) => Err(self.setting(format!("{key} {} is empty", path.display()))),
+                Err(source) => Err(self.fail(
+                    ErrorKind::Config,
+                    Reason::Read {
+                        what: format!("cannot read {key} {}", path.display()),
+                        source,
+                    },
+                )),
             },
         }
     }
@@ -212,9 +240,9 @@ impl AzureBlobSource {
     /// names where the keys are, for messages.
     fn local_auth_ref(
         &self,
-        keys: &SecretDir,
+        keys: &SecretKeys,
         origin: &str,
-    ) -> Result<(Credential, Option<String>), SourceError> {
+    ) -> Result<(Credential, Option<String>), ObjectError> {
         let authority_host = keys.text("authorityHost");
         let client_id = keys.text("clientId");
         let tenant_id = keys.text("tenantId");
@@ -231,8 +259,16 @@ impl AzureBlobSource {
             }
             if let Some(bytes) = keys.bytes("clientCertificate") {
                 let password = keys.text("clientCertificatePassword");
-                let certificate = ClientCertificate::parse(&bytes, password.as_deref())
-                    .map_err(|e| self.fail(format!("clientCertificate in {origin}: {e}")))?;
+                let certificate =
+                    ClientCertificate::parse(&bytes, password.as_deref()).map_err(|source| {
+                        self.fail(
+                            ErrorKind::Config,
+                            Reason::Credential {
+                                origin: format!("clientCertificate in {origin}"),
+                                source: Box::new(source),
+                            },
+                        )
+                    })?;
                 let send_chain = keys
                     .text("clientCertificateSendChain")
                     .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
@@ -263,76 +299,55 @@ impl AzureBlobSource {
         if let Some(sas) = keys.text("sasKey") {
             return Ok((Credential::Sas(self.sas_pairs(&sas)?), authority_host));
         }
-        Err(self.fail(format!(
+        Err(self.setting(format!(
             "{origin} holds no usable credential: expected `accountKey`, `sasKey`, \
              `tenantId` + `clientId` + `clientSecret`, `tenantId` + `clientId` + \
              `clientCertificate`, or `clientId` alone"
         )))
     }
 
-    fn sas_pairs(&self, sas: &str) -> Result<Vec<(String, String)>, SourceError> {
+    fn sas_pairs(&self, sas: &str) -> Result<Vec<(String, String)>, ObjectError> {
         let pairs = object_store::azure::split_sas(sas.trim())
-            .map_err(|_| self.fail("the SAS token is not a valid query string"))?;
+            .map_err(|_| self.setting("the SAS token is not a valid query string"))?;
         if pairs.is_empty() {
-            return Err(self.fail("the SAS token is empty"));
+            return Err(self.setting("the SAS token is empty"));
         }
         Ok(pairs)
     }
 
-    fn client_options(&self, authority_host: &str) -> Result<ClientOptions, SourceError> {
+    async fn client_options(&self, authority_host: &str) -> Result<ClientOptions, ObjectError> {
         let plain_http = |url: &str| url.to_ascii_lowercase().starts_with("http://");
-        let mut options = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(10))
-            // Whole-request timeout off: a large blob may take long; the source's `timeout`
-            // bounds the sync.
-            .with_timeout_disabled()
-            .with_allow_http(plain_http(&self.endpoint) || plain_http(authority_host));
-        if let Some(ca_file) = &self.settings.ca_file {
-            let pem = std::fs::read(ca_file)
-                .map_err(|e| self.fail(format!("cannot read caFile {}: {e}", ca_file.display())))?;
-            let certificates = object_store::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                self.fail(format!(
-                    "caFile {} holds no PEM certificate",
-                    ca_file.display()
-                ))
-            })?;
-            for certificate in certificates {
-                options = options.with_root_certificate(certificate);
-            }
-        }
         // Every host this source may talk to gets the shared proxy rule's answer: the blob
         // endpoint, the token endpoint, and the managed-identity endpoint (Azure's instance
         // metadata address when none is configured).
         let msi = self
             .msi_endpoint()
             .unwrap_or_else(|| IMDS_ENDPOINT.to_string());
-        Ok(super::proxy::object_store_options(
-            options,
+        objects::client_options(
+            plain_http(&self.endpoint) || plain_http(authority_host),
+            self.settings.ca_file.as_deref(),
             &[&self.endpoint, authority_host, &msi],
-        ))
+        )
+        .await
+        .map_err(|reason| self.fail(ErrorKind::Config, reason))
     }
 
     /// The container as an object store, signed in as configured.
-    pub fn store(&self) -> Result<Arc<dyn ObjectStore>, SourceError> {
-        let (credential, secret_authority) = self.credential()?;
+    pub async fn store(&self) -> Result<Arc<dyn ObjectStore>, ObjectError> {
+        let (credential, secret_authority) = self.credential().await?;
         let authority_host = self.authority_host(secret_authority);
-        let options = self.client_options(&authority_host)?;
-        let retry = RetryConfig {
-            max_retries: 2,
-            retry_timeout: Duration::from_secs(20),
-            ..RetryConfig::default()
-        };
+        let options = self.client_options(&authority_host).await?;
         let mut builder = MicrosoftAzureBuilder::new()
             .with_account(self.account_name()?)
             .with_container_name(&self.settings.container)
             .with_endpoint(self.endpoint.clone())
             .with_allow_http(options_allow_http(&self.endpoint))
-            .with_retry(retry);
+            .with_retry(objects::retry_config());
         builder = match credential {
             Credential::Anonymous => builder.with_skip_signature(true),
             Credential::AccountKey(key) => {
                 if decode_base64(&key).is_none() {
-                    return Err(self.fail("the account key is not valid base64"));
+                    return Err(self.setting("the account key is not valid base64"));
                 }
                 builder.with_access_key(key)
             }
@@ -350,9 +365,12 @@ impl AzureBlobSource {
                 certificate,
                 send_chain,
             } => {
-                let http = ReqwestConnector::default()
-                    .connect(&options)
-                    .map_err(|e| self.fail(crate::error::chain(&e)))?;
+                let http = ReqwestConnector::default().connect(&options).map_err(|e| {
+                    self.fail(
+                        ErrorKind::Internal,
+                        Reason::Setting(crate::error::chain(&e)),
+                    )
+                })?;
                 builder.with_credentials(Arc::new(ClientCertificateCredential::new(
                     &authority_host,
                     &tenant_id,
@@ -376,23 +394,24 @@ impl AzureBlobSource {
         let store = builder
             .with_client_options(options)
             .build()
-            .map_err(|e| self.fail(format!("invalid settings: {}", crate::error::chain(&e))))?;
+            .map_err(|e| self.setting(format!("invalid settings: {}", crate::error::chain(&e))))?;
         Ok(Arc::new(store))
     }
 
     /// One sentence for a failed request: what Azure (or the token endpoint) said, without
     /// URLs that may carry a SAS token and without any secret.
-    pub fn explain(&self, error: &object_store::Error) -> SourceError {
+    pub fn explain(&self, error: &object_store::Error) -> ObjectError {
         let token_endpoint = self.token_endpoint();
-        let text = explain(error, self.credential_name(), &token_endpoint);
+        let explained = explain(error, self.credential_name(), &token_endpoint);
         // The proxy of the host the failed request went to.
-        let url =
-            if text.starts_with("cannot reach the token endpoint") && !token_endpoint.is_empty() {
-                token_endpoint.as_str()
-            } else {
-                self.endpoint.as_str()
-            };
-        self.fail(super::proxy::reword_object_store_failure(text, url))
+        let url = if explained.token_request && !token_endpoint.is_empty() {
+            token_endpoint.as_str()
+        } else {
+            self.endpoint.as_str()
+        };
+        let (kind, clause) =
+            objects::blame_proxy(explained.kind, explained.clause, explained.no_answer, url);
+        self.fail(kind, Reason::Request(clause))
     }
 
     /// The token endpoint the configured sign-in talks to, for messages ("" when unknown).
@@ -425,7 +444,8 @@ impl AzureBlobSource {
 }
 
 /// Which of Flux's keys a `localAuthRef` directory signs in with, in the order
-/// [`AzureBlobSource::local_auth_ref`] picks them (file names only; nothing is read).
+/// [`AzureBlobSource::local_auth_ref`] picks them (file names only; nothing is read). Only
+/// an error's wording needs it, so these few `stat` calls happen on the failure path alone.
 fn local_auth_ref_name(dir: &Path) -> &'static str {
     let has = |key: &str| dir.join(key).is_file();
     let service_principal = has("tenantId") && has("clientId");
@@ -480,27 +500,41 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
         .filter(|b| !b.is_empty())
 }
 
-/// Flux's secret keys: one file per key (a mounted Kubernetes Secret, or written by hand), or
-/// a Secret's data as read through the API for this sync.
-enum SecretDir {
-    Files(PathBuf),
-    Data(std::collections::BTreeMap<String, Vec<u8>>),
-}
+/// The keys `localAuthRef` may hold, by Flux's names.
+const SECRET_KEYS: [&str; 9] = [
+    "authorityHost",
+    "clientId",
+    "tenantId",
+    "clientSecret",
+    "clientCertificate",
+    "clientCertificatePassword",
+    "clientCertificateSendChain",
+    "accountKey",
+    "sasKey",
+];
 
-impl SecretDir {
-    fn read(dir: &Path) -> std::io::Result<SecretDir> {
-        if !std::fs::metadata(dir)?.is_dir() {
+/// Flux's secret keys for this sync: read from a directory of one file per key (a mounted
+/// Kubernetes Secret, or written by hand), or a Secret's data as read through the API.
+struct SecretKeys(std::collections::BTreeMap<String, Vec<u8>>);
+
+impl SecretKeys {
+    /// Every key file `dir` holds; a missing one is simply absent.
+    async fn read(dir: &Path) -> std::io::Result<SecretKeys> {
+        if !tokio::fs::metadata(dir).await?.is_dir() {
             return Err(std::io::Error::other("not a directory"));
         }
-        Ok(SecretDir::Files(dir.to_path_buf()))
+        let mut keys = std::collections::BTreeMap::new();
+        for key in SECRET_KEYS {
+            // Unreadable counts as absent, as it did when each key was looked up on its own.
+            if let Ok(bytes) = tokio::fs::read(dir.join(key)).await {
+                keys.insert(key.to_string(), bytes);
+            }
+        }
+        Ok(SecretKeys(keys))
     }
 
     fn bytes(&self, key: &str) -> Option<Vec<u8>> {
-        match self {
-            SecretDir::Files(dir) => std::fs::read(dir.join(key)).ok(),
-            SecretDir::Data(data) => data.get(key).cloned(),
-        }
-        .filter(|b| !b.is_empty())
+        self.0.get(key).filter(|b| !b.is_empty()).cloned()
     }
 
     /// The value with surrounding whitespace (a trailing newline from `echo`) removed.
@@ -541,70 +575,86 @@ fn storage_error(body: &str) -> Option<(String, String)> {
     Some((code, message))
 }
 
-/// What a failed request's text says about the status and body (object_store keeps its
-/// retry error type private): `(status, body)`.
-fn status_and_body(text: &str) -> Option<(u16, &str)> {
-    const MARKERS: [&str; 2] = [
-        "Server returned non-2xx status code: ",
-        "Server returned error response: ",
-    ];
-    for marker in MARKERS {
-        if let Some(at) = text.find(marker) {
-            let rest = &text[at + marker.len()..];
-            let status = rest
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
-            let body = rest.split_once(": ").map_or("", |(_, body)| body);
-            return Some((status, body));
-        }
-    }
-    None
+/// What [`explain`] concluded about a failed request.
+struct Explained {
+    kind: ErrorKind,
+    clause: String,
+    /// No answer came (the transport failed): a proxy in between may be the cause.
+    no_answer: bool,
+    /// The request was for a token (to Entra ID or the managed-identity endpoint).
+    token_request: bool,
+}
+
+/// Whether `error` is object_store's failure to get a token. Its credential error type is
+/// private to object_store, so its message (`Error performing token request: ...`) is the
+/// only form that fact has.
+fn is_token_request(error: &object_store::Error) -> bool {
+    crate::error::messages(error).any(|m| m.starts_with("Error performing token request"))
 }
 
 /// The reasoning behind [`AzureBlobSource::explain`].
-fn explain(error: &object_store::Error, credential: &str, token_endpoint: &str) -> String {
+fn explain(error: &object_store::Error, credential: &str, token_endpoint: &str) -> Explained {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut http: Option<&object_store::client::HttpError> = None;
     while let Some(e) = current {
         // A failure of our own certificate credential carries its finished sentence.
         if let Some(token) = e.downcast_ref::<TokenError>() {
-            return token.0.clone();
-        }
-        if http.is_none() {
-            http = e.downcast_ref::<object_store::client::HttpError>();
+            return Explained {
+                kind: token.kind(),
+                clause: token.to_string(),
+                no_answer: matches!(token, TokenError::Unreachable { .. }),
+                token_request: true,
+            };
         }
         current = e.source();
     }
-    let text = crate::error::chain(error);
-    let token_request = text.contains("token request") || text.contains("Token request");
-    if let Some((status, body)) = status_and_body(&text) {
+    let kind = request_kind(error);
+    let token_request = is_token_request(error);
+    let answered = |kind: ErrorKind, clause: String| Explained {
+        kind,
+        clause,
+        no_answer: false,
+        token_request,
+    };
+    if let Some((status, body)) = http_answer(error) {
         let json_start = body.find('{').unwrap_or(body.len());
         let json: serde_json::Value = serde_json::from_str(&body[json_start..]).unwrap_or_default();
         if token_request || json.get("error").is_some() {
-            return format!(
-                "the token endpoint {token_endpoint}{}refused {credential} (HTTP {status}{})",
-                if token_endpoint.is_empty() { "" } else { " " },
-                aad_error_detail(&json)
-            );
-        }
-        if let Some((code, message)) = storage_error(body) {
-            let hint = match code.as_str() {
-                "ContainerNotFound" => " (check containerName)",
-                "AuthenticationFailed" | "AuthorizationFailure" => {
-                    " (check that the credential is right and not expired)"
-                }
-                _ => "",
+            let kind = match kind {
+                ErrorKind::Network | ErrorKind::Proxy => kind,
+                _ => ErrorKind::Auth,
             };
-            return format!(
-                "Azure refused the request made with {credential}: HTTP {status} {code}: \
-                 {message}{hint}"
+            return answered(
+                kind,
+                format!(
+                    "the token endpoint {token_endpoint}{}refused {credential} (HTTP {status}{})",
+                    if token_endpoint.is_empty() { "" } else { " " },
+                    aad_error_detail(&json)
+                ),
             );
         }
-        return format!("Azure answered HTTP {status} to the request made with {credential}");
+        if let Some((code, message)) = storage_error(&body) {
+            let (kind, hint) = match code.as_str() {
+                "ContainerNotFound" => (ErrorKind::NotFound, " (check containerName)"),
+                "AuthenticationFailed" | "AuthorizationFailure" => (
+                    ErrorKind::Auth,
+                    " (check that the credential is right and not expired)",
+                ),
+                _ => (kind, ""),
+            };
+            return answered(
+                kind,
+                format!(
+                    "Azure refused the request made with {credential}: HTTP {status} {code}: \
+                     {message}{hint}"
+                ),
+            );
+        }
+        return answered(
+            kind,
+            format!("Azure answered HTTP {status} to the request made with {credential}"),
+        );
     }
-    if let Some(http) = http {
+    if let Some(http) = transport(error) {
         let place = if !token_request {
             "the endpoint".to_string()
         } else if token_endpoint.is_empty() {
@@ -615,25 +665,30 @@ fn explain(error: &object_store::Error, credential: &str, token_endpoint: &str) 
         let detail = std::error::Error::source(http)
             .map(crate::error::chain)
             .unwrap_or_else(|| http.to_string());
-        let hint = if detail.contains("certificate") {
+        let hint = if chain_kind(http) == Some(ErrorKind::Tls) {
             " (if the server's CA is private, give it as caFile)"
         } else {
             ""
         };
-        return format!("cannot reach {place}: {detail}{hint}");
+        return Explained {
+            kind,
+            clause: format!("cannot reach {place}: {detail}{hint}"),
+            no_answer: true,
+            token_request,
+        };
     }
     if let object_store::Error::NotFound { .. } = error {
-        return "not found (check containerName and prefix)".to_string();
+        return answered(
+            ErrorKind::NotFound,
+            "not found (check containerName and prefix)".to_string(),
+        );
     }
     // Other errors: the message without request URIs, which may carry a SAS token.
-    text.split(' ')
-        .map(|word| if word.contains("://") { "<url>" } else { word })
-        .collect::<Vec<_>>()
-        .join(" ")
+    answered(kind, without_urls(&crate::error::chain(error)))
 }
 
 /// How Azure plugs into the shared object-source layer.
-impl super::objects::ObjectSource for AzureBlobSource {
+impl ObjectSource for AzureBlobSource {
     fn prefix(&self) -> Option<&str> {
         self.settings.prefix.as_deref()
     }
@@ -646,28 +701,26 @@ impl super::objects::ObjectSource for AzureBlobSource {
         revision_etag(etag)
     }
 
-    fn explain_error(&self, error: &object_store::Error) -> SourceError {
+    fn connect(&self) -> impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>> + Send {
+        self.store()
+    }
+
+    fn explain_error(&self, error: &object_store::Error) -> ObjectError {
         self.explain(error)
     }
 
-    fn failure(&self, cause: &str) -> SourceError {
-        self.fail(cause)
+    fn store_missing(&self, error: &object_store::Error) -> bool {
+        http_answer(error)
+            .and_then(|(_, body)| storage_error(&body))
+            .is_some_and(|(code, _)| code == "ContainerNotFound")
+    }
+
+    fn subject(&self) -> String {
+        format!("azblob {}", self.location())
     }
 
     fn describe(&self) -> String {
         self.location()
-    }
-}
-
-impl super::Source for AzureBlobSource {
-    fn fetch(
-        &self,
-        previous: Option<&Revision>,
-        scratch: PathBuf,
-        interrupt: &AtomicBool,
-    ) -> Result<FetchOutcome, SourceError> {
-        let store = self.store()?;
-        super::objects::fetch(self, store, previous, scratch, interrupt)
     }
 }
 

@@ -9,17 +9,17 @@
 
 pub(crate) mod config;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::ObjectStore;
 
 use self::config::{BucketCredentials, BucketSettings};
-use super::objects::{self, ObjectSource};
-use super::{FetchOutcome, Revision, SourceError};
+use super::objects::error::{http_answer, request_kind, transport, without_urls};
+use super::objects::{self, ErrorKind, ObjectError, ObjectSource, Reason};
+
 use crate::vocab::SecretValue;
 
 /// Flux's key names in a `localAuthRef` directory (a mounted Secret).
@@ -56,54 +56,47 @@ impl BucketSource {
         format!("bucket {} at {}", self.settings.bucket_name, self.endpoint)
     }
 
-    fn fail(&self, cause: impl std::fmt::Display) -> SourceError {
-        SourceError::Bucket(format!("{}: {cause}", self.location()))
+    /// A setting or credential that cannot work as written.
+    fn setting(&self, clause: String) -> ObjectError {
+        self.fail(ErrorKind::Config, Reason::Setting(clause))
     }
 
     /// The keys for this sync, `None` for anonymous access.
-    fn keys(&self) -> Result<Option<Keys>, SourceError> {
+    async fn keys(&self) -> Result<Option<Keys>, ObjectError> {
         match &self.settings.credentials {
             BucketCredentials::Anonymous => Ok(None),
             BucketCredentials::Keys {
                 access_key,
                 secret_key,
             } => Ok(Some(Keys {
-                access_key: self.secret_value(access_key, "bucketAccessKeyFile")?,
-                secret_key: self.secret_value(secret_key, "bucketSecretKeyFile")?,
+                access_key: self.secret_value(access_key, "bucketAccessKeyFile").await?,
+                secret_key: self.secret_value(secret_key, "bucketSecretKeyFile").await?,
             })),
             BucketCredentials::LocalAuthRef(dir) => {
-                let read = |name: &str| -> Result<String, SourceError> {
-                    let path = dir.join(name);
-                    let text = read_key_file(&path).map_err(|e| {
-                        self.fail(format!(
-                            "cannot read `{name}` from localAuthRef {}: {e}",
-                            dir.display()
-                        ))
-                    })?;
-                    if text.is_empty() {
-                        return Err(self.fail(format!(
-                            "`{name}` in localAuthRef {} is empty",
-                            dir.display()
-                        )));
-                    }
-                    Ok(text)
+                let read = |name: &'static str| {
+                    self.read_key(
+                        dir.join(name),
+                        format!("cannot read `{name}` from localAuthRef {}", dir.display()),
+                        format!("`{name}` in localAuthRef {} is empty", dir.display()),
+                    )
                 };
                 Ok(Some(Keys {
-                    access_key: read(ACCESS_KEY_FILE)?,
-                    secret_key: read(SECRET_KEY_FILE)?,
+                    access_key: read(ACCESS_KEY_FILE).await?,
+                    secret_key: read(SECRET_KEY_FILE).await?,
                 }))
             }
             BucketCredentials::LocalAuthSecret(reference) => {
                 // The same keys as in a directory, fetched whole for this sync.
-                let data =
-                    crate::cluster::read_secret_blocking(reference).map_err(|e| self.fail(e))?;
-                let read = |name: &str| -> Result<String, SourceError> {
+                let data = crate::cluster::read_secret(reference)
+                    .await
+                    .map_err(|e| self.fail(ErrorKind::from(&e), Reason::Secret(e)))?;
+                let read = |name: &str| -> Result<String, ObjectError> {
                     let text = data
                         .get(name)
                         .map(|value| String::from_utf8_lossy(value).trim().to_string())
                         .unwrap_or_default();
                     if text.is_empty() {
-                        return Err(self.fail(format!(
+                        return Err(self.setting(format!(
                             "the Kubernetes Secret `{reference}` has no `{name}`"
                         )));
                     }
@@ -117,75 +110,70 @@ impl BucketSource {
         }
     }
 
-    fn secret_value(&self, value: &SecretValue, key: &str) -> Result<String, SourceError> {
+    async fn secret_value(&self, value: &SecretValue, key: &str) -> Result<String, ObjectError> {
         match value {
             SecretValue::Inline(secret) => Ok(secret.0.trim().to_string()),
             SecretValue::File(path) => {
-                let text = read_key_file(path)
-                    .map_err(|e| self.fail(format!("cannot read {key} {}: {e}", path.display())))?;
-                if text.is_empty() {
-                    return Err(self.fail(format!("{key} {} is empty", path.display())));
-                }
-                Ok(text)
+                self.read_key(
+                    path.clone(),
+                    format!("cannot read {key} {}", path.display()),
+                    format!("{key} {} is empty", path.display()),
+                )
+                .await
             }
         }
     }
 
-    fn client_options(&self) -> Result<ClientOptions, SourceError> {
-        let mut options = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(10))
-            // No whole-request limit: a large object may take long; the source's `timeout`
-            // bounds the sync.
-            .with_timeout_disabled()
-            .with_allow_http(self.settings.insecure);
-        if let Some(ca_file) = &self.settings.ca_file {
-            let pem = std::fs::read(ca_file)
-                .map_err(|e| self.fail(format!("cannot read caFile {}: {e}", ca_file.display())))?;
-            let certificates = object_store::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                self.fail(format!(
-                    "caFile {} holds no PEM certificate",
-                    ca_file.display()
-                ))
-            })?;
-            if certificates.is_empty() {
-                return Err(self.fail(format!(
-                    "caFile {} holds no PEM certificate",
-                    ca_file.display()
-                )));
-            }
-            for certificate in certificates {
-                options = options.with_root_certificate(certificate);
-            }
+    /// A key file's content without surrounding whitespace (`echo` adds a newline), read now
+    /// so that every sync sees the current one; `cannot_read` and `empty` are the clauses
+    /// for its two failures.
+    async fn read_key(
+        &self,
+        path: PathBuf,
+        cannot_read: String,
+        empty: String,
+    ) -> Result<String, ObjectError> {
+        let bytes = tokio::fs::read(&path).await.map_err(|source| {
+            self.fail(
+                ErrorKind::Config,
+                Reason::Read {
+                    what: cannot_read,
+                    source,
+                },
+            )
+        })?;
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        if text.is_empty() {
+            return Err(self.setting(empty));
         }
-        Ok(super::proxy::object_store_options(
-            options,
-            &[&self.endpoint],
-        ))
+        Ok(text)
     }
 
     /// The bucket as an object store, with the keys as they are now.
-    pub fn store(&self) -> Result<Arc<dyn ObjectStore>, SourceError> {
-        let retry = RetryConfig {
-            max_retries: 2,
-            retry_timeout: Duration::from_secs(20),
-            ..RetryConfig::default()
-        };
+    pub async fn store(&self) -> Result<Arc<dyn ObjectStore>, ObjectError> {
+        let options = objects::client_options(
+            self.settings.insecure,
+            self.settings.ca_file.as_deref(),
+            &[&self.endpoint],
+        )
+        .await
+        .map_err(|reason| self.fail(ErrorKind::Config, reason))?;
         let mut builder = AmazonS3Builder::new()
             .with_endpoint(self.endpoint.clone())
             .with_bucket_name(&self.settings.bucket_name)
             .with_region(&self.settings.region)
             .with_virtual_hosted_style_request(false)
             .with_allow_http(self.settings.insecure)
-            .with_retry(retry)
-            .with_client_options(self.client_options()?);
-        builder = match self.keys()? {
+            .with_retry(objects::retry_config())
+            .with_client_options(options);
+        builder = match self.keys().await? {
             None => builder.with_skip_signature(true),
             Some(keys) => builder
                 .with_access_key_id(keys.access_key)
                 .with_secret_access_key(keys.secret_key),
         };
         let store = builder.build().map_err(|e| {
-            self.fail(format!(
+            self.setting(format!(
                 "invalid client settings: {}",
                 crate::error::chain(&e)
             ))
@@ -194,12 +182,11 @@ impl BucketSource {
     }
 
     /// One sentence for a failed request.
-    pub fn explain(&self, error: &object_store::Error) -> SourceError {
-        let text = explain(error, self.credential_name());
-        self.fail(super::proxy::reword_object_store_failure(
-            text,
-            &self.endpoint,
-        ))
+    pub fn explain(&self, error: &object_store::Error) -> ObjectError {
+        let (kind, clause) = explain(error, self.credential_name());
+        let no_answer = transport(error).is_some();
+        let (kind, clause) = objects::blame_proxy(kind, clause, no_answer, &self.endpoint);
+        self.fail(kind, Reason::Request(clause))
     }
 
     fn credential_name(&self) -> &'static str {
@@ -212,12 +199,6 @@ impl BucketSource {
     }
 }
 
-/// A key file's content without surrounding whitespace (`echo` adds a newline).
-fn read_key_file(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
-}
-
 /// The text of an XML element of an S3 error body.
 fn xml_tag<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
@@ -226,83 +207,70 @@ fn xml_tag<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     Some(body[start..end].trim())
 }
 
-/// The HTTP status a failed request's text reports (object_store keeps the type private).
-fn status_of(text: &str) -> Option<u16> {
-    const MARKERS: [&str; 2] = [
-        "Server returned non-2xx status code: ",
-        "Server returned error response: ",
-    ];
-    MARKERS.iter().find_map(|marker| {
-        let at = text.find(marker)? + marker.len();
-        text[at..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
-/// The innermost cause of a transport failure, e.g. `Connection refused (os error 111)`.
-fn transport_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = error.to_string();
-    let mut current = error.source();
-    while let Some(e) = current {
-        last = e.to_string();
-        current = e.source();
-    }
-    last
-}
-
 /// The reasoning behind [`BucketSource::explain`]: S3's error code first, then the status,
 /// then the transport. Request URLs are left out (they only repeat the endpoint and key).
-fn explain(error: &object_store::Error, credential: &str) -> String {
-    let text = crate::error::chain(error);
-    if let Some(code) = xml_tag(&text, "Code") {
-        let message = xml_tag(&text, "Message").unwrap_or_default();
+fn explain(error: &object_store::Error, credential: &str) -> (ErrorKind, String) {
+    let kind = request_kind(error);
+    let answer = http_answer(error);
+    if let Some(code) = answer.as_ref().and_then(|(_, body)| xml_tag(body, "Code")) {
+        let body = answer.as_ref().map_or("", |(_, body)| body.as_str());
+        let message = xml_tag(body, "Message").unwrap_or_default();
         return match code {
-            "SignatureDoesNotMatch" => format!(
-                "the server rejected the request signature made with {credential} \
-                 (SignatureDoesNotMatch): the secret key does not match the access key"
+            "SignatureDoesNotMatch" => (
+                ErrorKind::Auth,
+                format!(
+                    "the server rejected the request signature made with {credential} \
+                     (SignatureDoesNotMatch): the secret key does not match the access key"
+                ),
             ),
-            "InvalidAccessKeyId" => format!(
-                "the server does not know {credential} (InvalidAccessKeyId); check the access \
-                 key id"
+            "InvalidAccessKeyId" => (
+                ErrorKind::Auth,
+                format!(
+                    "the server does not know {credential} (InvalidAccessKeyId); check the \
+                     access key id"
+                ),
             ),
-            "NoSuchBucket" => {
-                "the bucket does not exist (NoSuchBucket); check bucketName".to_string()
-            }
-            "AccessDenied" => format!(
-                "access denied to {credential} (AccessDenied); the credential may not list or \
-                 read this bucket"
+            "NoSuchBucket" => (
+                ErrorKind::NotFound,
+                "the bucket does not exist (NoSuchBucket); check bucketName".to_string(),
             ),
-            _ if message.is_empty() => format!("the server refused the request ({code})"),
-            _ => format!("the server refused the request ({code}: {message})"),
+            "AccessDenied" => (
+                ErrorKind::Auth,
+                format!(
+                    "access denied to {credential} (AccessDenied); the credential may not list \
+                     or read this bucket"
+                ),
+            ),
+            _ if message.is_empty() => (kind, format!("the server refused the request ({code})")),
+            _ => (
+                kind,
+                format!("the server refused the request ({code}: {message})"),
+            ),
         };
     }
-    if let Some(status) = status_of(&text) {
+    if let Some((status, _)) = answer {
         let hint = match status {
             401 | 403 => " (check the access key, secret key and permissions)",
             404 => " (check bucketName and the endpoint)",
             _ => "",
         };
-        return format!("the server answered HTTP {status}{hint}");
+        return (kind, format!("the server answered HTTP {status}{hint}"));
     }
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
-            return format!("cannot reach the endpoint: {}", transport_cause(http));
-        }
-        current = e.source();
+    if let Some(http) = transport(error) {
+        return (
+            kind,
+            format!(
+                "cannot reach the endpoint: {}",
+                crate::error::messages(http).last().unwrap_or_default()
+            ),
+        );
     }
     match error {
-        object_store::Error::NotFound { .. } => {
-            "not found (check bucketName and the endpoint)".to_string()
-        }
-        _ => text
-            .split(' ')
-            .map(|word| if word.contains("://") { "<url>" } else { word })
-            .collect::<Vec<_>>()
-            .join(" "),
+        object_store::Error::NotFound { .. } => (
+            ErrorKind::NotFound,
+            "not found (check bucketName and the endpoint)".to_string(),
+        ),
+        _ => (kind, without_urls(&crate::error::chain(error))),
     }
 }
 
@@ -315,28 +283,24 @@ impl ObjectSource for BucketSource {
         self.ignore.as_deref()
     }
 
-    fn explain_error(&self, error: &object_store::Error) -> SourceError {
+    fn connect(&self) -> impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>> + Send {
+        self.store()
+    }
+
+    fn explain_error(&self, error: &object_store::Error) -> ObjectError {
         self.explain(error)
     }
 
-    fn failure(&self, cause: &str) -> SourceError {
-        self.fail(cause)
+    fn store_missing(&self, error: &object_store::Error) -> bool {
+        http_answer(error).is_some_and(|(_, body)| xml_tag(&body, "Code") == Some("NoSuchBucket"))
+    }
+
+    fn subject(&self) -> String {
+        self.location()
     }
 
     fn describe(&self) -> String {
         format!("{}/{}", self.endpoint, self.settings.bucket_name)
-    }
-}
-
-impl super::Source for BucketSource {
-    fn fetch(
-        &self,
-        previous: Option<&Revision>,
-        scratch: PathBuf,
-        interrupt: &AtomicBool,
-    ) -> Result<FetchOutcome, SourceError> {
-        let store = self.store()?;
-        objects::fetch(self, store, previous, scratch, interrupt)
     }
 }
 
@@ -353,9 +317,23 @@ mod tests {
             ),
             Some("NoSuchBucket")
         );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>")]
+    struct NoSuchBucket;
+
+    #[test]
+    fn a_missing_bucket_is_not_found() {
+        let error = object_store::Error::NotFound {
+            path: "x".into(),
+            source: Box::new(NoSuchBucket),
+        };
+        let (kind, clause) = explain(&error, "anonymous access");
+        assert_eq!(kind, ErrorKind::NotFound);
         assert_eq!(
-            status_of("Server returned non-2xx status code: 403 Forbidden: <Error>"),
-            Some(403)
+            clause,
+            "the bucket does not exist (NoSuchBucket); check bucketName"
         );
     }
 }

@@ -53,12 +53,10 @@ pub enum Snapshot {
 pub enum SourceError {
     #[error("{0}")]
     Git(String),
-    /// An `azblob` source: one sentence naming the endpoint and container.
-    #[error("{0}")]
-    Azure(String),
-    /// A `bucket` (S3-compatible) source: one sentence naming the endpoint and bucket.
-    #[error("{0}")]
-    Bucket(String),
+    /// A `bucket` or `azblob` source: one sentence naming the endpoint and bucket or
+    /// container, with a kind (see [`objects::ErrorKind`]).
+    #[error(transparent)]
+    Objects(#[from] objects::ObjectError),
     #[error("fetch of {url} timed out after {after:?}")]
     Timeout {
         url: String,
@@ -79,8 +77,9 @@ impl SourceError {
         let clean = |text: String| git::refs::redact_text(&text, url);
         match self {
             SourceError::Git(m) => SourceError::Git(clean(m)),
-            SourceError::Azure(m) => SourceError::Azure(clean(m)),
-            SourceError::Bucket(m) => SourceError::Bucket(clean(m)),
+            // Validation refuses credentials in a bucket or azblob endpoint, and the sentences
+            // leave request URLs out: there is nothing to take out.
+            SourceError::Objects(e) => SourceError::Objects(e),
             SourceError::Timeout { url: u, after } => SourceError::Timeout {
                 url: clean(u),
                 after,
@@ -93,8 +92,8 @@ impl SourceError {
     }
 }
 
-/// A fetchable source. Implementations are blocking; the scheduler runs them on
-/// `spawn_blocking` threads under a concurrency bound.
+/// A blocking source (the git backends: libgit2, and gix's blocking transports). The
+/// reconciler runs it on a `spawn_blocking` thread, through [`AnySource::fetch`].
 pub trait Source: Send + Sync {
     /// Fetch unless the remote still matches `previous`; `scratch` is an empty directory the
     /// implementation may write a [`Snapshot::Dir`] into (git sources need none).
@@ -107,17 +106,57 @@ pub trait Source: Send + Sync {
     ) -> Result<FetchOutcome, SourceError>;
 }
 
+/// Every kind of source, by how it runs: git blocks a thread, the object stores are async
+/// clients awaited on the runtime (a thread blocked on them would only wait).
+pub enum AnySource {
+    /// Boxed: it is the largest by far, and built once per sync.
+    Git(Box<git::GitSource>),
+    Bucket(bucket::BucketSource),
+    AzureBlob(azblob::AzureBlobSource),
+}
+
+impl AnySource {
+    /// Fetch unless the remote still matches `previous` (see [`Source::fetch`]). Git runs on a
+    /// `spawn_blocking` thread, which keeps going until it notices `interrupt`; an object
+    /// store's fetch stops at its next await once `interrupt` is set.
+    pub async fn fetch(
+        self,
+        previous: Option<Revision>,
+        scratch: PathBuf,
+        interrupt: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<FetchOutcome, SourceError> {
+        match self {
+            AnySource::Git(source) => {
+                let job = tokio::task::spawn_blocking(move || {
+                    source.fetch(previous.as_ref(), scratch, &interrupt)
+                });
+                match job.await {
+                    Ok(result) => result,
+                    // A panic is the caller's, as it would be had the fetch run inline.
+                    Err(join) => std::panic::resume_unwind(join.into_panic()),
+                }
+            }
+            AnySource::Bucket(source) => {
+                objects::fetch(&source, previous.as_ref(), scratch, &interrupt).await
+            }
+            AnySource::AzureBlob(source) => {
+                objects::fetch(&source, previous.as_ref(), scratch, &interrupt).await
+            }
+        }
+    }
+}
+
 /// Build the source a configuration names. `cache_root` is `<stateDir>/git`.
 pub fn from_settings(
     namespace: &str,
     name: &str,
     settings: &SourceSettings,
     cache_root: &std::path::Path,
-) -> Box<dyn Source> {
+) -> AnySource {
     let id = format!("{namespace}/{name}");
     let url = settings.url.clone();
     match &settings.spec {
-        SourceSpec::Git(git) => Box::new(git::GitSource {
+        SourceSpec::Git(git) => AnySource::Git(Box::new(git::GitSource {
             id,
             url,
             reference: git.reference.clone(),
@@ -127,14 +166,14 @@ pub fn from_settings(
                 settings: git.auth.clone(),
                 generated_key: Some(git::auth::generated_key_path(cache_root, namespace, name)),
             },
-        }),
-        SourceSpec::Bucket(bucket) => Box::new(bucket::BucketSource {
+        })),
+        SourceSpec::Bucket(bucket) => AnySource::Bucket(bucket::BucketSource {
             id,
             endpoint: url,
             settings: bucket.clone(),
             ignore: settings.ignore.clone(),
         }),
-        SourceSpec::AzureBlob(azure) => Box::new(azblob::AzureBlobSource {
+        SourceSpec::AzureBlob(azure) => AnySource::AzureBlob(azblob::AzureBlobSource {
             id,
             endpoint: url,
             settings: azure.clone(),

@@ -17,8 +17,14 @@
 //!   the snapshot and the revision with the downloaded version's etag; one that vanished is
 //!   left out of both. The revision is computed from this final index.
 //!
-//! The [`Source`](super::Source) trait is blocking; [`block_on`] runs the async client on the
-//! daemon's runtime from a `spawn_blocking` thread, or on a private one (bench, tests).
+//! The fetch is async from reading the credentials ([`ObjectSource::connect`]) to the last
+//! download, and runs on the daemon's runtime: no thread blocks on it. Interruption (the
+//! source's `timeout`, shutdown) is watched in one place, [`fetch`], which drops the whole
+//! fetch once the flag is set; that cancels the requests in flight (a Kubernetes Secret or a
+//! token being read included) and aborts the listing and download tasks. Failures are
+//! [`ObjectError`]s (see [`error`]): one sentence and a kind.
+
+pub mod error;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,6 +38,7 @@ use object_store::{GetOptions, ObjectStore};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+pub use self::error::{ErrorKind, ObjectError, Reason};
 use super::{FetchOutcome, Revision, Snapshot, SourceError};
 use crate::artifact::ignore::{IgnoreRules, SOURCE_IGNORE_FILE};
 
@@ -49,6 +56,9 @@ const SMALL_OBJECT_BYTES: u64 = 64 << 10;
 /// The largest root `.sourceignore` read; a bigger one is an error, not a memory spike.
 const MAX_SOURCEIGNORE_BYTES: usize = 1 << 20;
 
+/// How often a running fetch looks at its interrupt flag.
+const INTERRUPT_POLL: Duration = Duration::from_millis(100);
+
 /// What a bucket-like source kind contributes to the shared fetch.
 pub trait ObjectSource: Send + Sync {
     /// The key prefix the source is restricted to (a plain string prefix), if any.
@@ -62,11 +72,25 @@ pub trait ObjectSource: Send + Sync {
         etag.to_string()
     }
 
-    /// One sentence for a failed request, naming the endpoint and bucket, never a secret.
-    fn explain_error(&self, error: &object_store::Error) -> SourceError;
+    /// The store, signed in with the credentials as they are now (read again at every sync).
+    fn connect(&self) -> impl Future<Output = Result<Arc<dyn ObjectStore>, ObjectError>> + Send;
 
-    /// One sentence for any other failure (`cause` is a clause, without the location).
-    fn failure(&self, cause: &str) -> SourceError;
+    /// One sentence for a failed request, naming the endpoint and bucket, never a secret.
+    fn explain_error(&self, error: &object_store::Error) -> ObjectError;
+
+    /// Whether a "not found" answer to an object's download means the bucket or container
+    /// itself is gone (a failure), rather than that one object vanished since the listing.
+    fn store_missing(&self, _error: &object_store::Error) -> bool {
+        false
+    }
+
+    /// The subject of every message: `bucket <name> at <endpoint>`, ...
+    fn subject(&self) -> String;
+
+    /// A failure of this source other than a request's.
+    fn fail(&self, kind: ErrorKind, reason: Reason) -> ObjectError {
+        ObjectError::new(self.subject(), kind, reason)
+    }
 
     /// `<endpoint>/<bucket>`, for I/O errors.
     fn describe(&self) -> String;
@@ -92,78 +116,142 @@ pub fn plain_etag(etag: &str) -> &str {
     etag.trim_start_matches("W/").trim_matches('"')
 }
 
-/// Run `future` to completion from blocking code: on the current runtime when called from
-/// one of its `spawn_blocking` threads, else on a private runtime of a few threads.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.block_on(future),
-        Err(_) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime can be built")
-            .block_on(future),
-    }
-}
-
-/// The whole fetch: list, compare with `previous`, download into `scratch`.
-pub fn fetch<S: ObjectSource + ?Sized>(
+/// The whole fetch: connect (read the credentials, build the client), list, compare with
+/// `previous`, download into `scratch`. Returns as soon as `interrupt` is set (checked every
+/// 100 ms), dropping whatever was in flight.
+pub async fn fetch<S: ObjectSource>(
     source: &S,
-    store: Arc<dyn ObjectStore>,
     previous: Option<&Revision>,
     scratch: PathBuf,
     interrupt: &AtomicBool,
 ) -> Result<FetchOutcome, SourceError> {
-    block_on(fetch_async(source, store, previous, scratch, interrupt))
-}
-
-async fn fetch_async<S: ObjectSource + ?Sized>(
-    source: &S,
-    store: Arc<dyn ObjectStore>,
-    previous: Option<&Revision>,
-    scratch: PathBuf,
-    interrupt: &AtomicBool,
-) -> Result<FetchOutcome, SourceError> {
-    let index = list(source, &store, interrupt).await?;
-    if previous == Some(&revision(&index)) {
-        return Ok(FetchOutcome::Unchanged);
-    }
-    let io = |e: std::io::Error| SourceError::Io {
-        url: source.describe(),
-        source: e,
+    let work = async {
+        let store = source.connect().await?;
+        let index = list(source, &store).await?;
+        if previous == Some(&revision(&index)) {
+            return Ok(FetchOutcome::Unchanged);
+        }
+        tokio::fs::create_dir_all(&scratch)
+            .await
+            .map_err(|e| SourceError::Io {
+                url: source.describe(),
+                source: e,
+            })?;
+        let index = download_all(source, &store, index, &scratch).await?;
+        Ok(FetchOutcome::Fetched {
+            revision: revision(&index),
+            snapshot: Snapshot::Dir(scratch),
+        })
     };
-    std::fs::create_dir_all(&scratch).map_err(io)?;
-    let index = download_all(source, &store, index, &scratch, interrupt).await?;
-    Ok(FetchOutcome::Fetched {
-        revision: revision(&index),
-        snapshot: Snapshot::Dir(scratch),
-    })
+    match until_interrupted(work, interrupt).await {
+        Some(result) => result,
+        None => Err(source
+            .fail(ErrorKind::Cancelled, Reason::Interrupted)
+            .into()),
+    }
+}
+
+/// `work`'s output, or `None` once `interrupt` is set; `work` is dropped then.
+async fn until_interrupted<T>(work: impl Future<Output = T>, interrupt: &AtomicBool) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        if interrupt.load(Ordering::Relaxed) {
+            return None;
+        }
+        tokio::select! {
+            done = &mut work => return Some(done),
+            _ = tokio::time::sleep(INTERRUPT_POLL) => {}
+        }
+    }
+}
+
+/// The HTTP client settings both kinds share: a 10 s connect timeout, no whole-request limit
+/// (a large object may take long; the source's `timeout` bounds the sync), `allow_http`, the
+/// certificates of `ca_file` (a PEM bundle) trusted besides the system's, and the proxy the
+/// shared rule picks for `urls` (every host the source talks to, the endpoint first).
+pub async fn client_options(
+    allow_http: bool,
+    ca_file: Option<&Path>,
+    urls: &[&str],
+) -> Result<object_store::ClientOptions, Reason> {
+    let mut options = object_store::ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout_disabled()
+        .with_allow_http(allow_http);
+    if let Some(path) = ca_file {
+        let pem = tokio::fs::read(path).await.map_err(|source| Reason::Read {
+            what: format!("cannot read caFile {}", path.display()),
+            source,
+        })?;
+        let no_certificate = || {
+            Reason::Setting(format!(
+                "caFile {} holds no PEM certificate",
+                path.display()
+            ))
+        };
+        let certificates =
+            object_store::Certificate::from_pem_bundle(&pem).map_err(|_| no_certificate())?;
+        if certificates.is_empty() {
+            return Err(no_certificate());
+        }
+        for certificate in certificates {
+            options = options.with_root_certificate(certificate);
+        }
+    }
+    Ok(super::proxy::object_store_options(options, urls))
+}
+
+/// How object_store retries a failed request: twice, within 20 s, so that a source's own
+/// `timeout` (and the next sync) stays in charge of a server that is really down.
+pub fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(20),
+        ..object_store::RetryConfig::default()
+    }
+}
+
+/// A request's clause and kind once the proxy in between (the one [`super::proxy::for_url`]
+/// picks for `url`) is taken into account: when no answer came or the proxy asked for
+/// credentials (`no_answer`, or kind [`ErrorKind::Proxy`]), a failure the proxy explains is
+/// reworded to name it; the proxy's password is scrubbed from the clause in any case.
+pub fn blame_proxy(
+    kind: ErrorKind,
+    clause: String,
+    no_answer: bool,
+    url: &str,
+) -> (ErrorKind, String) {
+    let Some(proxy) = super::proxy::for_url(url) else {
+        return (kind, clause);
+    };
+    if no_answer || kind == ErrorKind::Proxy {
+        if let Some(reworded) = proxy.explain(&clause) {
+            return (ErrorKind::Proxy, reworded);
+        }
+    }
+    (kind, proxy.scrub(&clause))
 }
 
 /// List everything under the prefix and apply the ignore rules.
-pub async fn list<S: ObjectSource + ?Sized>(
+pub async fn list<S: ObjectSource>(
     source: &S,
     store: &Arc<dyn ObjectStore>,
-    interrupt: &AtomicBool,
-) -> Result<Index, SourceError> {
+) -> Result<Index, ObjectError> {
     let prefix = source.prefix().unwrap_or("").trim_start_matches('/');
-    let (listed, sourceignore) = tokio::join!(
-        walk(store, prefix, interrupt),
-        read_root_sourceignore(store)
-    );
-    let listed = listed.map_err(|e| match e {
-        WalkError::Store(e) => source.explain_error(&e),
-        WalkError::Interrupted => interrupted(source),
-    })?;
+    let (listed, sourceignore) = tokio::join!(walk(store, prefix), read_root_sourceignore(store));
+    let listed = listed.map_err(|e| source.explain_error(&e))?;
     let sourceignore = sourceignore.map_err(|e| match e {
         SmallReadError::Store(e) => source.explain_error(&e),
-        SmallReadError::TooLarge => source.failure(&format!(
-            "the root {SOURCE_IGNORE_FILE} object is larger than {} KiB",
-            MAX_SOURCEIGNORE_BYTES / 1024
-        )),
+        SmallReadError::TooLarge => source.fail(
+            ErrorKind::Config,
+            Reason::Setting(format!(
+                "the root {SOURCE_IGNORE_FILE} object is larger than {} KiB",
+                MAX_SOURCEIGNORE_BYTES / 1024
+            )),
+        ),
     })?;
     let rules = IgnoreRules::for_bucket(sourceignore.as_deref(), source.ignore())
-        .map_err(|e| source.failure(&e.to_string()))?;
+        .map_err(|e| source.fail(ErrorKind::Config, Reason::Ignore(e)))?;
 
     let mut index = Index::new();
     for (key, etag) in &listed {
@@ -188,11 +276,6 @@ pub async fn list<S: ObjectSource + ?Sized>(
     Ok(index)
 }
 
-enum WalkError {
-    Store(object_store::Error),
-    Interrupted,
-}
-
 /// Every object whose key starts with `prefix` (a string prefix): key → etag as listed.
 ///
 /// object_store lists by path segment, so the walk starts at the prefix's last complete
@@ -201,8 +284,7 @@ enum WalkError {
 async fn walk(
     store: &Arc<dyn ObjectStore>,
     prefix: &str,
-    interrupt: &AtomicBool,
-) -> Result<BTreeMap<String, String>, WalkError> {
+) -> object_store::Result<BTreeMap<String, String>> {
     let start = match prefix.rfind('/') {
         Some(at) => &prefix[..at],
         None => "",
@@ -221,11 +303,11 @@ async fn walk(
                 (dir, listed)
             });
         }
-        let Some(done) = next_or_interrupt(&mut tasks, interrupt).await? else {
+        let Some(done) = next(&mut tasks).await else {
             break;
         };
         let (dir, listed) = done;
-        let listed = listed.map_err(WalkError::Store)?;
+        let listed = listed?;
         for meta in listed.objects {
             let key = meta.location.as_ref().to_string();
             // The marker of the listed directory itself.
@@ -247,25 +329,11 @@ async fn walk(
     Ok(found)
 }
 
-/// The next finished task, checking `interrupt` every 100 ms; `None` when none is left.
-async fn next_or_interrupt<T: 'static>(
-    tasks: &mut JoinSet<T>,
-    interrupt: &AtomicBool,
-) -> Result<Option<T>, WalkError> {
-    loop {
-        if interrupt.load(Ordering::Relaxed) {
-            return Err(WalkError::Interrupted);
-        }
-        tokio::select! {
-            done = tasks.join_next() => {
-                return match done {
-                    None => Ok(None),
-                    Some(Ok(value)) => Ok(Some(value)),
-                    Some(Err(join)) => std::panic::resume_unwind(join.into_panic()),
-                };
-            }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+/// The next finished task; `None` when none is left. A task's panic is the caller's.
+async fn next<T: 'static>(tasks: &mut JoinSet<T>) -> Option<T> {
+    match tasks.join_next().await? {
+        Ok(value) => Some(value),
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
     }
 }
 
@@ -291,84 +359,64 @@ async fn read_root_sourceignore(
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-fn interrupted<S: ObjectSource + ?Sized>(source: &S) -> SourceError {
-    source.failure("the fetch was interrupted (timeout or shutdown)")
-}
-
-/// What one download ended with.
-enum Downloaded {
-    /// Written; the etag the server sent with it (without quotes).
-    Written(Option<String>),
-    /// Gone since the listing.
-    Vanished,
-}
-
 enum DownloadError {
     Store(object_store::Error),
     Io(std::io::Error),
 }
 
 /// Download every object of `index` below `dir`; returns the index as downloaded.
-async fn download_all<S: ObjectSource + ?Sized>(
+async fn download_all<S: ObjectSource>(
     source: &S,
     store: &Arc<dyn ObjectStore>,
     mut index: Index,
     dir: &Path,
-    interrupt: &AtomicBool,
-) -> Result<Index, SourceError> {
+) -> Result<Index, ObjectError> {
     let keys: Vec<String> = index.keys().cloned().collect();
-    let mut tasks: JoinSet<(String, Result<Downloaded, DownloadError>)> = JoinSet::new();
-    let settle = |done: (String, Result<Downloaded, DownloadError>),
+    let mut tasks: JoinSet<(String, Result<Option<String>, DownloadError>)> = JoinSet::new();
+    let settle = |done: (String, Result<Option<String>, DownloadError>),
                   index: &mut Index|
-     -> Result<(), SourceError> {
+     -> Result<(), ObjectError> {
         let (key, result) = done;
         match result {
-            Ok(Downloaded::Written(Some(etag))) => {
+            Ok(Some(etag)) => {
                 let etag = source.revision_etag(&etag);
                 if index.get(&key) != Some(&etag) {
                     tracing::info!(key = %key, "object changed during the fetch; packing the downloaded version");
                     index.insert(key, etag);
                 }
             }
-            Ok(Downloaded::Written(None)) => {}
-            Ok(Downloaded::Vanished) => {
+            Ok(None) => {}
+            Err(DownloadError::Store(e @ object_store::Error::NotFound { .. }))
+                if !source.store_missing(&e) =>
+            {
                 tracing::info!(key = %key, "object vanished during the fetch; left out");
                 index.remove(&key);
             }
             Err(DownloadError::Store(e)) => return Err(source.explain_error(&e)),
             Err(DownloadError::Io(e)) => {
-                return Err(source.failure(&format!(
-                    "cannot write object {key:?} into the snapshot: {e}"
-                )))
+                return Err(source.fail(ErrorKind::Internal, Reason::Write { key, source: e }))
             }
         }
         Ok(())
     };
     for key in keys {
         while tasks.len() >= PARALLEL_DOWNLOADS {
-            match next_or_interrupt(&mut tasks, interrupt).await {
-                Ok(Some(done)) => settle(done, &mut index)?,
-                Ok(None) => break,
-                Err(_) => return Err(interrupted(source)),
+            match next(&mut tasks).await {
+                Some(done) => settle(done, &mut index)?,
+                None => break,
             }
         }
-        if interrupt.load(Ordering::Relaxed) {
-            return Err(interrupted(source));
-        }
-        let target = snapshot_path(dir, &key)
-            .ok_or_else(|| source.failure(&format!("object key {key:?} is not a safe path")))?;
+        let Some(target) = snapshot_path(dir, &key) else {
+            return Err(source.fail(ErrorKind::Internal, Reason::UnsafeKey(key)));
+        };
         let store = store.clone();
         tasks.spawn(async move {
             let result = download(&store, &key, &target).await;
             (key, result)
         });
     }
-    loop {
-        match next_or_interrupt(&mut tasks, interrupt).await {
-            Ok(Some(done)) => settle(done, &mut index)?,
-            Ok(None) => break,
-            Err(_) => return Err(interrupted(source)),
-        }
+    while let Some(done) = next(&mut tasks).await {
+        settle(done, &mut index)?;
     }
     Ok(index)
 }
@@ -385,24 +433,19 @@ fn snapshot_path(dir: &Path, key: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// Stream one object into `target`.
+/// Stream one object into `target`; the etag the server sent with it (without quotes). An
+/// object gone since the listing is a `NotFound` error, which the caller tells apart from a
+/// missing bucket (see [`ObjectSource::store_missing`]).
 async fn download(
     store: &Arc<dyn ObjectStore>,
     key: &str,
     target: &Path,
-) -> Result<Downloaded, DownloadError> {
+) -> Result<Option<String>, DownloadError> {
     let result = match store
         .get_opts(&ObjectPath::from(key), GetOptions::default())
         .await
     {
         Ok(result) => result,
-        Err(e @ object_store::Error::NotFound { .. }) => {
-            // A whole bucket gone is a failure, not an empty snapshot.
-            if e.to_string().contains("NoSuchBucket") {
-                return Err(DownloadError::Store(e));
-            }
-            return Ok(Downloaded::Vanished);
-        }
         Err(e) => return Err(DownloadError::Store(e)),
     };
     let etag = result
@@ -423,7 +466,7 @@ async fn download(
         .await
         .map_err(|e| DownloadError::Io(std::io::Error::other(e)))?
         .map_err(DownloadError::Io)?;
-        return Ok(Downloaded::Written(etag));
+        return Ok(etag);
     }
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent)
@@ -443,7 +486,7 @@ async fn download(
     tokio::io::AsyncWriteExt::flush(&mut file)
         .await
         .map_err(DownloadError::Io)?;
-    Ok(Downloaded::Written(etag))
+    Ok(etag)
 }
 
 #[cfg(test)]
@@ -455,24 +498,41 @@ mod tests {
     struct Fixture {
         prefix: Option<String>,
         ignore: Option<String>,
+        /// `None`: connecting never finishes (a dead server).
+        store: Option<Arc<dyn ObjectStore>>,
     }
 
     impl ObjectSource for Fixture {
+        async fn connect(&self) -> Result<Arc<dyn ObjectStore>, ObjectError> {
+            match &self.store {
+                Some(store) => Ok(store.clone()),
+                None => std::future::pending().await,
+            }
+        }
         fn prefix(&self) -> Option<&str> {
             self.prefix.as_deref()
         }
         fn ignore(&self) -> Option<&str> {
             self.ignore.as_deref()
         }
-        fn explain_error(&self, error: &object_store::Error) -> SourceError {
-            SourceError::Bucket(format!("memory: {error}"))
+        fn explain_error(&self, error: &object_store::Error) -> ObjectError {
+            self.fail(ErrorKind::Internal, Reason::Request(error.to_string()))
         }
-        fn failure(&self, cause: &str) -> SourceError {
-            SourceError::Bucket(format!("memory: {cause}"))
+        fn subject(&self) -> String {
+            "memory".into()
         }
         fn describe(&self) -> String {
             "memory".into()
         }
+    }
+
+    /// Runs `future` on a runtime of the test's own.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 
     fn store(keys: &[(&str, &str)]) -> Arc<dyn ObjectStore> {
@@ -541,16 +601,17 @@ mod tests {
         let source = Fixture {
             prefix: Some("app".into()),
             ignore: None,
+            store: Some(store.clone()),
         };
         let scratch = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(false);
         let dir = scratch.path().join("snap");
-        let outcome = fetch(&source, store.clone(), None, dir.clone(), &flag).unwrap();
+        let outcome = block_on(fetch(&source, None, dir.clone(), &flag)).unwrap();
         let FetchOutcome::Fetched { revision: rev, .. } = outcome else {
             panic!("expected a fetch")
         };
         assert_eq!(files(&dir), vec!["app.yaml", "apps/web/deploy.yaml"]);
-        let again = fetch(&source, store, Some(&rev), scratch.path().join("2"), &flag).unwrap();
+        let again = block_on(fetch(&source, Some(&rev), scratch.path().join("2"), &flag)).unwrap();
         assert!(matches!(again, FetchOutcome::Unchanged));
         assert!(!scratch.path().join("2").exists());
     }
@@ -566,9 +627,9 @@ mod tests {
         let source = Fixture {
             prefix: None,
             ignore: Some("*.bak".into()),
+            store: Some(store.clone()),
         };
-        let flag = AtomicBool::new(false);
-        let index = block_on(list(&source, &store, &flag)).unwrap();
+        let index = block_on(list(&source, &store)).unwrap();
         assert_eq!(index.keys().collect::<Vec<_>>(), vec!["dir/a.yaml"]);
     }
 
@@ -578,11 +639,12 @@ mod tests {
         let source = Fixture {
             prefix: Some("nothing/".into()),
             ignore: None,
+            store: Some(store.clone()),
         };
         let scratch = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(false);
         let dir = scratch.path().join("snap");
-        match fetch(&source, store, None, dir.clone(), &flag).unwrap() {
+        match block_on(fetch(&source, None, dir.clone(), &flag)).unwrap() {
             FetchOutcome::Fetched { revision: rev, .. } => {
                 assert_eq!(rev, revision(&Index::new()));
                 assert!(files(&dir).is_empty());
@@ -597,11 +659,54 @@ mod tests {
         let source = Fixture {
             prefix: None,
             ignore: None,
+            store: Some(store.clone()),
         };
         let scratch = tempfile::tempdir().unwrap();
         let flag = AtomicBool::new(true);
-        let err = fetch(&source, store, None, scratch.path().join("s"), &flag).unwrap_err();
-        assert!(err.to_string().contains("interrupted"), "{err}");
+        let err = block_on(fetch(&source, None, scratch.path().join("s"), &flag)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "memory: the fetch was interrupted (timeout or shutdown)"
+        );
+        let SourceError::Objects(err) = err else {
+            panic!("an object-store error expected: {err:?}")
+        };
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+    }
+
+    #[test]
+    fn a_connection_that_never_answers_is_interrupted() {
+        // Connecting covers reading credentials (a Kubernetes Secret, a token): a dead server
+        // there must not outlive the fetch's timeout.
+        let source = Fixture {
+            prefix: None,
+            ignore: None,
+            store: None,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let flag = AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let err = block_on(async {
+            let timeout = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                flag.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                result = fetch(&source, None, scratch.path().join("s"), &flag) => result,
+                _ = timeout => unreachable!("the timeout never finishes"),
+            }
+        })
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            err.to_string(),
+            "memory: the fetch was interrupted (timeout or shutdown)"
+        );
     }
 
     #[test]

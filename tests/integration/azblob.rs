@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 
-use crate::support::azurite::{account_sas, unix_now, Azurite, ACCOUNT_KEY};
+use crate::support::azurite::{account_sas, block_on, unix_now, Azurite, ACCOUNT_KEY};
 use crate::support::token_server::TokenServer;
 use crate::support::{free_port, gitopsd_bin};
 use crate::support::{openssl, TestPki};
 use gitopsd::config::{AzureAuth, AzureBlobSettings, Secret, SecretValue};
 use gitopsd::source::azblob::AzureBlobSource;
-use gitopsd::source::{FetchOutcome, Snapshot, Source};
+use gitopsd::source::{objects, FetchOutcome, Snapshot};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -245,7 +245,14 @@ fn unchanged_revision_downloads_nothing_and_empty_container_is_an_empty_snapshot
     );
     let stop = AtomicBool::new(false);
     let scratch = tempfile::tempdir().unwrap();
-    let revision = match source.fetch(None, scratch.path().join("a"), &stop).unwrap() {
+    let revision = match block_on(objects::fetch(
+        &source,
+        None,
+        scratch.path().join("a"),
+        &stop,
+    ))
+    .unwrap()
+    {
         FetchOutcome::Fetched {
             revision,
             snapshot: Snapshot::Dir(dir),
@@ -260,7 +267,14 @@ fn unchanged_revision_downloads_nothing_and_empty_container_is_an_empty_snapshot
         flux_revision(&azurite, "fleet", &["notes/"])
     );
     let again = scratch.path().join("b");
-    match source.fetch(Some(&revision), again.clone(), &stop).unwrap() {
+    match block_on(objects::fetch(
+        &source,
+        Some(&revision),
+        again.clone(),
+        &stop,
+    ))
+    .unwrap()
+    {
         FetchOutcome::Unchanged => {}
         other => panic!("expected unchanged, got {other:?}"),
     }
@@ -272,7 +286,14 @@ fn unchanged_revision_downloads_nothing_and_empty_container_is_an_empty_snapshot
         "empty",
         AzureAuth::AccountKey(SecretValue::Inline(Secret(ACCOUNT_KEY.into()))),
     );
-    match empty.fetch(None, scratch.path().join("c"), &stop).unwrap() {
+    match block_on(objects::fetch(
+        &empty,
+        None,
+        scratch.path().join("c"),
+        &stop,
+    ))
+    .unwrap()
+    {
         FetchOutcome::Fetched {
             revision,
             snapshot: Snapshot::Dir(dir),
@@ -750,7 +771,14 @@ fn client_certificate_tokens_are_cached_between_syncs() {
     };
     let stop = AtomicBool::new(false);
     let scratch = tempfile::tempdir().unwrap();
-    let revision = match source.fetch(None, scratch.path().join("1"), &stop).unwrap() {
+    let revision = match block_on(objects::fetch(
+        &source,
+        None,
+        scratch.path().join("1"),
+        &stop,
+    ))
+    .unwrap()
+    {
         FetchOutcome::Fetched { revision, .. } => revision,
         other => panic!("expected a fetch, got {other:?}"),
     };
@@ -761,9 +789,13 @@ fn client_certificate_tokens_are_cached_between_syncs() {
     // A new source value (as the daemon builds for every sync) reuses the token.
     let again = source.clone();
     assert!(matches!(
-        again
-            .fetch(Some(&revision), scratch.path().join("2"), &stop)
-            .unwrap(),
+        block_on(objects::fetch(
+            &again,
+            Some(&revision),
+            scratch.path().join("2"),
+            &stop
+        ))
+        .unwrap(),
         FetchOutcome::Unchanged
     ));
     assert_eq!(entra.tokens.issued(), 1, "{:?}", entra.tokens.requests());

@@ -16,14 +16,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::support::seaweed::{
-    Seaweed, ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY, PUBLIC_BUCKET, READER_ACCESS_KEY,
+    block_on, Seaweed, ADMIN_ACCESS_KEY, ADMIN_SECRET_KEY, PUBLIC_BUCKET, READER_ACCESS_KEY,
     READER_SECRET_KEY,
 };
 use crate::support::TestPki;
 use crate::support::{describe, free_port, gitopsd_bin, peak_rss_kib, text};
 use gitopsd::config::{BucketCredentials, BucketSettings, Secret, SecretValue};
 use gitopsd::source::bucket::BucketSource;
-use gitopsd::source::{FetchOutcome, Revision, Snapshot, Source};
+use gitopsd::source::{objects, FetchOutcome, Revision, Snapshot};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -257,13 +257,14 @@ fn library_source(endpoint: &str, bucket: &str, prefix: Option<&str>) -> BucketS
 
 fn fetch(source: &BucketSource, previous: Option<&Revision>) -> (FetchOutcome, tempfile::TempDir) {
     let scratch = tempfile::tempdir().unwrap();
-    let outcome = source
-        .fetch(
-            previous,
-            scratch.path().join("snapshot"),
-            &AtomicBool::new(false),
-        )
-        .unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    let stop = AtomicBool::new(false);
+    let outcome = block_on(objects::fetch(
+        source,
+        previous,
+        scratch.path().join("snapshot"),
+        &stop,
+    ))
+    .unwrap_or_else(|e| panic!("fetch failed: {e}"));
     (outcome, scratch)
 }
 

@@ -20,6 +20,39 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+use crate::source::objects::error::{chain_kind, kind_of_status, ErrorKind};
+
+/// Why a client certificate cannot be used. Never quotes the input.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error(
+        "the PEM client certificate holds no readable private key (it must contain the key and \
+         the certificate; an encrypted key needs its password)"
+    )]
+    PemKey,
+    #[error("the PEM client certificate holds no readable certificate")]
+    PemCertificate,
+    #[error(
+        "the client certificate is neither PEM nor PKCS#12 (base64 of either is expected inline)"
+    )]
+    Format,
+    #[error("cannot open the PKCS#12 client certificate: wrong or missing password")]
+    Pkcs12Password,
+    #[error("the PKCS#12 client certificate holds no private key")]
+    Pkcs12Key,
+    #[error(
+        "the client certificate's key is not an RSA key, which Entra ID requires for client \
+         assertions"
+    )]
+    NotRsa,
+    #[error("no certificate in the client certificate file matches its private key")]
+    NoMatchingCertificate,
+    #[error("no randomness: {0}")]
+    Random(#[source] openssl::error::ErrorStack),
+    #[error("cannot sign the client assertion: {0}")]
+    Sign(#[source] openssl::error::ErrorStack),
+}
+
 /// The audience every Azure Storage token is asked for.
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -48,7 +81,7 @@ impl std::fmt::Debug for ClientCertificate {
 impl ClientCertificate {
     /// Parses `bytes`; `password` decrypts a PKCS#12 file or an encrypted PEM key. Errors never
     /// quote the input.
-    pub fn parse(bytes: &[u8], password: Option<&str>) -> Result<Self, String> {
+    pub fn parse(bytes: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
         let is_pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
         let (key, mut certs) = if is_pem {
             let key = match password {
@@ -57,26 +90,17 @@ impl ClientCertificate {
                 }
                 _ => PKey::private_key_from_pem(bytes),
             }
-            .map_err(|_| {
-                "the PEM client certificate holds no readable private key (it must contain the \
-                 key and the certificate; an encrypted key needs its password)"
-                    .to_string()
-            })?;
-            let certs = X509::stack_from_pem(bytes)
-                .map_err(|_| "the PEM client certificate holds no readable certificate")?;
+            .map_err(|_| CertificateError::PemKey)?;
+            let certs =
+                X509::stack_from_pem(bytes).map_err(|_| CertificateError::PemCertificate)?;
             (key, certs)
         } else {
-            let pkcs12 = openssl::pkcs12::Pkcs12::from_der(bytes).map_err(|_| {
-                "the client certificate is neither PEM nor PKCS#12 (base64 of either is expected \
-                 inline)"
-                    .to_string()
-            })?;
-            let parsed = pkcs12.parse2(password.unwrap_or("")).map_err(|_| {
-                "cannot open the PKCS#12 client certificate: wrong or missing password".to_string()
-            })?;
-            let key = parsed
-                .pkey
-                .ok_or("the PKCS#12 client certificate holds no private key")?;
+            let pkcs12 =
+                openssl::pkcs12::Pkcs12::from_der(bytes).map_err(|_| CertificateError::Format)?;
+            let parsed = pkcs12
+                .parse2(password.unwrap_or(""))
+                .map_err(|_| CertificateError::Pkcs12Password)?;
+            let key = parsed.pkey.ok_or(CertificateError::Pkcs12Key)?;
             let mut certs: Vec<X509> = parsed.cert.into_iter().collect();
             if let Some(ca) = parsed.ca {
                 certs.extend(ca);
@@ -84,16 +108,12 @@ impl ClientCertificate {
             (key, certs)
         };
         if key.rsa().is_err() {
-            return Err(
-                "the client certificate's key is not an RSA key, which Entra ID requires \
-                        for client assertions"
-                    .into(),
-            );
+            return Err(CertificateError::NotRsa);
         }
         let leaf = certs
             .iter()
             .position(|c| c.public_key().is_ok_and(|pk| pk.public_eq(&key)))
-            .ok_or("no certificate in the client certificate file matches its private key")?;
+            .ok_or(CertificateError::NoMatchingCertificate)?;
         let leaf = certs.remove(leaf);
         certs.insert(0, leaf);
         Ok(ClientCertificate { key, chain: certs })
@@ -113,7 +133,7 @@ impl ClientCertificate {
         client_id: &str,
         audience: &str,
         send_chain: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, CertificateError> {
         let mut header = serde_json::json!({
             "alg": "RS256",
             "typ": "JWT",
@@ -130,7 +150,7 @@ impl ClientCertificate {
         }
         let now = unix_now();
         let mut jti = [0u8; 16];
-        openssl::rand::rand_bytes(&mut jti).map_err(|e| format!("no randomness: {e}"))?;
+        openssl::rand::rand_bytes(&mut jti).map_err(CertificateError::Random)?;
         let claims = serde_json::json!({
             "aud": audience,
             "iss": client_id,
@@ -145,14 +165,12 @@ impl ClientCertificate {
             base64url(header.to_string().as_bytes()),
             base64url(claims.to_string().as_bytes())
         );
-        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)
-            .map_err(|e| format!("cannot sign the client assertion: {e}"))?;
-        signer
-            .update(signing_input.as_bytes())
-            .map_err(|e| format!("cannot sign the client assertion: {e}"))?;
-        let signature = signer
-            .sign_to_vec()
-            .map_err(|e| format!("cannot sign the client assertion: {e}"))?;
+        let signature = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)
+            .and_then(|mut signer| {
+                signer.update(signing_input.as_bytes())?;
+                signer.sign_to_vec()
+            })
+            .map_err(CertificateError::Sign)?;
         Ok(format!("{signing_input}.{}", base64url(&signature)))
     }
 }
@@ -170,10 +188,48 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Why the token endpoint gave no token; the message is safe to show (no assertion, no key).
+/// Why the token endpoint gave no token; the message is a finished clause, safe to show (no
+/// assertion, no key), so the source's explanation takes it as it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TokenError(pub String);
+pub enum TokenError {
+    #[error("{0}")]
+    Assertion(#[source] CertificateError),
+    #[error("invalid token endpoint URL {0} (check authorityHost)")]
+    InvalidUrl(String),
+    #[error("cannot reach the token endpoint {url}: {cause}")]
+    Unreachable {
+        url: String,
+        /// The transport's chain on one line.
+        cause: String,
+        kind: ErrorKind,
+    },
+    #[error("reading the token endpoint's answer: {0}")]
+    Answer(#[source] object_store::client::HttpError),
+    #[error("the token endpoint {url} refused the client certificate (HTTP {status}{detail})")]
+    Refused {
+        url: String,
+        status: u16,
+        /// `, <error>: <description>` from the answer (see `aad_error_detail`).
+        detail: String,
+    },
+    #[error("the token endpoint {0} answered without an access_token")]
+    NoToken(String),
+}
+
+impl TokenError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TokenError::Assertion(_) | TokenError::NoToken(_) => ErrorKind::Internal,
+            TokenError::InvalidUrl(_) => ErrorKind::Config,
+            TokenError::Unreachable { kind, .. } => *kind,
+            TokenError::Answer(_) => ErrorKind::Network,
+            TokenError::Refused { status, .. } => match kind_of_status(*status) {
+                ErrorKind::Network => ErrorKind::Network,
+                _ => ErrorKind::Auth,
+            },
+        }
+    }
+}
 
 type Cached = (Arc<AzureCredential>, Instant);
 
@@ -245,7 +301,7 @@ impl ClientCertificateCredential {
         let assertion = self
             .certificate
             .assertion(&self.client_id, &self.token_url, self.send_chain)
-            .map_err(TokenError)?;
+            .map_err(TokenError::Assertion)?;
         let body = form(&[
             ("client_id", &self.client_id),
             ("scope", STORAGE_SCOPE),
@@ -259,40 +315,33 @@ impl ClientCertificateCredential {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .body(HttpRequestBody::from(body))
-            .map_err(|_| {
-                TokenError(format!(
-                    "invalid token endpoint URL {} (check authorityHost)",
-                    self.token_url
-                ))
+            .map_err(|_| TokenError::InvalidUrl(self.token_url.clone()))?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| TokenError::Unreachable {
+                url: self.token_url.clone(),
+                cause: crate::error::chain(&e),
+                kind: chain_kind(&e).unwrap_or(ErrorKind::Network),
             })?;
-        let response = self.http.execute(request).await.map_err(|e| {
-            TokenError(format!(
-                "cannot reach the token endpoint {}: {}",
-                self.token_url,
-                crate::error::chain(&e)
-            ))
-        })?;
         let status = response.status();
         let bytes = response
             .into_body()
             .bytes()
             .await
-            .map_err(|e| TokenError(format!("reading the token endpoint's answer: {e}")))?;
+            .map_err(TokenError::Answer)?;
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         if !status.is_success() {
-            return Err(TokenError(format!(
-                "the token endpoint {} refused the client certificate (HTTP {}{})",
-                self.token_url,
-                status.as_u16(),
-                super::aad_error_detail(&json)
-            )));
+            return Err(TokenError::Refused {
+                url: self.token_url.clone(),
+                status: status.as_u16(),
+                detail: super::aad_error_detail(&json),
+            });
         }
-        let access_token = json["access_token"].as_str().ok_or_else(|| {
-            TokenError(format!(
-                "the token endpoint {} answered without an access_token",
-                self.token_url
-            ))
-        })?;
+        let access_token = json["access_token"]
+            .as_str()
+            .ok_or_else(|| TokenError::NoToken(self.token_url.clone()))?;
         let expires_in = json["expires_in"]
             .as_u64()
             .or_else(|| json["expires_in"].as_str().and_then(|s| s.parse().ok()))
