@@ -90,7 +90,8 @@ impl Snapshot {
                 store.store(kind, namespace, name, revision, tree, &rules)
             }
             Snapshot::GitCommit { repo, commit } => {
-                let mut tree = git::tree::CommitTree::open(repo, commit)?;
+                let mut tree =
+                    git::tree::CommitTree::open(repo, commit).map_err(|e| e.to_string())?;
                 // Reading the `.sourceignore` files walks every tree of the commit first, so
                 // it is where a crafted tree is refused: say so, not "ignore rules".
                 let found = tree.source_ignores().map_err(|e| match e {
@@ -111,8 +112,8 @@ impl Snapshot {
 /// Why a fetch failed. Messages are one sentence naming the URL and ref, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{0}")]
-    Git(String),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
     /// An `azblob` source: one sentence naming the endpoint and container.
     #[error("{0}")]
     Azure(String),
@@ -133,12 +134,21 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether fetching again unchanged may succeed: false only for settings that cannot work
+    /// as given (see [`git::Kind::retryable`]); the object-store sources do not tell yet.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SourceError::Git(e) => e.retryable(),
+            _ => true,
+        }
+    }
+
     /// The same error with `url`'s credentials taken out of its message, wherever a transport
     /// or library quoted them (see [`git::refs::redact_text`]).
     pub fn redact(self, url: &str) -> SourceError {
         let clean = |text: String| git::refs::redact_text(&text, url);
         match self {
-            SourceError::Git(m) => SourceError::Git(clean(m)),
+            SourceError::Git(e) => SourceError::Git(e.redact(url)),
             SourceError::Azure(m) => SourceError::Azure(clean(m)),
             SourceError::Bucket(m) => SourceError::Bucket(clean(m)),
             SourceError::Timeout { url: u, after } => SourceError::Timeout {

@@ -2,6 +2,7 @@
 //! the commit's tree into the snapshot directory.
 
 use super::cancel::{Watch, WatchedPipe, WatchedSocket, CONNECT_LIMIT, STALL_LIMIT};
+use super::error::{self, untyped, GitError, Problem};
 use super::refs::{self, RemoteRef, Wanted};
 use crate::config::GitReference;
 use gix::protocol::transport::client::blocking_io::http as transport_http;
@@ -12,9 +13,6 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-/// A failure, already worded for the status field (one sentence, no secret).
-pub type Failure = String;
-
 /// The refs the remote advertises under the reference's prefixes.
 pub fn list_refs(
     repo: &gix::Repository,
@@ -22,7 +20,7 @@ pub fn list_refs(
     reference: &GitReference,
     interrupt: &AtomicBool,
     session: &Session,
-) -> Result<Vec<RemoteRef>, Failure> {
+) -> Result<Vec<RemoteRef>, GitError> {
     let Some(prefixes) = refs::listing_prefixes(reference) else {
         return Ok(Vec::new());
     };
@@ -43,7 +41,7 @@ pub fn fetch(
     wanted: &Wanted,
     interrupt: &AtomicBool,
     session: &Session,
-) -> Result<(), Failure> {
+) -> Result<(), GitError> {
     let specs = wanted.refspecs();
     let remote = remote(repo, url, &specs)?;
     let connection = connect(&remote, url, session, Watch::new(interrupt))?;
@@ -75,10 +73,10 @@ impl super::Backend for Backend {
         url: &str,
         reference: &GitReference,
         interrupt: &AtomicBool,
-    ) -> Result<Vec<RemoteRef>, Failure> {
+    ) -> Result<Vec<RemoteRef>, GitError> {
         list_refs(&self.repo, url, reference, interrupt, &self.session)
     }
-    fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), Failure> {
+    fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), GitError> {
         fetch(&self.repo, url, wanted, interrupt, &self.session)
     }
     fn has_commit(&self, commit: &str) -> bool {
@@ -126,19 +124,14 @@ fn connect<'a, 'r, 'i>(
     url: &str,
     session: &Session,
     watch: Watch<'i>,
-) -> Result<Connection<'a, 'r, 'i>, Failure> {
+) -> Result<Connection<'a, 'r, 'i>, GitError> {
     let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok();
     if let Some(parsed) = parsed
         .as_ref()
         .filter(|u| u.scheme == gix::url::Scheme::Git)
     {
-        let transport = git_daemon_transport(parsed, watch).map_err(|e| {
-            format!(
-                "cannot fetch from {}: {}",
-                refs::redact_url(url),
-                super::summarise(&e.to_string())
-            )
-        })?;
+        let transport = git_daemon_transport(parsed, watch)
+            .map_err(|e| GitError::new(url, error::classify(&e, None)))?;
         return Ok(remote.to_connection_with_transport(transport));
     }
     if let (Some(parsed), Some(ssh)) = (
@@ -159,16 +152,19 @@ fn connect<'a, 'r, 'i>(
     if session.client_tls.is_some() || plain_via_proxy {
         use gix::protocol::transport::client::blocking_io::http;
         use gix::protocol::transport::client::TransportWithoutIO;
-        let fail = |e: String| format!("cannot fetch from {}: {e}", refs::redact_url(url));
         let client = match &session.client_tls {
-            Some((cert, key)) => {
-                mtls::Client::new(cert, key.expose(), session.ca_pem.as_deref(), proxy, watch)
-                    .map_err(fail)?
-            }
-            None => mtls::Client::plain(proxy, watch),
+            Some((cert, key)) => mtls::Client::new(
+                cert,
+                key.expose(),
+                session.ca_pem.as_deref(),
+                proxy.clone(),
+                watch,
+            )
+            .map_err(|e| GitError::new(url, e))?,
+            None => mtls::Client::plain(proxy.clone(), watch),
         };
-        let parsed =
-            gix::url::parse(gix::bstr::BStr::new(url)).map_err(|_| fail("invalid URL".into()))?;
+        let parsed = gix::url::parse(gix::bstr::BStr::new(url))
+            .map_err(|_| GitError::new(url, Problem::UnparsableUrl))?;
         let mut transport = http::Transport::new_http(
             client,
             parsed,
@@ -184,7 +180,7 @@ fn connect<'a, 'r, 'i>(
                     password: password.clone(),
                     oauth_refresh_token: None,
                 })
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| GitError::new(url, error::classify(&e, proxy.as_ref())))?;
         }
         let transport: BoxedTransport<'i> = Box::new(transport);
         let connection = remote.to_connection_with_transport(transport);
@@ -280,15 +276,12 @@ fn http_options(
     repo: &gix::Repository,
     url: &str,
     proxy: Option<&crate::source::proxy::Proxy>,
-) -> Result<Box<dyn std::any::Any>, Failure> {
+) -> Result<Box<dyn std::any::Any>, GitError> {
     use gix::protocol::transport::client::blocking_io::http::Options;
     let configured = repo.transport_options(url, None).map_err(|e| {
-        let detail = chain(&e);
+        let detail = crate::error::chain_lines(&e);
         let detail = proxy.map_or(detail.clone(), |p| p.scrub(&detail));
-        format!(
-            "cannot fetch from {}: invalid HTTP settings: {detail}",
-            refs::redact_url(url)
-        )
+        GitError::new(url, Problem::HttpSettings(detail))
     })?;
     let mut options = configured
         .and_then(|o| o.downcast::<Options>().ok())
@@ -342,10 +335,12 @@ fn git_daemon_transport<'i>(
     use std::net::{TcpStream, ToSocketAddrs};
     let host = url.host().unwrap_or("localhost");
     let port = url.port;
+    let unresolvable = || std::io::Error::other(error::Unresolvable(host.to_string()));
     let address = (host, port.unwrap_or(9418))
-        .to_socket_addrs()?
+        .to_socket_addrs()
+        .map_err(|_| unresolvable())?
         .next()
-        .ok_or_else(|| std::io::Error::other(format!("could not resolve {host}")))?;
+        .ok_or_else(unresolvable)?;
     let read = TcpStream::connect_timeout(&address, CONNECT_LIMIT)?;
     read.set_nodelay(true)?;
     let read = WatchedSocket::new(read, watch)?;
@@ -561,13 +556,13 @@ fn remote<'r>(
     repo: &'r gix::Repository,
     url: &str,
     specs: &[String],
-) -> Result<gix::Remote<'r>, Failure> {
-    let safe = refs::redact_url(url);
+) -> Result<gix::Remote<'r>, GitError> {
+    let detail = |e: &(dyn std::error::Error + 'static)| crate::error::chain_lines(e);
     repo.remote_at(url)
-        .map_err(|e| format!("invalid git URL {safe}: {}", chain(&e)))?
+        .map_err(|e| GitError::new(url, Problem::InvalidUrl(detail(&e))))?
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)
-        .map_err(|e| format!("invalid ref for {safe}: {}", chain(&e)))
+        .map_err(|e| GitError::new(url, Problem::InvalidRefspec(detail(&e))))
 }
 
 /// A listing refspec for a prefix. Only used to list (ls-refs), never to fetch, so the
@@ -618,28 +613,11 @@ fn to_remote_ref(r: &gix::protocol::handshake::Ref) -> RemoteRef {
     }
 }
 
-/// The sentence for a transport failure. Through a proxy, a failure that the proxy caused is
-/// worded by [`crate::source::proxy::Proxy::explain`] (the git2 backend does the same).
-fn network_error(url: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
-    let chain = chain(e);
-    let reason = match crate::source::proxy::for_url(url) {
-        Some(proxy) => proxy
-            .explain(&chain)
-            .unwrap_or_else(|| super::summarise(&proxy.scrub(&chain))),
-        None => super::summarise(&chain),
-    };
-    format!("cannot fetch from {}: {reason}", refs::redact_url(url))
-}
-
-/// An error and its causes on one line, as [`crate::error::chain`] joins them, but with only
-/// the first line of each message, trimmed, and blank ones left out: a status sentence stays
-/// one line even when a gix message spans several.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::error::join(
-        crate::error::messages(e)
-            .map(|m| m.lines().next().unwrap_or("").trim().to_string())
-            .filter(|m| !m.is_empty()),
-    )
+/// A transport failure. Through a proxy, a failure that the proxy caused is told as the
+/// proxy's (the git2 backend does the same).
+fn network_error(url: &str, e: &(dyn std::error::Error + 'static)) -> GitError {
+    let proxy = crate::source::proxy::for_url(url);
+    GitError::new(url, error::classify(e, proxy.as_ref()))
 }
 
 /// One sync's credentials, set up for gix: config overrides (bearer header, CA file, the ssh
@@ -695,22 +673,21 @@ impl Session {
         credentials: super::auth::Credentials,
         url: &str,
         private_parent: &Path,
-    ) -> Result<Session, Failure> {
+    ) -> Result<Session, GitError> {
         let safe = refs::redact_url(url);
+        let fail = |problem: Problem| GitError::new(url, problem);
         let mut session = Session::anonymous();
         if credentials.client_tls.is_some() {
             if !url.to_ascii_lowercase().starts_with("https://") {
-                return Err(format!(
-                    "cannot fetch from {safe}: a client certificate (mutual TLS) needs an https URL"
-                ));
+                return Err(fail(Problem::ClientTlsNeedsHttps));
             }
             session.client_tls = credentials.client_tls.clone();
             session.ca_pem = credentials.ca_pem.clone();
         }
         if let Some((user, password)) = &credentials.basic {
-            let password = password.expose_str().ok_or_else(|| {
-                format!("cannot fetch from {safe}: the HTTPS password or token is not UTF-8 text")
-            })?;
+            let password = password
+                .expose_str()
+                .ok_or_else(|| fail(Problem::PasswordNotText))?;
             if url.to_ascii_lowercase().starts_with("http://") {
                 // gix only answers a 401 with credentials over https; over plain http (a
                 // LAN server, as git and Flux allow) they go preemptively as a header.
@@ -728,12 +705,7 @@ impl Session {
             let token = token
                 .expose_str()
                 .filter(|t| t.bytes().all(|b| b.is_ascii_graphic()))
-                .ok_or_else(|| {
-                    format!(
-                        "cannot fetch from {safe}: the bearer token has characters that cannot \
-                         go into an HTTP header"
-                    )
-                })?;
+                .ok_or_else(|| fail(Problem::BearerNotHeaderSafe))?;
             session
                 .overrides
                 .push(format!("http.extraHeader=Authorization: Bearer {token}"));
@@ -745,16 +717,20 @@ impl Session {
             } else {
                 std::env::temp_dir()
             };
-            fs::create_dir_all(&parent).map_err(|e| format!("cannot fetch from {safe}: {e}"))?;
-            let dir = super::auth::tempfile_dir(&parent)
-                .map_err(|e| format!("cannot fetch from {safe}: {e}"))?;
+            let local = |what: &str, e| {
+                let what = format!("cannot create {what} in {}", parent.display());
+                fail(error::local(Some(what), e))
+            };
+            fs::create_dir_all(&parent).map_err(|e| local("a directory", e))?;
+            let dir =
+                super::auth::tempfile_dir(&parent).map_err(|e| local("a private directory", e))?;
             session.dir = Some(dir);
         }
         let dir = session.dir.clone().unwrap_or_default();
-        let write = |name: &str, bytes: &[u8], mode: u32| -> Result<std::path::PathBuf, Failure> {
+        let write = |name: &str, bytes: &[u8], mode: u32| -> Result<std::path::PathBuf, GitError> {
             let path = dir.join(name);
             write_private(&path, bytes, mode)
-                .map_err(|e| format!("cannot fetch from {safe}: cannot write {name}: {e}"))?;
+                .map_err(|e| fail(error::local(Some(format!("cannot write {name}")), e)))?;
             Ok(path)
         };
         if let Some(pem) = &credentials.ca_pem {
@@ -826,57 +802,40 @@ impl Session {
     }
 
     /// Put the overrides into `repo`'s in-memory configuration.
-    pub fn apply(&self, repo: &mut gix::Repository, url: &str) -> Result<(), Failure> {
+    pub fn apply(&self, repo: &mut gix::Repository, url: &str) -> Result<(), GitError> {
         if self.overrides.is_empty() {
             return Ok(());
         }
         let mut config = repo.config_snapshot_mut();
         // The error would quote the value, which may be a token: say only what failed.
+        let not_applied = |_| GitError::new(url, Problem::CredentialsNotApplied);
         config
             .append_config(
                 self.overrides.iter().map(String::as_str),
                 gix::config::Source::Api,
             )
-            .map_err(|_| {
-                format!(
-                    "cannot fetch from {}: the credentials could not be applied to the git \
-                     configuration",
-                    refs::redact_url(url)
-                )
-            })?;
-        config.commit().map_err(|_| {
-            format!(
-                "cannot fetch from {}: the credentials could not be applied to the git \
-                 configuration",
-                refs::redact_url(url)
-            )
-        })?;
+            .map_err(not_applied)?;
+        config.commit().map_err(not_applied)?;
         Ok(())
     }
 
     /// A network error, worded from what ssh logged when there is an ssh log.
-    fn failure(&self, url: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
+    fn failure(&self, url: &str, e: &(dyn std::error::Error + 'static)) -> GitError {
         if let Some(ssh) = &self.ssh {
             let log = fs::read_to_string(&ssh.log).unwrap_or_default();
-            if let Some(reason) = ssh_failure(&log, &ssh.host) {
-                return format!("cannot fetch from {}: {reason}", refs::redact_url(url));
+            if let Some(cause) = untyped::ssh_log(&log, &ssh.host) {
+                return GitError::new(url, cause);
             }
             let remote = fs::read_to_string(&ssh.remote_stderr).unwrap_or_default();
             if let Some(said) = remote.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
-                return format!(
-                    "cannot fetch from {}: {}",
-                    refs::redact_url(url),
-                    super::summarise(said)
-                );
+                return GitError::new(url, untyped::remote_stderr(said));
             }
         }
-        let mut failure = network_error(url, e);
-        for (_, secret) in self.basic.iter() {
-            if !secret.is_empty() {
-                failure = failure.replace(secret.as_str(), "<redacted>");
-            }
+        let failure = network_error(url, e);
+        match &self.basic {
+            Some((_, secret)) => failure.scrub(secret),
+            None => failure,
         }
-        failure
     }
 }
 
@@ -914,63 +873,6 @@ fn known_hosts_name(url: &str) -> String {
     }
 }
 
-/// The reason an ssh connection failed, from ssh's debug log; `None` when the log does not
-/// say (the transport's own error is used then).
-pub fn ssh_failure(log: &str, host: &str) -> Option<String> {
-    // "debug1: Server host key: ssh-ed25519 SHA256:..."
-    let offered = log.lines().find_map(|l| {
-        l.split_once("Server host key: ")
-            .map(|(_, k)| k.trim().to_string())
-    });
-    let offered = offered.unwrap_or_else(|| "an unknown key".into());
-    if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-        return Some(format!(
-            "the host key of {host} has changed: the server offered {offered}, which does not \
-             match the known hosts (update knownHosts if the change is expected)"
-        ));
-    }
-    if log.contains("Host key verification failed") || log.contains("host key is known for") {
-        return Some(format!(
-            "the host key of {host} is not in the known hosts: the server offered {offered} \
-             (add it to knownHosts after checking the fingerprint)"
-        ));
-    }
-    if log.contains("incorrect passphrase") || log.contains("bad passphrase") {
-        return Some("the SSH private key could not be decrypted: wrong passphrase".into());
-    }
-    if log.contains("invalid format") || log.contains("error in libcrypto") {
-        return Some(
-            "the SSH private key could not be loaded (invalid format or corrupt key)".into(),
-        );
-    }
-    if log.contains("Permission denied") {
-        // The server would take the key, but ssh could not use it: it is encrypted.
-        return Some(if log.contains("Server accepts key") {
-            if log.contains("read_passphrase") {
-                "the SSH private key could not be decrypted: wrong passphrase".into()
-            } else {
-                "the SSH private key is encrypted and no passphrase was given (sshPassphrase)"
-                    .into()
-            }
-        } else {
-            format!(
-                "{host} refused the SSH key (permission denied): add its public key to the \
-                 repository as a deploy key"
-            )
-        });
-    }
-    if log.contains("Connection refused") {
-        return Some("connection refused, is the server running?".into());
-    }
-    if log.contains("Could not resolve hostname") {
-        return Some("host name could not be resolved".into());
-    }
-    if log.contains("Connection timed out") {
-        return Some("connection timed out".into());
-    }
-    None
-}
-
 /// Mutual TLS for smart HTTP. gix's curl transport cannot present a client certificate, so a
 /// source that has one talks HTTP/1.1 through this small client instead: OpenSSL with the
 /// certificate, key and CA of the source, one connection per request (`Connection: close`).
@@ -978,8 +880,11 @@ pub fn ssh_failure(log: &str, host: &str) -> Option<String> {
 /// Responses are read whole into memory before gix sees them, which is fine for the
 /// advertisement and negotiation and costs the pack's size in memory for a fetch. A proxy
 /// chosen by [`crate::source::proxy`] is used through a CONNECT tunnel, as curl does for https.
-mod mtls {
+pub mod mtls {
     use super::{Watch, WatchedSocket};
+    use crate::source::git::error::{
+        CertificateRejected, HttpStatus, Kind, ProxyUnreachable, TunnelRefused, Unresolvable,
+    };
     use crate::source::proxy::Proxy;
     use gix::protocol::transport::client::blocking_io::http::{
         GetResponse, Http, Options, PostBodyDataKind, PostResponse,
@@ -990,6 +895,38 @@ mod mtls {
     use std::io::{self, BufRead, Cursor, Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     use std::sync::{Arc, Mutex};
+
+    /// Why the client certificate, its key or the CA could not be set up.
+    #[derive(Debug, thiserror::Error)]
+    pub enum SetupError {
+        #[error("cannot set up TLS: {0}")]
+        Tls(#[source] openssl::error::ErrorStack),
+        #[error("the client certificate (tls.crt) is not PEM")]
+        CertificateNotPem,
+        #[error("the client certificate (tls.crt) is empty")]
+        CertificateEmpty,
+        #[error("the client certificate (tls.crt) cannot be used")]
+        CertificateUnusable,
+        #[error("the client certificate chain cannot be used")]
+        ChainUnusable,
+        #[error("the client key (tls.key) is not a PEM private key")]
+        KeyNotPem,
+        #[error("the client key (tls.key) does not belong to the client certificate")]
+        KeyMismatch,
+        #[error("the CA certificate is not PEM")]
+        CaNotPem,
+        #[error("{0}")]
+        CaUnusable(#[source] openssl::error::ErrorStack),
+    }
+
+    impl SetupError {
+        pub fn kind(&self) -> Kind {
+            match self {
+                SetupError::Tls(_) | SetupError::CaNotPem | SetupError::CaUnusable(_) => Kind::Tls,
+                _ => Kind::Auth,
+            }
+        }
+    }
 
     pub struct Client<'i> {
         /// `None`: plain http (through a proxy).
@@ -1009,44 +946,38 @@ mod mtls {
             ca_pem: Option<&[u8]>,
             proxy: Option<Proxy>,
             watch: Watch<'i>,
-        ) -> Result<Client<'i>, String> {
-            let mut builder = SslConnector::builder(SslMethod::tls_client())
-                .map_err(|e| format!("cannot set up TLS: {e}"))?;
-            let chain = X509::stack_from_pem(cert_pem)
-                .map_err(|_| "the client certificate (tls.crt) is not PEM".to_string())?;
+        ) -> Result<Client<'i>, SetupError> {
+            let mut builder =
+                SslConnector::builder(SslMethod::tls_client()).map_err(SetupError::Tls)?;
+            let chain =
+                X509::stack_from_pem(cert_pem).map_err(|_| SetupError::CertificateNotPem)?;
             let mut chain = chain.into_iter();
-            let leaf = chain
-                .next()
-                .ok_or_else(|| "the client certificate (tls.crt) is empty".to_string())?;
+            let leaf = chain.next().ok_or(SetupError::CertificateEmpty)?;
             builder
                 .set_certificate(&leaf)
-                .map_err(|_| "the client certificate (tls.crt) cannot be used".to_string())?;
+                .map_err(|_| SetupError::CertificateUnusable)?;
             for extra in chain {
                 builder
                     .add_extra_chain_cert(extra)
-                    .map_err(|_| "the client certificate chain cannot be used".to_string())?;
+                    .map_err(|_| SetupError::ChainUnusable)?;
             }
             let key = openssl::pkey::PKey::private_key_from_pem(key_pem)
-                .map_err(|_| "the client key (tls.key) is not a PEM private key".to_string())?;
+                .map_err(|_| SetupError::KeyNotPem)?;
             builder
                 .set_private_key(&key)
                 // OpenSSL refuses a key here when it does not match the certificate.
-                .map_err(|_| {
-                    "the client key (tls.key) does not belong to the client certificate".to_string()
-                })?;
-            builder.check_private_key().map_err(|_| {
-                "the client key (tls.key) does not belong to the client certificate".to_string()
-            })?;
+                .map_err(|_| SetupError::KeyMismatch)?;
+            builder
+                .check_private_key()
+                .map_err(|_| SetupError::KeyMismatch)?;
             if let Some(ca) = ca_pem {
-                let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-                for cert in X509::stack_from_pem(ca)
-                    .map_err(|_| "the CA certificate is not PEM".to_string())?
-                {
-                    store.add_cert(cert).map_err(|e| e.to_string())?;
+                let mut store = X509StoreBuilder::new().map_err(SetupError::CaUnusable)?;
+                for cert in X509::stack_from_pem(ca).map_err(|_| SetupError::CaNotPem)? {
+                    store.add_cert(cert).map_err(SetupError::CaUnusable)?;
                 }
                 builder
                     .set_verify_cert_store(store.build())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(SetupError::CaUnusable)?;
             }
             Ok(Client {
                 connector: Some(Arc::new(builder.build())),
@@ -1163,8 +1094,25 @@ mod mtls {
         }
     }
 
-    /// A response's header block and body, or the failure (kind and message).
-    type Exchange = Result<(Vec<u8>, Vec<u8>), (io::ErrorKind, String)>;
+    /// A response's header block and body, or the failure, shared: both parts report it.
+    type Exchange = Result<(Vec<u8>, Vec<u8>), Arc<io::Error>>;
+
+    /// One failed exchange, reported again by each part that reads it; its `source()` is the
+    /// original error, so that its typed payload (a status, say) can still be found.
+    #[derive(Debug)]
+    struct Shared(Arc<io::Error>);
+
+    impl std::fmt::Display for Shared {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+
+    impl std::error::Error for Shared {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
 
     struct Pending<'i> {
         watch: Watch<'i>,
@@ -1193,12 +1141,12 @@ mod mtls {
                         body,
                         self.watch,
                     )
-                    .map_err(|e| (e.kind(), e.to_string())),
+                    .map_err(Arc::new),
                 );
             }
             match self.result.as_ref().expect("set above") {
                 Ok(_) => Ok(()),
-                Err((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+                Err(e) => Err(io::Error::new(e.kind(), Shared(e.clone()))),
             }
         }
     }
@@ -1307,12 +1255,19 @@ mod mtls {
                     None => connect(host, port, watch)?,
                 };
                 let tls = connector.connect(host, tcp).map_err(|e| {
-                    let text = e.to_string();
-                    io::Error::other(if text.contains("certificate verify failed") {
-                        format!("SSL certificate problem: {text}")
+                    // A failed verification is OpenSSL's verify result, not the handshake's
+                    // text: the typed form of "certificate verify failed".
+                    let rejected = match &e {
+                        openssl::ssl::HandshakeError::Failure(mid) => {
+                            mid.ssl().verify_result() != openssl::x509::X509VerifyResult::OK
+                        }
+                        _ => false,
+                    };
+                    if rejected {
+                        io::Error::other(CertificateRejected(e.to_string()))
                     } else {
-                        format!("TLS handshake failed: {text}")
-                    })
+                        io::Error::other(format!("TLS handshake failed: {e}"))
+                    }
                 })?;
                 (Box::new(tls), format!("{method} {path} HTTP/1.1\r\n"))
             }
@@ -1373,10 +1328,7 @@ mod mtls {
             } else {
                 io::ErrorKind::Other
             };
-            return Err(io::Error::new(
-                kind,
-                format!("Received HTTP status {status}"),
-            ));
+            return Err(io::Error::new(kind, HttpStatus(status)));
         }
         let header = |name: &str| {
             head.split("\r\n").skip(1).find_map(|l| {
@@ -1408,10 +1360,12 @@ mod mtls {
 
     /// A TCP connection to `host:port` that gives up when `watch` says so.
     fn connect<'i>(host: &str, port: u16, watch: Watch<'i>) -> io::Result<WatchedSocket<'i>> {
+        let unresolvable = || io::Error::other(Unresolvable(host.to_string()));
         let address = (host, port)
-            .to_socket_addrs()?
+            .to_socket_addrs()
+            .map_err(|_| unresolvable())?
             .next()
-            .ok_or_else(|| io::Error::other(format!("could not resolve {host}")))?;
+            .ok_or_else(unresolvable)?;
         let tcp = TcpStream::connect_timeout(&address, super::CONNECT_LIMIT)?;
         WatchedSocket::new(tcp, watch)
     }
@@ -1434,10 +1388,13 @@ mod mtls {
         let (host, port) = proxy
             .address()
             .ok_or_else(|| io::Error::other(format!("invalid proxy URL {}", proxy.redacted())))?;
-        connect(&host, port, watch).map_err(|e| {
+        connect(&host, port, watch).map_err(|source| {
             io::Error::new(
-                e.kind(),
-                format!("cannot connect to the proxy {}: {e}", proxy.redacted()),
+                source.kind(),
+                ProxyUnreachable {
+                    proxy: proxy.redacted(),
+                    source,
+                },
             )
         })
     }
@@ -1493,9 +1450,7 @@ mod mtls {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| io::Error::other("the proxy's answer to CONNECT is not HTTP"))?;
         if !(200..300).contains(&status) {
-            return Err(io::Error::other(format!(
-                "proxy answered the CONNECT with HTTP {status}"
-            )));
+            return Err(io::Error::other(TunnelRefused(status)));
         }
         Ok(tcp)
     }

@@ -64,7 +64,7 @@ pub struct Range {
 }
 
 /// The text always comes along so that the message can be shown on its own.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid semver range {range:?}: {reason}")]
 pub struct RangeError {
     pub range: String,
