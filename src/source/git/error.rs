@@ -467,6 +467,12 @@ fn typed(e: &(dyn Error + 'static), proxy: Option<&Proxy>) -> Option<Cause> {
     {
         return Some(Cause::Unauthorized);
     }
+    // gix refuses to answer a 401 with credentials over plain http: the server wanted some.
+    if let Some(gix::protocol::transport::client::Error::AuthenticationRefused(_)) =
+        e.downcast_ref::<gix::protocol::transport::client::Error>()
+    {
+        return Some(Cause::Unauthorized);
+    }
     if let Some(HttpStatus(status)) = e.downcast_ref::<HttpStatus>() {
         if *status == 407 {
             return proxy.map(|p| proxy_cause(p, ProxyFailure::RequiresAuth));
@@ -554,6 +560,11 @@ pub fn classify_git2(e: &git2::Error, proxy: Option<&Proxy>) -> Cause {
     }
     if e.code() == ErrorCode::Certificate {
         return Cause::Certificate;
+    }
+    // A file:// URL whose directory holds no repository: libgit2 reports it with the
+    // generic code of its repository class.
+    if e.class() == ErrorClass::Repository && untyped::libgit2_no_repository(message) {
+        return Cause::NotARepository;
     }
     if let Some(cause) = untyped::cause(message, proxy) {
         return cause;
@@ -653,11 +664,17 @@ pub mod untyped {
         })
     }
 
-    /// libgit2 reports a proxy's 407 with the same code as a server's 401 (`GIT_EAUTH`).
+    /// libgit2 reports a proxy's 407 with the same code as a server's 401 (`GIT_EAUTH`):
+    /// "proxy authentication required but no callback set", "proxy requires authentication
+    /// that we do not support".
     pub fn libgit2_proxy_auth(message: &str) -> bool {
-        message
-            .to_ascii_lowercase()
-            .contains("proxy requires authentication")
+        let lower = message.to_ascii_lowercase();
+        lower.contains("proxy authentication") || lower.contains("proxy requires authentication")
+    }
+
+    /// libgit2 tells a missing repository (`could not find repository at ...`) only in words.
+    pub fn libgit2_no_repository(message: &str) -> bool {
+        message.starts_with("could not find repository")
     }
 
     /// libgit2's TLS class covers handshake and certificate failures alike.

@@ -320,9 +320,11 @@ impl Backend {
         let key_load = self.key_load.take().filter(|_| {
             error.class() == git2::ErrorClass::Ssh && untyped::libssh2_key_load(error.message())
         });
+        let classified =
+            || error::classify_git2(&error, crate::source::proxy::for_url(url).as_ref());
         let cause = match self.reason.take().or(key_load) {
             Some(reason) => reason,
-            None => error::classify_git2(&error, crate::source::proxy::for_url(url).as_ref()),
+            None => classified(),
         };
         GitError::new(url, cause)
     }
