@@ -570,8 +570,12 @@ impl Engine {
         let scratch = self.state_dir.scratch(&c.name).map_err(|e| e.to_string())?;
         let (revision, snapshot) = match source
             .fetch(previous, scratch.path().to_path_buf(), interrupt)
-            .map_err(|e| e.to_string())?
-        {
+            .map_err(|e| {
+                // The kind, not the sentence, says whether waiting can help; the backoff is
+                // the same either way for now, so it is only recorded.
+                tracing::debug!(source = %c.name, retryable = e.retryable(), "fetch failed");
+                e.to_string()
+            })? {
             FetchOutcome::Unchanged => return Ok(None),
             FetchOutcome::Fetched { revision, snapshot } => (revision, snapshot),
         };
