@@ -121,11 +121,9 @@ impl fmt::Debug for SecretBytes {
 
 impl Drop for SecretBytes {
     fn drop(&mut self) {
-        for byte in self.0.iter_mut() {
-            // SAFETY: a volatile write to a valid, exclusively borrowed byte; it keeps the
-            // compiler from dropping the wipe as a dead store.
-            unsafe { std::ptr::write_volatile(byte, 0) };
-        }
+        // `zeroize` wipes the spare capacity too, in a way the compiler cannot drop as a dead
+        // store.
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -495,11 +493,16 @@ pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, KeyError> {
         path: parent.to_path_buf(),
         source,
     })?;
-    let scratch = tempfile_dir(parent).map_err(|source| KeyError::CreateDir {
-        path: parent.to_path_buf(),
-        source,
-    })?;
-    let temp_key = scratch.join("key");
+    // ssh-keygen writes both halves next to each other: in a private scratch directory,
+    // removed on drop, before they are moved into place atomically.
+    let scratch = tempfile::Builder::new()
+        .prefix(".gitopsd-keygen-")
+        .tempdir_in(parent)
+        .map_err(|source| KeyError::CreateDir {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    let temp_key = scratch.path().join("key");
     let comment = format!(
         "gitopsd:{}",
         path.strip_prefix(parent.parent().and_then(Path::parent).unwrap_or(parent))
@@ -534,7 +537,7 @@ pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, KeyError> {
         })?;
         Ok(private)
     });
-    let _ = fs::remove_dir_all(&scratch);
+    drop(scratch);
     if written.is_ok() {
         tracing::info!(key = %path.display(), "generated an ssh key pair; add the public key as a deploy key");
     }
@@ -606,33 +609,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// A private (0700) directory for one sync's files, below `parent`.
-pub fn tempfile_dir(parent: &Path) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    for _ in 0..16 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = parent.join(format!(
-            ".gitopsd-auth-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        match fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        "no unused name for a private directory",
-    ))
 }
 
 /// Strict standard base64 (with or without padding; whitespace and line breaks ignored), as

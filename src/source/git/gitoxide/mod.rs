@@ -194,7 +194,7 @@ fn connect<'a, 'r, 'i>(
             transport
                 .set_identity(gix::sec::identity::Account {
                     username: username.clone(),
-                    password: password.clone(),
+                    password: password.to_string(),
                     oauth_refresh_token: None,
                 })
                 .map_err(|e| GitError::new(url, error::classify(&e, proxy.as_ref())))?;
@@ -228,7 +228,7 @@ fn connect<'a, 'r, 'i>(
 /// Always our own callback: gix's default would run the machine's git credential helpers and
 /// could prompt, which a daemon must never do.
 fn credentials_callback(
-    basic: Option<(String, String)>,
+    basic: Option<(String, zeroize::Zeroizing<String>)>,
 ) -> impl FnMut(
     gix::credentials::helper::Action,
 ) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
@@ -239,7 +239,7 @@ fn credentials_callback(
                 Ok(Some(gix::credentials::protocol::Outcome {
                     identity: gix::sec::identity::Account {
                         username: username.clone(),
-                        password: password.clone(),
+                        password: password.to_string(),
                         oauth_refresh_token: None,
                     },
                     next: NextAction::from(context),

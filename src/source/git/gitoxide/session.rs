@@ -5,22 +5,24 @@
 use crate::source::git::error::{self, untyped, GitError, Problem};
 use crate::source::git::refs;
 use std::fs;
-use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use zeroize::Zeroizing;
 
 /// One sync's credentials, set up for gix: config overrides (bearer header, CA file, the ssh
 /// program), the basic-auth identity for the credentials callback, and the private files the
 /// `ssh` program reads. The files live in a 0700 directory removed on drop.
 pub struct Session {
-    pub(super) basic: Option<(String, String)>,
+    pub(super) basic: Option<(String, Zeroizing<String>)>,
     /// Mutual TLS: certificate and key, with the CA to trust; served by [`super::mtls`].
     pub(super) client_tls: Option<(Vec<u8>, crate::source::git::auth::SecretBytes)>,
     pub(super) ca_pem: Option<Vec<u8>>,
     /// `key=value` config overrides, applied in memory only (never written to the cache's
     /// config file). May hold a token: never logged, and errors about them are generic.
-    overrides: Vec<String>,
+    overrides: Vec<Zeroizing<String>>,
     pub(super) ssh: Option<SshSession>,
-    dir: Option<std::path::PathBuf>,
+    /// 0700, removed when the session is dropped.
+    dir: Option<tempfile::TempDir>,
 }
 
 pub(super) struct SshSession {
@@ -33,14 +35,6 @@ pub(super) struct SshSession {
     pub(super) remote_stderr: std::path::PathBuf,
     /// `host` or `[host]:port`, as known_hosts writes it.
     pub(super) host: String,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = fs::remove_dir_all(dir);
-        }
-    }
 }
 
 impl Session {
@@ -82,21 +76,19 @@ impl Session {
                 tracing::warn!(url = %safe, "sending basic-auth credentials over plain http");
                 use openssl::base64::encode_block;
                 let pair = format!("{user}:{password}");
-                session.overrides.push(format!(
+                session.set(format!(
                     "http.extraHeader=Authorization: Basic {}",
                     encode_block(pair.as_bytes())
                 ));
             }
-            session.basic = Some((user.clone(), password.to_string()));
+            session.basic = Some((user.clone(), Zeroizing::new(password.to_string())));
         }
         if let Some(token) = &credentials.bearer {
             let token = token
                 .expose_str()
                 .filter(|t| t.bytes().all(|b| b.is_ascii_graphic()))
                 .ok_or_else(|| fail(Problem::BearerNotHeaderSafe))?;
-            session
-                .overrides
-                .push(format!("http.extraHeader=Authorization: Bearer {token}"));
+            session.set(format!("http.extraHeader=Authorization: Bearer {token}"));
         }
         let needs_dir = credentials.ca_pem.is_some() || credentials.ssh.is_some();
         if needs_dir {
@@ -110,30 +102,36 @@ impl Session {
                 fail(error::local(Some(what), e))
             };
             fs::create_dir_all(&parent).map_err(|e| local("a directory", e))?;
-            let dir = crate::source::git::auth::tempfile_dir(&parent)
+            let dir = tempfile::Builder::new()
+                .prefix(".gitopsd-auth-")
+                .permissions(fs::Permissions::from_mode(0o700))
+                .tempdir_in(&parent)
                 .map_err(|e| local("a private directory", e))?;
             session.dir = Some(dir);
         }
-        let dir = session.dir.clone().unwrap_or_default();
+        let dir = session
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        // Written 0600 and atomically; the scripts are then made executable (0700).
         let write = |name: &str, bytes: &[u8], mode: u32| -> Result<std::path::PathBuf, GitError> {
             let path = dir.join(name);
-            write_private(&path, bytes, mode)
+            crate::atomic::write_private(&path, bytes)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
                 .map_err(|e| fail(error::local(Some(format!("cannot write {name}")), e)))?;
             Ok(path)
         };
         if let Some(pem) = &credentials.ca_pem {
             let path = write("ca.pem", pem, 0o600)?;
-            session
-                .overrides
-                .push(format!("http.sslCAInfo={}", path.display()));
+            session.set(format!("http.sslCAInfo={}", path.display()));
         }
         if let Some(ssh) = &credentials.ssh {
-            let mut key = ssh.private_key.expose().to_vec();
+            let mut key = Zeroizing::new(ssh.private_key.expose().to_vec());
             if !key.ends_with(b"\n") {
                 key.push(b'\n'); // ssh refuses a key file without the final newline
             }
             let key_path = write("identity", &key, 0o600)?;
-            key.iter_mut().for_each(|b| *b = 0);
             let known_hosts = write("known_hosts", ssh.known_hosts.as_bytes(), 0o600)?;
             let log = dir.join("ssh.log");
             let mut script = String::from("#!/bin/sh\n");
@@ -175,10 +173,8 @@ impl Session {
             }
             script.push_str(&format!("exec ssh {} \"$@\"\n", options.join(" ")));
             let wrapper = write("ssh", script.as_bytes(), 0o700)?;
-            session
-                .overrides
-                .push(format!("core.sshCommand={}", wrapper.display()));
-            session.overrides.push("ssh.variant=ssh".into());
+            session.set(format!("core.sshCommand={}", wrapper.display()));
+            session.set("ssh.variant=ssh");
             session.ssh = Some(SshSession {
                 program: wrapper,
                 log,
@@ -187,6 +183,11 @@ impl Session {
             });
         }
         Ok(session)
+    }
+
+    /// Add a `key=value` override.
+    fn set(&mut self, setting: impl Into<String>) {
+        self.overrides.push(Zeroizing::new(setting.into()));
     }
 
     /// Put the overrides into `repo`'s in-memory configuration.
@@ -199,7 +200,7 @@ impl Session {
         let not_applied = |_| GitError::new(url, Problem::CredentialsNotApplied);
         config
             .append_config(
-                self.overrides.iter().map(String::as_str),
+                self.overrides.iter().map(|o| o.as_str()),
                 gix::config::Source::Api,
             )
             .map_err(not_applied)?;
@@ -221,7 +222,7 @@ impl Session {
         }
         let failure = super::network_error(url, e);
         match &self.basic {
-            Some((_, secret)) => failure.scrub(secret),
+            Some((_, secret)) => failure.scrub(secret.as_str()),
             None => failure,
         }
     }
@@ -234,17 +235,6 @@ fn is_shell_safe(path: &Path) -> bool {
         p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
     })
-}
-
-fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 /// `host`, or `[host]:port` for a port other than 22: how known_hosts names the server.
