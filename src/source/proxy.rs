@@ -61,28 +61,28 @@ impl Proxy {
         self.variable
     }
 
-    /// The URL without user and password, for messages and logs.
+    /// The URL without user and password, for messages and logs. (A port equal to the
+    /// scheme's default is left out, as the `url` crate writes URLs.)
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            return self.url.clone();
+        let Ok(mut url) = url::Url::parse(&self.url) else {
+            // Not a URL at all: nothing in it can be told apart as a password.
+            return "<invalid proxy URL>".to_string();
         };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        let host = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
-        format!("{scheme}://{host}{}", &rest[authority_end..])
-            .trim_end_matches('/')
-            .to_string()
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.as_str().trim_end_matches('/').to_string()
     }
 
     /// The user and password in the proxy URL, percent-decoded.
     pub fn credentials(&self) -> Option<(String, String)> {
-        let rest = self.url.split_once("://")?.1;
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let (userinfo, _) = authority.rsplit_once('@')?;
-        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        Some((percent_decode(user), percent_decode(password)))
+        let url = url::Url::parse(&self.url).ok()?;
+        if url.username().is_empty() && url.password().is_none() {
+            return None;
+        }
+        Some((
+            percent_decode(url.username()),
+            percent_decode(url.password().unwrap_or("")),
+        ))
     }
 
     /// `host:port` of the proxy itself (the port is always in the URL, see
@@ -100,12 +100,9 @@ impl Proxy {
             if !password.is_empty() {
                 out = out.replace(&password, "<redacted>");
             }
-            let raw = self
-                .url
-                .split_once("://")
-                .and_then(|(_, rest)| rest.rsplit_once('@'))
-                .and_then(|(userinfo, _)| userinfo.split_once(':'))
-                .map(|(_, raw)| raw.to_string())
+            let raw = url::Url::parse(&self.url)
+                .ok()
+                .and_then(|u| u.password().map(str::to_string))
                 .unwrap_or_default();
             if !raw.is_empty() {
                 out = out.replace(&raw, "<redacted>");
@@ -191,6 +188,9 @@ pub fn for_url_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<P
 /// A proxy URL every client reads the same way: `http://` when it has no scheme, and the port
 /// curl assumes when it has none (1080, or 443 for an https proxy), since libgit2 and reqwest
 /// would take the scheme's default (80) instead.
+///
+/// Edited as text, not through the `url` crate: it leaves a scheme's default port out when it
+/// writes a URL (`https://p:443` becomes `https://p/`), and the point here is to write it.
 fn normalise_proxy_url(value: String) -> String {
     let url = if value.contains("://") {
         value
@@ -288,41 +288,15 @@ fn split_entry_port(entry: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// An IP address or `address/bits` network against an IP host.
+/// An IP address or `address/bits` network against an IP host. A network with more bits
+/// than its address has never matches, as curl treats `/33` on IPv4.
 fn ip_matches(pattern: &str, ip: IpAddr) -> bool {
-    let (address, bits) = match pattern.split_once('/') {
-        Some((address, bits)) => match bits.parse::<u32>() {
-            Ok(bits) => (address, Some(bits)),
-            Err(_) => return false,
-        },
-        None => (pattern, None),
-    };
-    let Ok(network) = address.parse::<IpAddr>() else {
-        return false;
-    };
-    match (network, ip) {
-        (IpAddr::V4(network), IpAddr::V4(ip)) => {
-            prefix_matches(&network.octets(), &ip.octets(), bits.unwrap_or(32))
-        }
-        (IpAddr::V6(network), IpAddr::V6(ip)) => {
-            prefix_matches(&network.octets(), &ip.octets(), bits.unwrap_or(128))
-        }
-        _ => false,
+    if pattern.contains('/') {
+        return pattern
+            .parse::<ipnet::IpNet>()
+            .is_ok_and(|network| network.contains(&ip));
     }
-}
-
-/// Whether the first `bits` bits of two addresses agree (more bits than the address has
-/// never match, as curl treats `/33` on IPv4).
-fn prefix_matches(network: &[u8], ip: &[u8], bits: u32) -> bool {
-    if bits as usize > network.len() * 8 {
-        return false;
-    }
-    let whole = (bits / 8) as usize;
-    let rest = bits % 8;
-    if network[..whole] != ip[..whole] {
-        return false;
-    }
-    rest == 0 || (network[whole] ^ ip[whole]) & (0xffu8 << (8 - rest)) == 0
+    pattern.parse::<IpAddr>().is_ok_and(|address| address == ip)
 }
 
 /// Scheme, host and port of a URL (default ports for http and https).
@@ -334,53 +308,27 @@ struct Target {
 
 impl Target {
     fn parse(url: &str) -> Option<Target> {
-        let (scheme, rest) = url.split_once("://")?;
-        let scheme = scheme.to_ascii_lowercase();
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let authority = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            let (host, rest) = inner.split_once(']')?;
-            (host, rest.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
+        let parsed = url::Url::parse(url).ok()?;
+        // Without brackets, as `NO_PROXY` entries and socket addresses write IPv6.
+        let host = match parsed.host()? {
+            url::Host::Domain(name) => name.to_string(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
         };
-        let port = match port {
-            Some(port) => port.parse().ok()?,
-            None => match scheme.as_str() {
-                "https" => 443,
-                _ => 80,
-            },
-        };
+        let port = parsed.port_or_known_default().unwrap_or(80);
         (!host.is_empty()).then(|| Target {
-            scheme,
-            host: host.to_string(),
+            scheme: parsed.scheme().to_string(),
+            host,
             port,
         })
     }
 }
 
+/// `text` with `%XX` escapes decoded (invalid UTF-8 replaced).
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// An object store's sentence for a failed request to `url`, reworded when the proxy that
