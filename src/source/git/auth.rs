@@ -78,7 +78,7 @@ pub enum KeyError {
     #[error("the generated key {} is unreadable; delete it to generate a new one", path.display())]
     Unreadable { path: PathBuf },
     #[error("cannot generate an SSH key: {0}")]
-    Generate(String),
+    Generate(#[source] ssh_key::Error),
 }
 
 /// Secret bytes: never printed, zeroed on drop.
@@ -484,7 +484,7 @@ pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, KeyError> {
     if let Ok(bytes) = fs::read(path) {
         if !pub_path(path).exists() {
             // Only the public half was lost (or never written): derive it again.
-            write_public_key(path)?;
+            write_public_key(path, &bytes)?;
         }
         return Ok(SecretBytes::new(bytes));
     }
@@ -493,55 +493,35 @@ pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, KeyError> {
         path: parent.to_path_buf(),
         source,
     })?;
-    // ssh-keygen writes both halves next to each other: in a private scratch directory,
-    // removed on drop, before they are moved into place atomically.
-    let scratch = tempfile::Builder::new()
-        .prefix(".gitopsd-keygen-")
-        .tempdir_in(parent)
-        .map_err(|source| KeyError::CreateDir {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    let temp_key = scratch.path().join("key");
     let comment = format!(
         "gitopsd:{}",
         path.strip_prefix(parent.parent().and_then(Path::parent).unwrap_or(parent))
             .unwrap_or(path)
             .display()
     );
-    let output = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f"])
-        .arg(&temp_key)
-        .output();
-    let result = match output {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(KeyError::Generate(format!(
-            "ssh-keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
-        Err(e) => Err(KeyError::Generate(format!(
-            "cannot run ssh-keygen (install openssh-client): {}",
-            io_reason(&e)
-        ))),
-    };
-    let written = result.and_then(|()| {
-        let unreadable = |_| KeyError::Unreadable {
-            path: temp_key.clone(),
-        };
-        let private = SecretBytes::new(fs::read(&temp_key).map_err(unreadable)?);
-        let public = fs::read(temp_key.with_extension("pub")).map_err(unreadable)?;
-        write_private(path, private.expose())?;
-        crate::atomic::write(&pub_path(path), &public).map_err(|source| KeyError::Write {
-            path: pub_path(path),
-            source,
-        })?;
-        Ok(private)
-    });
-    drop(scratch);
-    if written.is_ok() {
-        tracing::info!(key = %path.display(), "generated an ssh key pair; add the public key as a deploy key");
-    }
-    written
+    let mut key =
+        ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .map_err(KeyError::Generate)?;
+    key.set_comment(comment);
+    let private = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(KeyError::Generate)?;
+    let public = public_line(&key)?;
+    // The private half first: a key without its public half is repaired above, the other way
+    // round would be a public key nobody holds.
+    write_private(path, private.as_bytes())?;
+    crate::atomic::write(&pub_path(path), public.as_bytes()).map_err(|source| KeyError::Write {
+        path: pub_path(path),
+        source,
+    })?;
+    tracing::info!(key = %path.display(), "generated an ssh key pair; add the public key as a deploy key");
+    Ok(SecretBytes::new(private.as_bytes().to_vec()))
+}
+
+/// The `authorized_keys` line of `key`'s public half, with its comment.
+fn public_line(key: &ssh_key::PrivateKey) -> Result<String, KeyError> {
+    let line = key.public_key().to_openssh().map_err(KeyError::Generate)?;
+    Ok(format!("{line}\n"))
 }
 
 /// Where a configuration's generated key lives: `<stateDir>/keys/<namespace>/<name>`, given
@@ -582,25 +562,19 @@ pub fn generated_public_key(path: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn write_public_key(path: &Path) -> Result<(), KeyError> {
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-y", "-P", "", "-f"])
-        .arg(path)
-        .output()
-        .map_err(|e| {
-            KeyError::Generate(format!(
-                "cannot run ssh-keygen (install openssh-client): {}",
-                io_reason(&e)
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(KeyError::Unreadable {
-            path: path.to_path_buf(),
-        });
+fn write_public_key(path: &Path, private: &[u8]) -> Result<(), KeyError> {
+    let unreadable = || KeyError::Unreadable {
+        path: path.to_path_buf(),
+    };
+    let key = ssh_key::PrivateKey::from_openssh(private).map_err(|_| unreadable())?;
+    if key.is_encrypted() {
+        return Err(unreadable());
     }
-    crate::atomic::write(&pub_path(path), &out.stdout).map_err(|source| KeyError::Write {
-        path: pub_path(path),
-        source,
+    crate::atomic::write(&pub_path(path), public_line(&key)?.as_bytes()).map_err(|source| {
+        KeyError::Write {
+            path: pub_path(path),
+            source,
+        }
     })
 }
 
