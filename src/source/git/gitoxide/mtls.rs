@@ -5,6 +5,14 @@
 //! Responses are read whole into memory before gix sees them, which is fine for the
 //! advertisement and negotiation and costs the pack's size in memory for a fetch. A proxy
 //! chosen by [`crate::source::proxy`] is used through a CONNECT tunnel, as curl does for https.
+//!
+//! Why not gix's reqwest transport, which streams and can present a client identity (through
+//! its `configure_client` hook): gix builds one HTTP backend, and curl is the one every other
+//! http(s) source uses, so reqwest would be a second backend (and a second TLS stack) for
+//! this one mode, with its own proxy handling to align with [`crate::source::proxy`] and no
+//! low-speed limit like curl's for a stalled server (see [`crate::source::git::cancel`]).
+//! Streaming the body here instead (a reader over the connection with chunked decoding)
+//! remains the way to bound the memory of a large fetch over mutual TLS.
 
 use super::{Watch, WatchedSocket};
 use crate::source::git::error::{
