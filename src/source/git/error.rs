@@ -758,6 +758,36 @@ mod tests {
         );
     }
 
+    /// Typed payloads are found wherever they sit in the chain, `io::Error` payloads included.
+    #[test]
+    fn typed_causes_are_found_in_the_chain() {
+        use std::io;
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify(&refused, None), Cause::Refused);
+        let status = io::Error::new(io::ErrorKind::PermissionDenied, HttpStatus(403));
+        let wrapped = io::Error::other(status);
+        assert_eq!(classify(&wrapped, None), Cause::Forbidden);
+        let proxy = crate::source::proxy::for_url_with("https://h/r", &|name| {
+            (name == "HTTPS_PROXY").then(|| "http://u:pw@p:3128".to_string())
+        })
+        .expect("a proxy");
+        let tunnel = io::Error::other(TunnelRefused(407));
+        let cause = classify(&tunnel, Some(&proxy));
+        assert_eq!(cause.kind(), Kind::Proxy);
+        assert_eq!(
+            cause.to_string(),
+            "the proxy http://p:3128 (from HTTPS_PROXY) requires authentication (HTTP 407): \
+             check the user and password in the proxy URL"
+        );
+        // With a proxy in between, a refused connection is the proxy's.
+        assert_eq!(
+            classify(&refused, Some(&proxy)).to_string(),
+            "the proxy http://p:3128 (from HTTPS_PROXY) refused the connection: is it running?"
+        );
+        let stalled = io::Error::new(io::ErrorKind::TimedOut, "the server sent nothing");
+        assert_eq!(classify(&stalled, None).kind(), Kind::Timeout);
+    }
+
     #[test]
     fn untyped_statuses_are_read_from_the_known_wordings() {
         assert_eq!(
