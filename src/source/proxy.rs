@@ -111,44 +111,83 @@ impl Proxy {
         out
     }
 
-    /// One clause for a failure that the proxy caused, from a client's error text; `None` when
-    /// the text does not point at the proxy. With a proxy in between, every TCP connection
-    /// goes to the proxy, so a refused or unresolvable connection is the proxy's; a target
-    /// the proxy cannot reach shows up as the proxy's HTTP error instead.
+    /// `the proxy URL (from VARIABLE) ...`: a failure the proxy caused, for a message.
+    pub fn describe(&self, failure: ProxyFailure) -> String {
+        format!(
+            "the proxy {} (from {}) {failure}",
+            self.redacted(),
+            self.variable
+        )
+    }
+
+    /// [`Proxy::describe`] for a failure told in a client's error text ([`failure_in_text`]);
+    /// `None` when the text does not point at the proxy.
     pub fn explain(&self, error: &str) -> Option<String> {
-        let lower = error.to_ascii_lowercase();
-        let subject = format!("the proxy {} (from {})", self.redacted(), self.variable);
-        let auth = ["status 407", "status: 407", "response 407", "http 407"];
-        let reason =
-            if auth.iter().any(|m| lower.contains(m)) || lower.contains("proxy authentication") {
-                "requires authentication (HTTP 407): check the user and password in the proxy URL"
-                    .to_string()
-            } else if let Some(status) = tunnel_status(&lower) {
-                format!("could not open a tunnel to the server (HTTP {status})")
-            } else if lower.contains("could not resolve proxy")
-                || (lower.contains("resolve") && lower.contains("proxy"))
-            {
-                "has a host name that could not be resolved".to_string()
-            } else if lower.contains("connection refused")
-                || lower.contains("couldn't connect")
-                || lower.contains("could not connect")
-                || lower.contains("failed to connect")
-            {
-                "refused the connection: is it running?".to_string()
-            } else {
-                return None;
-            };
-        Some(format!("{subject} {reason}"))
+        failure_in_text(error).map(|failure| self.describe(failure))
     }
 }
 
+/// A failure the proxy caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyFailure {
+    #[error("requires authentication (HTTP 407): check the user and password in the proxy URL")]
+    RequiresAuth,
+    #[error("could not open a tunnel to the server (HTTP {0})")]
+    Tunnel(u16),
+    #[error("has a host name that could not be resolved")]
+    Unresolvable,
+    #[error("refused the connection: is it running?")]
+    Refused,
+}
+
+impl ProxyFailure {
+    /// A proxy's refusal of a CONNECT with `status`.
+    pub fn tunnel(status: u16) -> ProxyFailure {
+        match status {
+            407 => ProxyFailure::RequiresAuth,
+            other => ProxyFailure::Tunnel(other),
+        }
+    }
+}
+
+/// The failure a proxy caused, from a client's error text: the object-store sources hand
+/// over only the sentence their client wrote (the git backends classify typed errors, see
+/// `source::git::error`). With a proxy in between, every TCP connection goes to the proxy,
+/// so a refused or unresolvable connection is the proxy's; a target the proxy cannot reach
+/// shows up as the proxy's HTTP error instead.
+pub fn failure_in_text(error: &str) -> Option<ProxyFailure> {
+    let lower = error.to_ascii_lowercase();
+    let auth = ["status 407", "status: 407", "response 407", "http 407"];
+    Some(
+        if auth.iter().any(|m| lower.contains(m)) || lower.contains("proxy authentication") {
+            ProxyFailure::RequiresAuth
+        } else if let Some(status) = tunnel_status(&lower) {
+            ProxyFailure::tunnel(status)
+        } else if lower.contains("resolve") && lower.contains("proxy") {
+            ProxyFailure::Unresolvable
+        } else if [
+            "connection refused",
+            "couldn't connect",
+            "could not connect",
+            "failed to connect",
+        ]
+        .iter()
+        .any(|m| lower.contains(m))
+        {
+            ProxyFailure::Refused
+        } else {
+            return None;
+        },
+    )
+}
+
 /// The status a proxy answered a CONNECT with, from curl's ("CONNECT tunnel failed, response
-/// 403") or libgit2's ("proxy returned unexpected status: 403") or our own client's wording.
-fn tunnel_status(lower: &str) -> Option<u16> {
-    const MARKERS: [&str; 3] = [
+/// 403") or libgit2's ("proxy returned unexpected status: 403") wording: both report it in
+/// their message only. `lower`: the message in lower case.
+pub fn tunnel_status(lower: &str) -> Option<u16> {
+    const MARKERS: [&str; 2] = [
         "connect tunnel failed, response ",
         "proxy returned unexpected status: ",
-        "proxy answered the connect with http ",
     ];
     MARKERS.iter().find_map(|marker| {
         let at = lower.find(marker)? + marker.len();

@@ -18,6 +18,7 @@
 //! data (a status, a kind), and free text only after redaction ([`GitError::redact`]).
 
 use crate::source::proxy::Proxy;
+pub use crate::source::proxy::ProxyFailure;
 use std::error::Error;
 use std::fmt;
 
@@ -311,19 +312,6 @@ pub fn proxy_cause(proxy: &Proxy, failure: ProxyFailure) -> Cause {
     }
 }
 
-/// A failure the proxy caused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyFailure {
-    #[error("requires authentication (HTTP 407): check the user and password in the proxy URL")]
-    RequiresAuth,
-    #[error("could not open a tunnel to the server (HTTP {0})")]
-    Tunnel(u16),
-    #[error("has a host name that could not be resolved")]
-    Unresolvable,
-    #[error("refused the connection: is it running?")]
-    Refused,
-}
-
 /// Why an SSH session failed, from ssh's log (gix) or the callbacks (git2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SshFailure {
@@ -480,11 +468,7 @@ fn typed(e: &(dyn Error + 'static), proxy: Option<&Proxy>) -> Option<Cause> {
         return http_status(*status);
     }
     if let Some(TunnelRefused(status)) = e.downcast_ref::<TunnelRefused>() {
-        let failure = match status {
-            407 => ProxyFailure::RequiresAuth,
-            other => ProxyFailure::Tunnel(*other),
-        };
-        return proxy.map(|p| proxy_cause(p, failure));
+        return proxy.map(|p| proxy_cause(p, ProxyFailure::tunnel(*status)));
     }
     if e.downcast_ref::<ProxyUnreachable>().is_some() {
         return proxy.map(|p| proxy_cause(p, ProxyFailure::Refused));
@@ -621,15 +605,11 @@ pub mod untyped {
         Some(cause.through(proxy))
     }
 
-    /// The proxy's refusal of a CONNECT, from the status in the client's message.
+    /// The proxy's refusal of a CONNECT, from the status in the client's message (see
+    /// [`crate::source::proxy::tunnel_status`]).
     pub fn tunnel(text: &str, proxy: &Proxy) -> Option<Cause> {
-        let status = tunnel_status(&text.to_ascii_lowercase())?;
-        let failure = if status == 407 {
-            ProxyFailure::RequiresAuth
-        } else {
-            ProxyFailure::Tunnel(status)
-        };
-        Some(proxy_cause(proxy, failure))
+        let status = crate::source::proxy::tunnel_status(&text.to_ascii_lowercase())?;
+        Some(proxy_cause(proxy, ProxyFailure::tunnel(status)))
     }
 
     /// `NNN` after "Received HTTP status " (gix's curl transport) or "unexpected http status
@@ -638,18 +618,6 @@ pub mod untyped {
         number_after(
             lower,
             &["received http status ", "unexpected http status code: "],
-        )
-    }
-
-    /// The status a proxy answered a CONNECT with: curl's "CONNECT tunnel failed, response
-    /// 403", libgit2's "proxy returned unexpected status: 403".
-    fn tunnel_status(lower: &str) -> Option<u16> {
-        number_after(
-            lower,
-            &[
-                "connect tunnel failed, response ",
-                "proxy returned unexpected status: ",
-            ],
         )
     }
 
