@@ -707,7 +707,7 @@ pub mod untyped {
     /// What the remote side of an ssh session wrote on its stderr (git's `fatal: ...`): by
     /// protocol, text only.
     pub fn remote_stderr(said: &str) -> Cause {
-        cause(said, None).unwrap_or_else(|| super::other(said, super::Kind::NotFound, None))
+        cause(said, None).unwrap_or_else(|| super::other(said, super::Kind::Internal, None))
     }
 }
 
