@@ -2,8 +2,8 @@
 //! source that has one talks HTTP/1.1 through this small client instead: OpenSSL with the
 //! certificate, key and CA of the source, one connection per request (`Connection: close`).
 //! It also carries plain `http://` through a proxy (absolute-form requests, see `connect`).
-//! Responses are read whole into memory before gix sees them, which is fine for the
-//! advertisement and negotiation and costs the pack's size in memory for a fetch. A proxy
+//! A response's header block is read first; its body then streams to gix as it arrives
+//! (de-chunked, or bounded by its length), so a pack never sits whole in memory. A proxy
 //! chosen by [`crate::source::proxy`] is used through a CONNECT tunnel, as curl does for https.
 //!
 //! Why not gix's reqwest transport, which streams and can present a client identity (through
@@ -11,8 +11,7 @@
 //! http(s) source uses, so reqwest would be a second backend (and a second TLS stack) for
 //! this one mode, with its own proxy handling to align with [`crate::source::proxy`] and no
 //! low-speed limit like curl's for a stalled server (see [`crate::source::git::cancel`]).
-//! Streaming the body here instead (a reader over the connection with chunked decoding)
-//! remains the way to bound the memory of a large fetch over mutual TLS.
+//! Streaming the body here bounds the memory of a large fetch over mutual TLS just as well.
 
 use super::{Watch, WatchedSocket};
 use crate::source::git::error::{
@@ -226,8 +225,12 @@ impl Write for BodyWriter {
     }
 }
 
-/// A response's header block and body, or the failure, shared: both parts report it.
-type Exchange = Result<(Vec<u8>, Vec<u8>), Arc<io::Error>>;
+/// A response body as it arrives from the connection.
+type BodyReader<'i> = Box<dyn BufRead + Send + 'i>;
+
+/// A response's header block and body (each taken by the part that reads it), or the
+/// failure, shared: both parts report it.
+type Exchange<'i> = Result<(Vec<u8>, Option<BodyReader<'i>>), Arc<io::Error>>;
 
 /// One failed exchange, reported again by each part that reads it; its `source()` is the
 /// original error, so that its typed payload (a status, say) can still be found.
@@ -254,10 +257,10 @@ struct Pending<'i> {
     url: String,
     headers: Vec<String>,
     body: Arc<Mutex<Vec<u8>>>,
-    result: Option<Exchange>,
+    result: Option<Exchange<'i>>,
 }
 
-impl Pending<'_> {
+impl<'i> Pending<'i> {
     fn run(&mut self) -> io::Result<()> {
         if self.result.is_none() {
             let body = std::mem::take(&mut *self.body.lock().unwrap_or_else(|p| p.into_inner()));
@@ -272,6 +275,7 @@ impl Pending<'_> {
                     body,
                     self.watch,
                 )
+                .map(|(headers, body)| (headers, Some(body)))
                 .map_err(Arc::new),
             );
         }
@@ -292,7 +296,13 @@ pub enum Part {
 pub struct Lazy<'i> {
     pending: Arc<Mutex<Pending<'i>>>,
     part: Part,
-    data: Option<Cursor<Vec<u8>>>,
+    data: Option<Loaded<'i>>,
+}
+
+/// What a [`Lazy`] part reads from once the response arrived.
+enum Loaded<'i> {
+    Headers(Cursor<Vec<u8>>),
+    Body(BodyReader<'i>),
 }
 
 impl<'i> Lazy<'i> {
@@ -304,20 +314,29 @@ impl<'i> Lazy<'i> {
         }
     }
 
-    fn load(&mut self) -> io::Result<&mut Cursor<Vec<u8>>> {
-        if self.data.is_none() {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.run()?;
-            let Some(Ok((headers, body))) = pending.result.as_mut() else {
-                unreachable!("run succeeded");
-            };
-            let bytes = match self.part {
-                Part::Headers => std::mem::take(headers),
-                Part::Body => std::mem::take(body),
-            };
-            self.data = Some(Cursor::new(bytes));
-        }
-        Ok(self.data.as_mut().expect("loaded"))
+    fn load(&mut self) -> io::Result<&mut (dyn BufRead + Send + 'i)> {
+        let data = match self.data.take() {
+            Some(data) => data,
+            None => {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.run()?;
+                let Some(Ok((headers, body))) = pending.result.as_mut() else {
+                    return Err(io::Error::other("the HTTP exchange did not happen"));
+                };
+                match self.part {
+                    Part::Headers => Loaded::Headers(Cursor::new(std::mem::take(headers))),
+                    // Read once: a second reader of the body gets nothing.
+                    Part::Body => Loaded::Body(
+                        body.take()
+                            .unwrap_or_else(|| Box::new(Cursor::new(Vec::new()))),
+                    ),
+                }
+            }
+        };
+        Ok(match self.data.insert(data) {
+            Loaded::Headers(cursor) => cursor,
+            Loaded::Body(reader) => reader.as_mut(),
+        })
     }
 }
 
@@ -332,23 +351,25 @@ impl BufRead for Lazy<'_> {
         self.load()?.fill_buf()
     }
     fn consume(&mut self, amount: usize) {
-        if let Some(data) = self.data.as_mut() {
-            data.consume(amount);
+        match self.data.as_mut() {
+            Some(Loaded::Headers(cursor)) => cursor.consume(amount),
+            Some(Loaded::Body(reader)) => reader.consume(amount),
+            None => {}
         }
     }
 }
 
 /// One request over a new TLS connection; the response's header block (one header per
-/// line) and its decoded body. A status other than 2xx is an error naming the status.
-fn exchange(
+/// line) and its body as a reader. A status other than 2xx is an error naming the status.
+fn exchange<'i>(
     connector: Option<&SslConnector>,
     proxy: Option<&Proxy>,
     method: &str,
     url: &str,
     headers: &[String],
     body: Option<Vec<u8>>,
-    watch: Watch<'_>,
-) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    watch: Watch<'i>,
+) -> io::Result<(Vec<u8>, BodyReader<'i>)> {
     let (rest, default_port) = match (url.strip_prefix("https://"), connector) {
         (Some(rest), Some(_)) => (rest, 443),
         _ => match (url.strip_prefix("http://"), proxy) {
@@ -378,41 +399,42 @@ fn exchange(
             None => (authority, default_port),
         }
     };
-    let (mut stream, mut request): (Box<dyn ReadWrite + '_>, String) = match (connector, proxy) {
-        (Some(connector), proxy) => {
-            let tcp = match proxy {
-                Some(proxy) => tunnel(proxy, host, port, watch)?,
-                None => connect(host, port, watch)?,
-            };
-            let tls = connector.connect(host, tcp).map_err(|e| {
-                // A failed verification is OpenSSL's verify result, not the handshake's
-                // text: the typed form of "certificate verify failed".
-                let rejected = match &e {
-                    openssl::ssl::HandshakeError::Failure(mid) => {
-                        mid.ssl().verify_result() != openssl::x509::X509VerifyResult::OK
-                    }
-                    _ => false,
+    let (mut stream, mut request): (Box<dyn ReadWrite + Send + 'i>, String) =
+        match (connector, proxy) {
+            (Some(connector), proxy) => {
+                let tcp = match proxy {
+                    Some(proxy) => tunnel(proxy, host, port, watch)?,
+                    None => connect(host, port, watch)?,
                 };
-                if rejected {
-                    io::Error::other(CertificateRejected(e.to_string()))
-                } else {
-                    io::Error::other(format!("TLS handshake failed: {e}"))
-                }
-            })?;
-            (Box::new(tls), format!("{method} {path} HTTP/1.1\r\n"))
-        }
-        (None, Some(proxy)) => {
-            // Plain http through the proxy: the absolute URL in the request line tells it
-            // where to forward.
-            let tcp = connect_proxy(proxy, watch)?;
-            let mut line = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
-            if let Some(value) = proxy_authorization(proxy) {
-                line.push_str(&format!("Proxy-Authorization: {value}\r\n"));
+                let tls = connector.connect(host, tcp).map_err(|e| {
+                    // A failed verification is OpenSSL's verify result, not the handshake's
+                    // text: the typed form of "certificate verify failed".
+                    let rejected = match &e {
+                        openssl::ssl::HandshakeError::Failure(mid) => {
+                            mid.ssl().verify_result() != openssl::x509::X509VerifyResult::OK
+                        }
+                        _ => false,
+                    };
+                    if rejected {
+                        io::Error::other(CertificateRejected(e.to_string()))
+                    } else {
+                        io::Error::other(format!("TLS handshake failed: {e}"))
+                    }
+                })?;
+                (Box::new(tls), format!("{method} {path} HTTP/1.1\r\n"))
             }
-            (Box::new(tcp), line)
-        }
-        (None, None) => unreachable!("checked above"),
-    };
+            (None, Some(proxy)) => {
+                // Plain http through the proxy: the absolute URL in the request line tells it
+                // where to forward.
+                let tcp = connect_proxy(proxy, watch)?;
+                let mut line = format!("{method} http://{authority}{path} HTTP/1.1\r\n");
+                if let Some(value) = proxy_authorization(proxy) {
+                    line.push_str(&format!("Proxy-Authorization: {value}\r\n"));
+                }
+                (Box::new(tcp), line)
+            }
+            (None, None) => unreachable!("checked above"),
+        };
     request.push_str(&format!("Host: {authority}\r\nConnection: close\r\n"));
     for header in headers {
         request.push_str(header.trim());
@@ -427,24 +449,18 @@ fn exchange(
         stream.write_all(body)?;
     }
     stream.flush()?;
+    let mut reader = io::BufReader::with_capacity(64 * 1024, stream);
     let mut response = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            // Servers often close without a TLS close_notify; completeness is checked below.
-            // A cancelled or stalled exchange is a failure, however much had arrived.
-            Err(e) if !response.is_empty() && e.kind() != io::ErrorKind::TimedOut => break,
-            Err(e) => return Err(e),
+    while !response.ends_with(b"\r\n\r\n") {
+        if response.len() > 64 * 1024 {
+            return Err(io::Error::other("the HTTP response header is too long"));
+        }
+        if reader.read_until(b'\n', &mut response)? == 0 {
+            return Err(io::Error::other("incomplete HTTP response"));
         }
     }
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| io::Error::other("incomplete HTTP response"))?;
+    let split = response.len() - 4;
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let raw_body = &response[split + 4..];
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let status: u16 = status_line
@@ -468,16 +484,24 @@ fn exchange(
                 .then(|| v.trim().to_string())
         })
     };
-    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(raw_body)?
-    } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        if raw_body.len() < length {
-            return Err(io::Error::other("the HTTP response was cut short"));
-        }
-        raw_body[..length].to_vec()
-    } else {
-        raw_body.to_vec()
-    };
+    let body: BodyReader<'i> =
+        if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            Box::new(io::BufReader::new(Chunked {
+                inner: reader,
+                left: 0,
+                done: false,
+            }))
+        } else if let Some(length) = header("content-length").and_then(|v| v.parse::<u64>().ok()) {
+            Box::new(io::BufReader::new(Exact {
+                inner: reader,
+                left: length,
+            }))
+        } else {
+            Box::new(io::BufReader::new(UntilClose {
+                inner: reader,
+                got_any: false,
+            }))
+        };
     let mut header_block = Vec::new();
     for line in lines {
         header_block.extend_from_slice(line.as_bytes());
@@ -501,6 +525,103 @@ fn connect<'i>(host: &str, port: u16, watch: Watch<'i>) -> io::Result<WatchedSoc
 /// Either kind of connection a request goes over.
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
+
+fn cut_short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the HTTP response was cut short",
+    )
+}
+
+/// A body of a known length: exactly that many bytes, an error when fewer arrive.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(cut_short());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A body that ends when the server closes the connection. Servers often close without a TLS
+/// close_notify, which OpenSSL reports as an error: once data has arrived, that is the end.
+/// A cancelled or stalled exchange stays a failure, however much had arrived.
+struct UntilClose<R> {
+    inner: R,
+    got_any: bool,
+}
+
+impl<R: Read> Read for UntilClose<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.got_any |= n > 0;
+                Ok(n)
+            }
+            Err(e) if self.got_any && e.kind() != io::ErrorKind::TimedOut => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A `Transfer-Encoding: chunked` body, decoded as it is read.
+struct Chunked<R> {
+    inner: R,
+    /// Bytes left in the current chunk.
+    left: u64,
+    /// The last (empty) chunk was read.
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = Vec::new();
+            if self.inner.read_until(b'\n', &mut line)? == 0 || !line.ends_with(b"\n") {
+                return Err(cut_short());
+            }
+            let text = String::from_utf8_lossy(&line);
+            let size_text = text.split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size_text, 16)
+                .map_err(|_| io::Error::other("malformed chunked HTTP response"))?;
+            if size == 0 {
+                // Trailers, if any, are not needed: the connection closes after them.
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = size;
+        }
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(cut_short());
+        }
+        self.left -= n as u64;
+        if self.left == 0 {
+            let mut crlf = [0u8; 2];
+            self.inner.read_exact(&mut crlf).map_err(|_| cut_short())?;
+        }
+        Ok(n)
+    }
+}
 
 /// A TCP connection to the proxy itself. Only http:// proxies are spoken to (TLS to the
 /// proxy, or SOCKS, would need more than this small client has).
@@ -583,23 +704,55 @@ fn tunnel<'i>(
     Ok(tcp)
 }
 
-fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
-    let cut = || io::Error::other("the chunked HTTP response was cut short");
-    let mut out = Vec::new();
-    loop {
-        let end = data.windows(2).position(|w| w == b"\r\n").ok_or_else(cut)?;
-        let size_text = String::from_utf8_lossy(&data[..end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim().to_string();
-        let size = usize::from_str_radix(&size_text, 16)
-            .map_err(|_| io::Error::other("malformed chunked HTTP response"))?;
-        data = &data[end + 2..];
-        if size == 0 {
-            return Ok(out);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(mut reader: impl Read) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 3];
+        loop {
+            match reader.read(&mut buf)? {
+                0 => return Ok(out),
+                n => out.extend_from_slice(&buf[..n]),
+            }
         }
-        if data.len() < size + 2 {
-            return Err(cut());
+    }
+
+    #[test]
+    fn bodies_are_decoded_as_they_stream() {
+        let chunked = |data: &'static [u8]| Chunked {
+            inner: io::BufReader::new(data),
+            left: 0,
+            done: false,
+        };
+        assert_eq!(
+            all(chunked(b"4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\nignored")).unwrap(),
+            b"Wikipedia"
+        );
+        assert!(all(chunked(b"4\r\nWi")).is_err(), "cut short");
+        assert!(all(chunked(b"zz\r\n")).is_err(), "malformed size");
+        let exact = |data: &'static [u8], left| Exact { inner: data, left };
+        assert_eq!(all(exact(b"hello, and more", 5)).unwrap(), b"hello");
+        assert!(all(exact(b"hel", 5)).is_err(), "cut short");
+        // A connection closed without close_notify ends the body once data has arrived.
+        struct Abrupt(Option<&'static [u8]>);
+        impl Read for Abrupt {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                match self.0.take() {
+                    Some(data) => {
+                        buf[..data.len()].copy_from_slice(data);
+                        Ok(data.len())
+                    }
+                    None => Err(io::Error::other("unexpected EOF")),
+                }
+            }
         }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        let until = |inner| UntilClose {
+            inner,
+            got_any: false,
+        };
+        assert_eq!(all(until(Abrupt(Some(b"ab")))).unwrap(), b"ab");
+        assert!(all(until(Abrupt(None))).is_err(), "nothing arrived");
     }
 }
