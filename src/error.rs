@@ -15,6 +15,16 @@ pub fn messages<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = St
     std::iter::successors(Some(error), |&e| e.source()).map(|e| e.to_string())
 }
 
+/// [`chain`], with only the first line of each message, trimmed, and blank ones left out: a
+/// status sentence stays one line even when a library's message (gix's) spans several.
+pub fn chain_lines(error: &(dyn Error + 'static)) -> String {
+    join(
+        messages(error)
+            .map(|m| m.lines().next().unwrap_or("").trim().to_string())
+            .filter(|m| !m.is_empty()),
+    )
+}
+
 /// `messages` joined as [`chain`] joins them, for a caller that first reshapes each message.
 pub fn join(messages: impl IntoIterator<Item = String>) -> String {
     let mut parts: Vec<String> = Vec::new();

@@ -317,14 +317,15 @@ mod tests {
             "d1",
             "2026-01-01T00:00:00Z",
         );
-        let error = ReconcileError::Source(Box::new(SourceError::Git(
-            "cannot fetch from https://example.com/fleet: connection refused".into(),
-        )));
+        let error = ReconcileError::Source(Box::new(SourceError::Timeout {
+            url: "https://example.com/fleet".into(),
+            after: std::time::Duration::from_secs(60),
+        }));
         record(&mut s, &Err(error), "d1", "2026-01-01T00:10:00Z");
         assert_eq!(s.artifact, Some(artifact("1")));
         assert_eq!(
             s.last_error.as_deref(),
-            Some("cannot fetch from https://example.com/fleet: connection refused")
+            Some("fetch of https://example.com/fleet timed out after 60s")
         );
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].reason, "FetchFailed");

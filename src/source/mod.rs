@@ -51,8 +51,8 @@ pub enum Snapshot {
 /// Why a fetch failed. Messages are one sentence naming the URL and ref, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{0}")]
-    Git(String),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
     /// A `bucket` or `azblob` source: one sentence naming the endpoint and bucket or
     /// container, with a kind (see [`objects::ErrorKind`]).
     #[error(transparent)]
@@ -71,12 +71,22 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether fetching again unchanged may succeed: false only for settings that cannot work
+    /// as given (see [`git::Kind::retryable`] and [`objects::ObjectError::retryable`]).
+    pub fn retryable(&self) -> bool {
+        match self {
+            SourceError::Git(e) => e.retryable(),
+            SourceError::Objects(e) => e.retryable(),
+            SourceError::Timeout { .. } | SourceError::Io { .. } => true,
+        }
+    }
+
     /// The same error with `url`'s credentials taken out of its message, wherever a transport
     /// or library quoted them (see [`git::refs::redact_text`]).
     pub fn redact(self, url: &str) -> SourceError {
         let clean = |text: String| git::refs::redact_text(&text, url);
         match self {
-            SourceError::Git(m) => SourceError::Git(clean(m)),
+            SourceError::Git(e) => SourceError::Git(e.redact(url)),
             // Validation refuses credentials in a bucket or azblob endpoint, and the sentences
             // leave request URLs out: there is nothing to take out.
             SourceError::Objects(e) => SourceError::Objects(e),

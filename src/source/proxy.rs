@@ -61,28 +61,28 @@ impl Proxy {
         self.variable
     }
 
-    /// The URL without user and password, for messages and logs.
+    /// The URL without user and password, for messages and logs. (A port equal to the
+    /// scheme's default is left out, as the `url` crate writes URLs.)
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            return self.url.clone();
+        let Ok(mut url) = url::Url::parse(&self.url) else {
+            // Not a URL at all: nothing in it can be told apart as a password.
+            return "<invalid proxy URL>".to_string();
         };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        let host = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
-        format!("{scheme}://{host}{}", &rest[authority_end..])
-            .trim_end_matches('/')
-            .to_string()
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.as_str().trim_end_matches('/').to_string()
     }
 
     /// The user and password in the proxy URL, percent-decoded.
     pub fn credentials(&self) -> Option<(String, String)> {
-        let rest = self.url.split_once("://")?.1;
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let (userinfo, _) = authority.rsplit_once('@')?;
-        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        Some((percent_decode(user), percent_decode(password)))
+        let url = url::Url::parse(&self.url).ok()?;
+        if url.username().is_empty() && url.password().is_none() {
+            return None;
+        }
+        Some((
+            percent_decode(url.username()),
+            percent_decode(url.password().unwrap_or("")),
+        ))
     }
 
     /// `host:port` of the proxy itself (the port is always in the URL, see
@@ -100,12 +100,9 @@ impl Proxy {
             if !password.is_empty() {
                 out = out.replace(&password, "<redacted>");
             }
-            let raw = self
-                .url
-                .split_once("://")
-                .and_then(|(_, rest)| rest.rsplit_once('@'))
-                .and_then(|(userinfo, _)| userinfo.split_once(':'))
-                .map(|(_, raw)| raw.to_string())
+            let raw = url::Url::parse(&self.url)
+                .ok()
+                .and_then(|u| u.password().map(str::to_string))
                 .unwrap_or_default();
             if !raw.is_empty() {
                 out = out.replace(&raw, "<redacted>");
@@ -114,44 +111,83 @@ impl Proxy {
         out
     }
 
-    /// One clause for a failure that the proxy caused, from a client's error text; `None` when
-    /// the text does not point at the proxy. With a proxy in between, every TCP connection
-    /// goes to the proxy, so a refused or unresolvable connection is the proxy's; a target
-    /// the proxy cannot reach shows up as the proxy's HTTP error instead.
+    /// `the proxy URL (from VARIABLE) ...`: a failure the proxy caused, for a message.
+    pub fn describe(&self, failure: ProxyFailure) -> String {
+        format!(
+            "the proxy {} (from {}) {failure}",
+            self.redacted(),
+            self.variable
+        )
+    }
+
+    /// [`Proxy::describe`] for a failure told in a client's error text ([`failure_in_text`]);
+    /// `None` when the text does not point at the proxy.
     pub fn explain(&self, error: &str) -> Option<String> {
-        let lower = error.to_ascii_lowercase();
-        let subject = format!("the proxy {} (from {})", self.redacted(), self.variable);
-        let auth = ["status 407", "status: 407", "response 407", "http 407"];
-        let reason =
-            if auth.iter().any(|m| lower.contains(m)) || lower.contains("proxy authentication") {
-                "requires authentication (HTTP 407): check the user and password in the proxy URL"
-                    .to_string()
-            } else if let Some(status) = tunnel_status(&lower) {
-                format!("could not open a tunnel to the server (HTTP {status})")
-            } else if lower.contains("could not resolve proxy")
-                || (lower.contains("resolve") && lower.contains("proxy"))
-            {
-                "has a host name that could not be resolved".to_string()
-            } else if lower.contains("connection refused")
-                || lower.contains("couldn't connect")
-                || lower.contains("could not connect")
-                || lower.contains("failed to connect")
-            {
-                "refused the connection: is it running?".to_string()
-            } else {
-                return None;
-            };
-        Some(format!("{subject} {reason}"))
+        failure_in_text(error).map(|failure| self.describe(failure))
     }
 }
 
+/// A failure the proxy caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyFailure {
+    #[error("requires authentication (HTTP 407): check the user and password in the proxy URL")]
+    RequiresAuth,
+    #[error("could not open a tunnel to the server (HTTP {0})")]
+    Tunnel(u16),
+    #[error("has a host name that could not be resolved")]
+    Unresolvable,
+    #[error("refused the connection: is it running?")]
+    Refused,
+}
+
+impl ProxyFailure {
+    /// A proxy's refusal of a CONNECT with `status`.
+    pub fn tunnel(status: u16) -> ProxyFailure {
+        match status {
+            407 => ProxyFailure::RequiresAuth,
+            other => ProxyFailure::Tunnel(other),
+        }
+    }
+}
+
+/// The failure a proxy caused, from a client's error text: the object-store sources hand
+/// over only the sentence their client wrote (the git backends classify typed errors, see
+/// `source::git::error`). With a proxy in between, every TCP connection goes to the proxy,
+/// so a refused or unresolvable connection is the proxy's; a target the proxy cannot reach
+/// shows up as the proxy's HTTP error instead.
+pub fn failure_in_text(error: &str) -> Option<ProxyFailure> {
+    let lower = error.to_ascii_lowercase();
+    let auth = ["status 407", "status: 407", "response 407", "http 407"];
+    Some(
+        if auth.iter().any(|m| lower.contains(m)) || lower.contains("proxy authentication") {
+            ProxyFailure::RequiresAuth
+        } else if let Some(status) = tunnel_status(&lower) {
+            ProxyFailure::tunnel(status)
+        } else if lower.contains("resolve") && lower.contains("proxy") {
+            ProxyFailure::Unresolvable
+        } else if [
+            "connection refused",
+            "couldn't connect",
+            "could not connect",
+            "failed to connect",
+        ]
+        .iter()
+        .any(|m| lower.contains(m))
+        {
+            ProxyFailure::Refused
+        } else {
+            return None;
+        },
+    )
+}
+
 /// The status a proxy answered a CONNECT with, from curl's ("CONNECT tunnel failed, response
-/// 403") or libgit2's ("proxy returned unexpected status: 403") or our own client's wording.
-fn tunnel_status(lower: &str) -> Option<u16> {
-    const MARKERS: [&str; 3] = [
+/// 403") or libgit2's ("proxy returned unexpected status: 403") wording: both report it in
+/// their message only. `lower`: the message in lower case.
+pub fn tunnel_status(lower: &str) -> Option<u16> {
+    const MARKERS: [&str; 2] = [
         "connect tunnel failed, response ",
         "proxy returned unexpected status: ",
-        "proxy answered the connect with http ",
     ];
     MARKERS.iter().find_map(|marker| {
         let at = lower.find(marker)? + marker.len();
@@ -191,6 +227,9 @@ pub fn for_url_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<P
 /// A proxy URL every client reads the same way: `http://` when it has no scheme, and the port
 /// curl assumes when it has none (1080, or 443 for an https proxy), since libgit2 and reqwest
 /// would take the scheme's default (80) instead.
+///
+/// Edited as text, not through the `url` crate: it leaves a scheme's default port out when it
+/// writes a URL (`https://p:443` becomes `https://p/`), and the point here is to write it.
 fn normalise_proxy_url(value: String) -> String {
     let url = if value.contains("://") {
         value
@@ -288,41 +327,15 @@ fn split_entry_port(entry: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// An IP address or `address/bits` network against an IP host.
+/// An IP address or `address/bits` network against an IP host. A network with more bits
+/// than its address has never matches, as curl treats `/33` on IPv4.
 fn ip_matches(pattern: &str, ip: IpAddr) -> bool {
-    let (address, bits) = match pattern.split_once('/') {
-        Some((address, bits)) => match bits.parse::<u32>() {
-            Ok(bits) => (address, Some(bits)),
-            Err(_) => return false,
-        },
-        None => (pattern, None),
-    };
-    let Ok(network) = address.parse::<IpAddr>() else {
-        return false;
-    };
-    match (network, ip) {
-        (IpAddr::V4(network), IpAddr::V4(ip)) => {
-            prefix_matches(&network.octets(), &ip.octets(), bits.unwrap_or(32))
-        }
-        (IpAddr::V6(network), IpAddr::V6(ip)) => {
-            prefix_matches(&network.octets(), &ip.octets(), bits.unwrap_or(128))
-        }
-        _ => false,
+    if pattern.contains('/') {
+        return pattern
+            .parse::<ipnet::IpNet>()
+            .is_ok_and(|network| network.contains(&ip));
     }
-}
-
-/// Whether the first `bits` bits of two addresses agree (more bits than the address has
-/// never match, as curl treats `/33` on IPv4).
-fn prefix_matches(network: &[u8], ip: &[u8], bits: u32) -> bool {
-    if bits as usize > network.len() * 8 {
-        return false;
-    }
-    let whole = (bits / 8) as usize;
-    let rest = bits % 8;
-    if network[..whole] != ip[..whole] {
-        return false;
-    }
-    rest == 0 || (network[whole] ^ ip[whole]) & (0xffu8 << (8 - rest)) == 0
+    pattern.parse::<IpAddr>().is_ok_and(|address| address == ip)
 }
 
 /// Scheme, host and port of a URL (default ports for http and https).
@@ -334,65 +347,27 @@ struct Target {
 
 impl Target {
     fn parse(url: &str) -> Option<Target> {
-        let (scheme, rest) = url.split_once("://")?;
-        let scheme = scheme.to_ascii_lowercase();
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let authority = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            let (host, rest) = inner.split_once(']')?;
-            (host, rest.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
+        let parsed = url::Url::parse(url).ok()?;
+        // Without brackets, as `NO_PROXY` entries and socket addresses write IPv6.
+        let host = match parsed.host()? {
+            url::Host::Domain(name) => name.to_string(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
         };
-        let port = match port {
-            Some(port) => port.parse().ok()?,
-            None => match scheme.as_str() {
-                "https" => 443,
-                _ => 80,
-            },
-        };
+        let port = parsed.port_or_known_default().unwrap_or(80);
         (!host.is_empty()).then(|| Target {
-            scheme,
-            host: host.to_string(),
+            scheme: parsed.scheme().to_string(),
+            host,
             port,
         })
     }
 }
 
+/// `text` with `%XX` escapes decoded (invalid UTF-8 replaced).
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// An object store's sentence for a failed request to `url`, reworded when the proxy that
-/// [`for_url`] picks for `url` caused it (it was unreachable, or wanted credentials); the
-/// object-store clients only say that the endpoint could not be reached.
-pub fn reword_object_store_failure(text: String, url: &str) -> String {
-    let transport = text.starts_with("cannot reach") || text.contains("HTTP 407");
-    match for_url(url) {
-        Some(proxy) if transport => proxy.explain(&text).unwrap_or_else(|| proxy.scrub(&text)),
-        Some(proxy) => proxy.scrub(&text),
-        None => text,
-    }
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `options` with the proxy settings for an object store whose requests go to `urls` (the

@@ -15,12 +15,70 @@
 //! redacted, and it is wiped when dropped.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::config::looks_like_private_key;
 pub use super::config::{GitAuthSettings, SecretBytes, SecretSource, UrlKind};
 use crate::vocab::SecretRef;
+
+/// Why a source's credentials could not be read for a sync. One clause without any secret
+/// (the caller adds the URL).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{origin} has `username` but no `password`")]
+    UserWithoutPassword { origin: String },
+    #[error("the bearer token is empty")]
+    EmptyBearerToken,
+    #[error("both a bearer token and a user/password are given; use one")]
+    BearerAndBasic,
+    #[error("the CA certificate is not a PEM certificate")]
+    CaNotPem,
+    #[error("a client certificate needs both tls.crt and tls.key")]
+    HalfClientCertificate,
+    #[error("{origin} has no `identity` (the SSH private key)")]
+    NoIdentity { origin: String },
+    #[error("no SSH private key is configured")]
+    NoSshKey,
+    #[error("the SSH private key is not a PEM or OpenSSH private key (corrupt key?)")]
+    NotAPrivateKey,
+    #[error("the known hosts are not text")]
+    KnownHostsNotText,
+    #[error("localAuthRef directory {} does not exist or is not a directory", .0.display())]
+    NoAuthDirectory(PathBuf),
+    #[error("{0}")]
+    Secret(#[from] crate::cluster::ClusterError),
+    /// `what`: the setting or key, e.g. `sshPrivateKeyFile`.
+    #[error("cannot read {what} {}: {}", path.display(), io_reason(source))]
+    Read {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    GeneratedKey(#[from] KeyError),
+}
+
+/// Why the generated SSH key could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot create {}: {}", path.display(), io_reason(source))]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {}", path.display(), io_reason(source))]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the generated key {} is unreadable; delete it to generate a new one", path.display())]
+    Unreadable { path: PathBuf },
+    #[error("cannot generate an SSH key: {0}")]
+    Generate(#[source] ssh_key::Error),
+}
 
 /// What a [`super::GitSource`] needs to authenticate: the settings and where the generated
 /// key lives (`<stateDir>/keys/<namespace>/<name>`).
@@ -83,7 +141,7 @@ pub mod flux_keys {
 impl SourceAuth {
     /// Read every configured secret for a sync of `url`. Errors are one clause without any
     /// secret (the caller adds the URL).
-    pub fn resolve(&self, url: &str) -> Result<Credentials, String> {
+    pub fn resolve(&self, url: &str) -> Result<Credentials, AuthError> {
         let kind = UrlKind::of(url);
         let s = &self.settings;
         let mut creds = Credentials::default();
@@ -105,10 +163,9 @@ impl SourceAuth {
             match (user, password) {
                 (Some(user), Some(password)) => creds.basic = Some((user, password)),
                 (Some(_), None) if origin.is_some() => {
-                    return Err(format!(
-                        "{} has `username` but no `password`",
-                        origin.unwrap_or_default()
-                    ))
+                    return Err(AuthError::UserWithoutPassword {
+                        origin: origin.unwrap_or_default(),
+                    })
                 }
                 (None, Some(_)) if origin.is_some() && s.https_key.is_none() => {
                     // Flux: `password` alone is an ssh key passphrase; nothing to do over http.
@@ -120,10 +177,10 @@ impl SourceAuth {
                 None => flux_key(flux_keys::BEARER_TOKEN)?.map(SecretBytes::trim_line_end),
             };
             if creds.bearer.as_ref().is_some_and(SecretBytes::is_empty) {
-                return Err("the bearer token is empty".into());
+                return Err(AuthError::EmptyBearerToken);
             }
             if creds.bearer.is_some() && creds.basic.is_some() {
-                return Err("both a bearer token and a user/password are given; use one".into());
+                return Err(AuthError::BearerAndBasic);
             }
             creds.ca_pem = match &s.ca_cert {
                 Some(src) => Some(read(src, "httpsCACert")?.expose().to_vec()),
@@ -134,7 +191,7 @@ impl SourceAuth {
                     .windows(b"-----BEGIN CERTIFICATE-----".len())
                     .any(|w| w == b"-----BEGIN CERTIFICATE-----")
                 {
-                    return Err("the CA certificate is not a PEM certificate".into());
+                    return Err(AuthError::CaNotPem);
                 }
             }
             let cert = match &s.tls_client_cert_file {
@@ -148,7 +205,7 @@ impl SourceAuth {
             creds.client_tls = match (cert, key) {
                 (Some(cert), Some(key)) => Some((cert.expose().to_vec(), key)),
                 (None, None) => None,
-                _ => return Err("a client certificate needs both tls.crt and tls.key".into()),
+                _ => return Err(AuthError::HalfClientCertificate),
             };
         }
         if kind == UrlKind::Ssh {
@@ -161,20 +218,17 @@ impl SourceAuth {
                 // A Secret is what the cluster's owner set up for this source: a missing key is
                 // their mistake to see, not a reason to present a different (generated) one.
                 None if s.local_auth_secret.is_some() => {
-                    return Err(format!(
-                        "{} has no `identity` (the SSH private key)",
-                        origin.unwrap_or_default()
-                    ))
+                    return Err(AuthError::NoIdentity {
+                        origin: origin.unwrap_or_default(),
+                    })
                 }
                 None => match &self.generated_key {
                     Some(path) => (ensure_generated_key(path)?, true),
-                    None => return Err("no SSH private key is configured".into()),
+                    None => return Err(AuthError::NoSshKey),
                 },
             };
             if !looks_like_private_key(private_key.expose()) {
-                return Err(
-                    "the SSH private key is not a PEM or OpenSSH private key (corrupt key?)".into(),
-                );
+                return Err(AuthError::NotAPrivateKey);
             }
             let passphrase = match &s.ssh_passphrase {
                 Some(src) => Some(read(src, "sshPassphrase")?.trim_line_end()),
@@ -190,7 +244,7 @@ impl SourceAuth {
             };
             let known_hosts = match known_hosts {
                 Some(text) => String::from_utf8(text.expose().to_vec())
-                    .map_err(|_| "the known hosts are not text".to_string())?,
+                    .map_err(|_| AuthError::KnownHostsNotText)?,
                 None => super::known_hosts::BUILT_IN.to_string(),
             };
             creds.ssh = Some(SshCredentials {
@@ -217,26 +271,22 @@ enum FluxKeys<'a> {
 }
 
 impl<'a> FluxKeys<'a> {
-    fn load(settings: &'a GitAuthSettings) -> Result<FluxKeys<'a>, String> {
+    fn load(settings: &'a GitAuthSettings) -> Result<FluxKeys<'a>, AuthError> {
         if let Some(reference) = &settings.local_auth_secret {
-            let data = crate::cluster::read_secret_blocking(reference)
-                .map_err(|e| e.to_string())?
+            let data = crate::cluster::read_secret_blocking(reference)?
                 .into_iter()
                 .map(|(key, value)| (key, SecretBytes::new(value)))
                 .collect();
             return Ok(FluxKeys::Secret { reference, data });
         }
         match settings.local_auth_ref.as_deref() {
-            Some(dir) if !dir.is_dir() => Err(format!(
-                "localAuthRef directory {} does not exist or is not a directory",
-                dir.display()
-            )),
+            Some(dir) if !dir.is_dir() => Err(AuthError::NoAuthDirectory(dir.to_path_buf())),
             Some(dir) => Ok(FluxKeys::Directory(dir)),
             None => Ok(FluxKeys::None),
         }
     }
 
-    fn get(&self, key: &str) -> Result<Option<SecretBytes>, String> {
+    fn get(&self, key: &str) -> Result<Option<SecretBytes>, AuthError> {
         match self {
             FluxKeys::None => Ok(None),
             FluxKeys::Directory(dir) => {
@@ -258,28 +308,32 @@ impl<'a> FluxKeys<'a> {
     }
 }
 
-fn read(source: &SecretSource, key: &str) -> Result<SecretBytes, String> {
+fn read(source: &SecretSource, key: &str) -> Result<SecretBytes, AuthError> {
     match source {
         SecretSource::Inline(bytes) => Ok(bytes.clone()),
         SecretSource::File(path) => read_file(path, &format!("{key}File")),
     }
 }
 
-fn read_file(path: &Path, what: &str) -> Result<SecretBytes, String> {
+fn read_file(path: &Path, what: &str) -> Result<SecretBytes, AuthError> {
     fs::read(path)
         .map(SecretBytes::new)
-        .map_err(|e| format!("cannot read {what} {}: {}", path.display(), io_reason(&e)))
+        .map_err(|source| AuthError::Read {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
-fn read_optional(path: &Path, what: &str) -> Result<Option<SecretBytes>, String> {
+fn read_optional(path: &Path, what: &str) -> Result<Option<SecretBytes>, AuthError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(SecretBytes::new(bytes))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!(
-            "cannot read {what} {}: {}",
-            path.display(),
-            io_reason(&e)
-        )),
+        Err(source) => Err(AuthError::Read {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -294,56 +348,48 @@ fn io_reason(e: &std::io::Error) -> String {
 
 /// The generated key pair's private half at `path` (public half at `path.pub`), created on
 /// first use: an ed25519 key in OpenSSH format, mode 0600, written atomically.
-pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, String> {
+pub fn ensure_generated_key(path: &Path) -> Result<SecretBytes, KeyError> {
     if let Ok(bytes) = fs::read(path) {
         if !pub_path(path).exists() {
             // Only the public half was lost (or never written): derive it again.
-            write_public_key(path)?;
+            write_public_key(path, &bytes)?;
         }
         return Ok(SecretBytes::new(bytes));
     }
     let parent = path.parent().unwrap_or(Path::new("."));
-    crate::atomic::create_private_dir(parent)
-        .map_err(|e| format!("cannot create {}: {}", parent.display(), io_reason(&e)))?;
-    let scratch = tempfile_dir(parent)?;
-    let temp_key = scratch.join("key");
+    crate::atomic::create_private_dir(parent).map_err(|source| KeyError::CreateDir {
+        path: parent.to_path_buf(),
+        source,
+    })?;
     let comment = format!(
         "gitopsd:{}",
         path.strip_prefix(parent.parent().and_then(Path::parent).unwrap_or(parent))
             .unwrap_or(path)
             .display()
     );
-    let output = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f"])
-        .arg(&temp_key)
-        .output();
-    let result = match output {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "ssh-keygen failed to generate a key: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Err(format!(
-            "cannot run ssh-keygen to generate a key (install openssh-client): {}",
-            io_reason(&e)
-        )),
-    };
-    let written = result.and_then(|()| {
-        let private = SecretBytes::new(
-            fs::read(&temp_key).map_err(|e| format!("cannot read the new key: {e}"))?,
-        );
-        let public = fs::read(temp_key.with_extension("pub"))
-            .map_err(|e| format!("cannot read the new public key: {e}"))?;
-        write_private(path, private.expose())?;
-        crate::atomic::write(&pub_path(path), &public)
-            .map_err(|e| format!("cannot write {}.pub: {}", path.display(), io_reason(&e)))?;
-        Ok(private)
-    });
-    let _ = fs::remove_dir_all(&scratch);
-    if written.is_ok() {
-        tracing::info!(key = %path.display(), "generated an ssh key pair; add the public key as a deploy key");
-    }
-    written
+    let mut key =
+        ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .map_err(KeyError::Generate)?;
+    key.set_comment(comment);
+    let private = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(KeyError::Generate)?;
+    let public = public_line(&key)?;
+    // The private half first: a key without its public half is repaired above, the other way
+    // round would be a public key nobody holds.
+    write_private(path, private.as_bytes())?;
+    crate::atomic::write(&pub_path(path), public.as_bytes()).map_err(|source| KeyError::Write {
+        path: pub_path(path),
+        source,
+    })?;
+    tracing::info!(key = %path.display(), "generated an ssh key pair; add the public key as a deploy key");
+    Ok(SecretBytes::new(private.as_bytes().to_vec()))
+}
+
+/// The `authorized_keys` line of `key`'s public half, with its comment.
+fn public_line(key: &ssh_key::PrivateKey) -> Result<String, KeyError> {
+    let line = key.public_key().to_openssh().map_err(KeyError::Generate)?;
+    Ok(format!("{line}\n"))
 }
 
 /// Where a configuration's generated key lives: `<stateDir>/keys/<namespace>/<name>`, given
@@ -384,64 +430,27 @@ pub fn generated_public_key(path: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn write_public_key(path: &Path) -> Result<(), String> {
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-y", "-P", "", "-f"])
-        .arg(path)
-        .output()
-        .map_err(|e| format!("cannot run ssh-keygen: {}", io_reason(&e)))?;
-    if !out.status.success() {
-        return Err(format!(
-            "the generated key {} is unreadable; delete it to generate a new one",
-            path.display()
-        ));
+fn write_public_key(path: &Path, private: &[u8]) -> Result<(), KeyError> {
+    let unreadable = || KeyError::Unreadable {
+        path: path.to_path_buf(),
+    };
+    let key = ssh_key::PrivateKey::from_openssh(private).map_err(|_| unreadable())?;
+    if key.is_encrypted() {
+        return Err(unreadable());
     }
-    crate::atomic::write(&pub_path(path), &out.stdout)
-        .map_err(|e| format!("cannot write {}.pub: {}", path.display(), io_reason(&e)))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let fail = |e: std::io::Error| format!("cannot write {}: {}", path.display(), io_reason(&e));
-    let mut file = crate::atomic::AtomicFile::create(path).map_err(fail)?;
-    file.file()
-        .set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(fail)?;
-    file.file().write_all(bytes).map_err(fail)?;
-    file.commit().map_err(fail)
-}
-
-/// A private (0700) directory for one sync's files, below `parent`.
-pub fn tempfile_dir(parent: &Path) -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    for _ in 0..16 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = parent.join(format!(
-            ".gitopsd-auth-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        match fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(format!(
-                    "cannot create a private directory in {}: {}",
-                    parent.display(),
-                    io_reason(&e)
-                ))
-            }
+    crate::atomic::write(&pub_path(path), public_line(&key)?.as_bytes()).map_err(|source| {
+        KeyError::Write {
+            path: pub_path(path),
+            source,
         }
-    }
-    Err(format!(
-        "cannot create a private directory in {}",
-        parent.display()
-    ))
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    crate::atomic::write_private(path, bytes).map_err(|source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -488,7 +497,7 @@ mod tests {
         };
         let err = auth.resolve("ssh://git@h/r").unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "cannot read sshPrivateKeyFile /nonexistent/key: No such file or directory"
         );
     }

@@ -7,6 +7,7 @@
 
 use super::auth::{Credentials, SecretBytes};
 use super::config::GitReference;
+use super::error::{self, untyped, Cause, GitError, Problem, SshFailure};
 use super::refs::{self, RemoteRef, Wanted};
 use git2::{
     AutotagOption, CertificateCheckStatus, CredentialType, Direction, FetchOptions, Oid,
@@ -16,8 +17,18 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A failure, already worded for the status field (one sentence, no secret).
-pub type Failure = String;
+/// A failure of one step: libgit2's own error, which [`Backend::explain`] words (a callback
+/// may know better why it happened), or one already worded.
+pub enum Failure {
+    Libgit2(git2::Error),
+    Worded(GitError),
+}
+
+impl From<git2::Error> for Failure {
+    fn from(e: git2::Error) -> Failure {
+        Failure::Libgit2(e)
+    }
+}
 
 /// Open the bare cache, or make a new one.
 pub fn open(dir: &Path) -> Result<git2::Repository, git2::Error> {
@@ -38,7 +49,7 @@ pub fn list_refs(
     };
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| invalid_url(url, &e))?;
+        .map_err(|e| Failure::Worded(invalid_url(url, &e)))?;
     if !headers.is_empty() {
         // `connect_auth` cannot send extra headers (a bearer token), but a download can. With
         // no refspec libgit2 would fetch HEAD; a refspec that matches no ref makes it connect,
@@ -49,16 +60,12 @@ pub fn list_refs(
             .custom_headers(headers)
             .proxy_options(proxy(url))
             .download_tags(AutotagOption::None);
-        remote
-            .download(&[LIST_ONLY], Some(&mut options))
-            .map_err(|e| network_error(url, &e))?;
-        let heads = remote.list().map_err(|e| network_error(url, &e))?;
+        remote.download(&[LIST_ONLY], Some(&mut options))?;
+        let heads = remote.list()?;
         return Ok(fold_heads(heads, &prefixes));
     }
-    let connection = remote
-        .connect_auth(Direction::Fetch, Some(callbacks), Some(proxy(url)))
-        .map_err(|e| network_error(url, &e))?;
-    let heads = connection.list().map_err(|e| network_error(url, &e))?;
+    let connection = remote.connect_auth(Direction::Fetch, Some(callbacks), Some(proxy(url)))?;
+    let heads = connection.list()?;
     Ok(fold_heads(heads, &prefixes))
 }
 
@@ -118,17 +125,15 @@ fn proxy(url: &str) -> git2::ProxyOptions<'static> {
 /// 1.9 tunnels https through a proxy, but for an http:// URL it writes the proxy-style
 /// request and then sends it straight to the server (libgit2 issue #5650), bypassing the
 /// proxy. Refused rather than silently going around the proxy.
-pub fn unsupported_proxy(url: &str) -> Option<String> {
+pub fn unsupported_proxy(url: &str) -> Option<Problem> {
     if !url.to_ascii_lowercase().starts_with("http://") {
         return None;
     }
     let proxy = crate::source::proxy::for_url(url)?;
-    Some(format!(
-        "libgit2 cannot send http:// requests through the proxy {} (from {}), it only tunnels \
-         https; set gitImplementation: gix, or exempt the host in NO_PROXY",
-        proxy.redacted(),
-        proxy.variable()
-    ))
+    Some(Problem::Libgit2HttpProxy {
+        proxy: proxy.redacted(),
+        variable: proxy.variable(),
+    })
 }
 
 /// Fetch what `wanted` names into `repo`, under `refs/gitopsd/` like the gix backend.
@@ -171,17 +176,12 @@ pub fn fetch<'a>(
     let boundary = local.then(|| std::fs::read(&shallow_file).ok()).flatten();
     let mut remote = repo
         .remote_anonymous(url)
-        .map_err(|e| invalid_url(url, &e))?;
-    remote
-        .fetch(&specs, Some(&mut options), None)
-        .map_err(|e| network_error(url, &e))?;
+        .map_err(|e| Failure::Worded(invalid_url(url, &e)))?;
+    remote.fetch(&specs, Some(&mut options), None)?;
     if let Some(boundary) = boundary.filter(|_| wanted.shallow && !shallow_file.exists()) {
         crate::atomic::write(&shallow_file, &boundary).map_err(|e| {
-            format!(
-                "cannot fetch from {}: cannot write {}: {e}",
-                refs::redact_url(url),
-                shallow_file.display()
-            )
+            let what = format!("cannot write {}", shallow_file.display());
+            Failure::Worded(GitError::new(url, error::local(Some(what), e)))
         })?;
     }
     Ok(())
@@ -196,11 +196,11 @@ pub struct Backend {
     credentials: Credentials,
     /// `Authorization: Bearer ...`, for [`FetchOptions::custom_headers`] (wiped on drop).
     headers: Vec<SecretBytes>,
-    /// The reason a callback refused (host key, key, certificate), worded like the gix backend;
-    /// it replaces libgit2's own error, which only says that a callback failed.
-    reason: RefCell<Option<String>>,
+    /// The reason a callback refused (host key, key, certificate), as the gix backend tells
+    /// it; it replaces libgit2's own error, which only says that a callback failed.
+    reason: RefCell<Option<Cause>>,
     /// Why loading the SSH key would have failed, used when libgit2 says it could not.
-    key_load: RefCell<Option<String>>,
+    key_load: RefCell<Option<Cause>>,
 }
 
 impl Backend {
@@ -222,17 +222,13 @@ impl Backend {
     }
 
     /// Refuse what libgit2 cannot carry, with gix's wording.
-    fn check(&self, url: &str) -> Result<(), Failure> {
+    fn check(&self, url: &str) -> Result<(), GitError> {
         let bad_token = self.credentials.bearer.as_ref().is_some_and(|t| {
             !t.expose_str()
                 .is_some_and(|t| t.bytes().all(|b| b.is_ascii_graphic()))
         });
         if bad_token {
-            return Err(format!(
-                "cannot fetch from {}: the bearer token has characters that cannot go into an \
-                 HTTP header",
-                refs::redact_url(url)
-            ));
+            return Err(GitError::new(url, Problem::BearerNotHeaderSafe));
         }
         Ok(())
     }
@@ -255,22 +251,22 @@ impl Backend {
                 }
                 if std::mem::replace(&mut tried, true) {
                     // libgit2 asks again when the server refused the key.
-                    return Err(refuse(reason, ssh_reason("Permission denied", &host)));
+                    let refused = SshFailure::KeyRefused { host: host.clone() };
+                    return Err(refuse(reason, refused.into()));
                 }
                 let key = ssh.private_key.expose_str().unwrap_or("");
                 let encrypted = key_is_encrypted(key);
                 if encrypted == Some(true) && ssh.passphrase.is_none() {
-                    let why = ssh_reason("Permission denied\nServer accepts key", &host);
-                    return Err(refuse(reason, why));
+                    return Err(refuse(reason, SshFailure::NoPassphrase.into()));
                 }
                 let passphrase = ssh.passphrase.as_ref().and_then(|p| p.expose_str());
                 // Should loading fail, this is why (libssh2 gives one text for every case).
                 let why = if encrypted == Some(true) {
-                    "incorrect passphrase"
+                    SshFailure::WrongPassphrase
                 } else {
-                    "invalid format"
+                    SshFailure::KeyUnreadable
                 };
-                key_load.replace(Some(ssh_reason(why, &host)));
+                key_load.replace(Some(why.into()));
                 return git2::Cred::ssh_key_from_memory(user, None, key, passphrase);
             }
             // libgit2 asks again after a 401: a second answer would loop forever.
@@ -278,9 +274,7 @@ impl Backend {
                 Some((user, password)) if !std::mem::replace(&mut tried, true) => {
                     git2::Cred::userpass_plaintext(user, password.expose_str().unwrap_or(""))
                 }
-                _ => Err(git2::Error::from_str(
-                    "authentication failed (HTTP 401): check the user and password or token",
-                )),
+                _ => Err(refuse(reason, Cause::Unauthorized)),
             }
         });
         let ca_pem = self.credentials.ca_pem.as_deref();
@@ -289,26 +283,20 @@ impl Backend {
             if let Some(key) = cert.as_hostkey() {
                 let known = ssh.map_or(super::known_hosts::BUILT_IN, |s| s.known_hosts.as_str());
                 let Some(blob) = key.hostkey() else {
-                    return Err(refuse(
-                        reason,
-                        "the server's SSH host key could not be read".into(),
-                    ));
+                    return Err(refuse(reason, SshFailure::HostKeyUnreadable.into()));
                 };
                 return match check_host_key(known, &host, blob) {
                     Ok(()) => {
                         // Host key accepted: a later failure is about the client key.
                         Ok(CertificateCheckStatus::CertificateOk)
                     }
-                    Err(why) => Err(refuse(reason, why)),
+                    Err(why) => Err(refuse(reason, why.into())),
                 };
             }
             match (cert.as_x509(), ca_pem) {
                 (Some(leaf), Some(ca)) => match verify_leaf(leaf.data(), ca, hostname) {
                     Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
-                    Err(why) => Err(refuse(
-                        reason,
-                        super::summarise(&format!("SSL certificate problem: {why}")),
-                    )),
+                    Err(_) => Err(refuse(reason, Cause::Certificate)),
                 },
                 _ => Ok(CertificateCheckStatus::CertificatePassthrough),
             }
@@ -323,29 +311,30 @@ impl Backend {
             .collect()
     }
 
-    /// A failure: a callback's reason if one refused, else libgit2's error as it was worded.
-    fn explain(&self, url: &str, failure: Failure) -> Failure {
+    /// A failure: a callback's reason if one refused, else libgit2's error, classified.
+    fn explain(&self, url: &str, failure: Failure) -> GitError {
+        let error = match failure {
+            Failure::Worded(worded) => return worded,
+            Failure::Libgit2(error) => error,
+        };
         let key_load = self.key_load.take().filter(|_| {
-            let lower = failure.to_ascii_lowercase();
-            lower.contains("private key") || lower.contains("passphrase")
+            error.class() == git2::ErrorClass::Ssh && untyped::libssh2_key_load(error.message())
         });
-        match self.reason.take().or(key_load) {
-            Some(reason) => format!("cannot fetch from {}: {reason}", refs::redact_url(url)),
-            None => failure,
-        }
+        let classified =
+            || error::classify_git2(&error, crate::source::proxy::for_url(url).as_ref());
+        let cause = match self.reason.take().or(key_load) {
+            Some(reason) => reason,
+            None => classified(),
+        };
+        GitError::new(url, cause)
     }
 }
 
 /// Remember why a callback refused, and give libgit2 an error that aborts the transfer.
-fn refuse(slot: &RefCell<Option<String>>, why: String) -> git2::Error {
-    let error = git2::Error::from_str(&why);
+fn refuse(slot: &RefCell<Option<Cause>>, why: Cause) -> git2::Error {
+    let error = git2::Error::from_str(&why.to_string());
     slot.replace(Some(why));
     error
-}
-
-/// The gix backend's wording for an ssh failure, from the line ssh would have logged.
-fn ssh_reason(log: &str, host: &str) -> String {
-    super::gitoxide::ssh_failure(log, host).unwrap_or_else(|| log.to_string())
 }
 
 impl super::Backend for Backend {
@@ -354,14 +343,14 @@ impl super::Backend for Backend {
         url: &str,
         reference: &GitReference,
         interrupt: &AtomicBool,
-    ) -> Result<Vec<RemoteRef>, Failure> {
+    ) -> Result<Vec<RemoteRef>, GitError> {
         self.check(url)?;
         let mut callbacks = self.callbacks(url);
         callbacks.transfer_progress(move |_| !interrupt.load(Ordering::Relaxed));
         list_refs(&self.repo, url, reference, callbacks, &self.headers())
             .map_err(|f| self.explain(url, f))
     }
-    fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), Failure> {
+    fn fetch(&self, url: &str, wanted: &Wanted, interrupt: &AtomicBool) -> Result<(), GitError> {
         self.check(url)?;
         let callbacks = self.callbacks(url);
         fetch(
@@ -428,7 +417,7 @@ fn ssh_string(data: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Check the host key the server offered (`blob`, SSH wire format) against `known_hosts`
 /// for `host` (`host` or `[host]:port`). Plain and hashed (`|1|salt|hash`) host names are
 /// understood; wildcard patterns are not. Errors are the gix backend's sentences.
-fn check_host_key(known_hosts: &str, host: &str, blob: &[u8]) -> Result<(), String> {
+fn check_host_key(known_hosts: &str, host: &str, blob: &[u8]) -> Result<(), SshFailure> {
     let kind = ssh_string(blob)
         .and_then(|(k, _)| std::str::from_utf8(k).ok())
         .unwrap_or("unknown")
@@ -479,16 +468,13 @@ fn check_host_key(known_hosts: &str, host: &str, blob: &[u8]) -> Result<(), Stri
     let digest = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), blob)
         .map(|d| openssl::base64::encode_block(&d))
         .unwrap_or_default();
-    let log = format!(
-        "debug1: Server host key: {kind} SHA256:{}\n{}",
-        digest.trim_end_matches('='),
-        if same_type_known {
-            "REMOTE HOST IDENTIFICATION HAS CHANGED"
-        } else {
-            "Host key verification failed"
-        }
-    );
-    Err(ssh_reason(&log, host))
+    let offered = format!("{kind} SHA256:{}", digest.trim_end_matches('='));
+    let host = host.to_string();
+    Err(if same_type_known {
+        SshFailure::HostKeyChanged { host, offered }
+    } else {
+        SshFailure::HostKeyUnknown { host, offered }
+    })
 }
 
 /// One known_hosts name against `host`: literal, or hashed as `|1|base64(salt)|base64(hmac)`.
@@ -516,36 +502,42 @@ fn host_matches(name: &str, host: &str) -> bool {
 /// Verify the server's leaf certificate (DER) against the source's CA certificates, host
 /// name included. libgit2 hands over the leaf only: a server whose chain needs an
 /// intermediate must have it in the CA bundle.
-fn verify_leaf(der: &[u8], ca_pem: &[u8], hostname: &str) -> Result<(), String> {
+fn verify_leaf(der: &[u8], ca_pem: &[u8], hostname: &str) -> Result<(), LeafError> {
     use openssl::stack::Stack;
     use openssl::x509::store::X509StoreBuilder;
     use openssl::x509::verify::X509VerifyParam;
     use openssl::x509::{X509StoreContext, X509};
-    let leaf = X509::from_der(der).map_err(|e| e.to_string())?;
-    let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-    for ca in X509::stack_from_pem(ca_pem).map_err(|e| e.to_string())? {
-        store.add_cert(ca).map_err(|e| e.to_string())?;
+    let leaf = X509::from_der(der)?;
+    let mut store = X509StoreBuilder::new()?;
+    for ca in X509::stack_from_pem(ca_pem)? {
+        store.add_cert(ca)?;
     }
-    let mut param = X509VerifyParam::new().map_err(|e| e.to_string())?;
+    let mut param = X509VerifyParam::new()?;
     let host = hostname.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<std::net::IpAddr>() {
         Ok(ip) => param.set_ip(ip),
         Err(_) => param.set_host(host),
-    }
-    .map_err(|e| e.to_string())?;
-    store.set_param(&param).map_err(|e| e.to_string())?;
+    }?;
+    store.set_param(&param)?;
     let store = store.build();
-    let chain = Stack::new().map_err(|e| e.to_string())?;
-    let mut context = X509StoreContext::new().map_err(|e| e.to_string())?;
-    context
-        .init(&store, &leaf, &chain, |c| {
-            Ok(if c.verify_cert()? {
-                Ok(())
-            } else {
-                Err(format!("certificate verify failed: {}", c.error()))
-            })
+    let chain = Stack::new()?;
+    let mut context = X509StoreContext::new()?;
+    context.init(&store, &leaf, &chain, |c| {
+        Ok(if c.verify_cert()? {
+            Ok(())
+        } else {
+            Err(LeafError::Rejected(c.error()))
         })
-        .map_err(|e| e.to_string())?
+    })?
+}
+
+/// Why [`verify_leaf`] refused a certificate.
+#[derive(Debug, thiserror::Error)]
+enum LeafError {
+    #[error("certificate verify failed: {0}")]
+    Rejected(openssl::x509::X509VerifyResult),
+    #[error("cannot check the certificate: {0}")]
+    Openssl(#[from] openssl::error::ErrorStack),
 }
 
 /// Whether the fetch brought the commit.
@@ -559,31 +551,8 @@ pub fn commit_time(repo: &git2::Repository, commit: &str) -> Option<i64> {
     repo.find_commit(id).ok().map(|c| c.time().seconds())
 }
 
-fn invalid_url(url: &str, e: &git2::Error) -> Failure {
-    format!("invalid git URL {}: {}", refs::redact_url(url), e.message())
-}
-
-fn network_error(url: &str, e: &git2::Error) -> Failure {
-    // libgit2's own TLS failure ("the SSL certificate is invalid") in the gix wording.
-    // A 401 whose scheme libgit2 cannot answer (a wrong bearer token) in the same wording too.
-    let lower = e.message().to_ascii_lowercase();
-    let message = if e.code() == git2::ErrorCode::Certificate
-        || (e.class() == git2::ErrorClass::Ssl && lower.contains("certificate"))
-    {
-        format!("SSL certificate problem: {}", e.message())
-    } else if e.code() == git2::ErrorCode::Auth || lower.contains("requires authentication") {
-        format!("HTTP status 401: {}", e.message())
-    } else {
-        e.message().to_string()
-    };
-    // Through a proxy, a failure the proxy caused gets the same sentence as on gix.
-    let reason = match crate::source::proxy::for_url(url) {
-        Some(proxy) => proxy
-            .explain(&message)
-            .unwrap_or_else(|| super::summarise(&proxy.scrub(&message))),
-        None => super::summarise(&message),
-    };
-    format!("cannot fetch from {}: {reason}", refs::redact_url(url))
+fn invalid_url(url: &str, e: &git2::Error) -> GitError {
+    GitError::new(url, Problem::InvalidUrl(e.message().to_string()))
 }
 
 #[cfg(test)]
@@ -613,14 +582,20 @@ mod tests {
         assert!(check_host_key(&line("[h]:2222", &key), "[h]:2222", &key).is_ok());
         assert!(check_host_key(&line("x,h", &key), "h", &key).is_ok());
         // Same host on port 22 only: unknown on 2222.
-        let err = check_host_key(&line("h", &key), "[h]:2222", &key).unwrap_err();
+        let err = check_host_key(&line("h", &key), "[h]:2222", &key)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not in the known hosts"), "{err}");
         assert!(err.contains("ssh-ed25519 SHA256:"), "{err}");
         assert!(!err.contains('='), "{err}");
         // Another key of the same type: changed; only another type: unknown.
-        let err = check_host_key(&line("h", &other), "h", &key).unwrap_err();
+        let err = check_host_key(&line("h", &other), "h", &key)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has changed"), "{err}");
-        let err = check_host_key(&line("h", &rsa), "h", &key).unwrap_err();
+        let err = check_host_key(&line("h", &rsa), "h", &key)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not in the known hosts"), "{err}");
         // A revoked key never passes.
         let revoked = format!("{}@revoked {}", line("h", &key), line("h", &key));
@@ -727,13 +702,15 @@ mod tests {
     #[test]
     fn leaf_is_checked_against_the_ca_and_the_host_name() {
         let (ca, leaf) = pki("git.example.com");
-        assert_eq!(verify_leaf(&leaf, &ca, "git.example.com"), Ok(()));
-        let err = verify_leaf(&leaf, &ca, "other.example.com").unwrap_err();
+        assert!(verify_leaf(&leaf, &ca, "git.example.com").is_ok());
+        let err = verify_leaf(&leaf, &ca, "other.example.com")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("certificate verify failed"), "{err}");
         let (other_ca, _) = pki("git.example.com");
         assert!(verify_leaf(&leaf, &other_ca, "git.example.com").is_err());
         let (ca, leaf) = pki("127.0.0.1");
-        assert_eq!(verify_leaf(&leaf, &ca, "127.0.0.1"), Ok(()));
+        assert!(verify_leaf(&leaf, &ca, "127.0.0.1").is_ok());
         assert!(verify_leaf(&leaf, &ca, "127.0.0.2").is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod cancel;
 pub(crate) mod config;
+pub mod error;
 pub mod gitoxide;
 pub mod known_hosts;
 pub mod libgit2;
@@ -17,6 +18,7 @@ pub mod semver;
 pub mod tree;
 
 use super::{FetchOutcome, Revision, Snapshot, Source, SourceError};
+pub use error::{GitError, Kind};
 
 use self::config::{GitImplementation, GitReference};
 use std::fs;
@@ -61,11 +63,11 @@ impl GitSource {
                 return Ok(FetchOutcome::Unchanged);
             }
         }
-        let fail = |msg: String| SourceError::Git(self.failure(msg));
+        let fail = |problem: error::Problem| GitError::new(url, problem).on(&self.reference);
         let credentials = self
             .auth
             .resolve(url)
-            .map_err(|e| fail(format!("cannot fetch from {}: {e}", refs::redact_url(url))))?;
+            .map_err(|e| fail(error::Problem::Credentials(e)))?;
         let io = |e: std::io::Error| SourceError::Io {
             url: refs::redact_url(url),
             source: e,
@@ -84,18 +86,11 @@ impl GitSource {
         };
         match implementation {
             GitImplementation::Git2 => {
-                let refused = credentials.unsupported_by_libgit2();
-                if let Some(mode) = refused {
-                    return Err(fail(format!(
-                        "cannot fetch from {}: libgit2 cannot present {mode}; set gitImplementation: gix",
-                        refs::redact_url(url)
-                    )));
+                if let Some(mode) = credentials.unsupported_by_libgit2() {
+                    return Err(fail(error::Problem::Libgit2CannotPresent(mode)).into());
                 }
-                if let Some(why) = libgit2::unsupported_proxy(url) {
-                    return Err(fail(format!(
-                        "cannot fetch from {}: {why}",
-                        refs::redact_url(url)
-                    )));
+                if let Some(refused) = libgit2::unsupported_proxy(url) {
+                    return Err(fail(refused).into());
                 }
                 drop(open_cache(&self.cache_dir, url).map_err(io)?);
                 let repo =
@@ -105,10 +100,12 @@ impl GitSource {
             }
             _ => {
                 let private_parent = self.cache_dir.parent().unwrap_or(Path::new("."));
-                let session =
-                    gitoxide::Session::prepare(credentials, url, private_parent).map_err(fail)?;
+                let session = gitoxide::Session::prepare(credentials, url, private_parent)
+                    .map_err(|e| e.on(&self.reference))?;
                 let mut repo = open_cache(&self.cache_dir, url).map_err(io)?;
-                session.apply(&mut repo, url).map_err(fail)?;
+                session
+                    .apply(&mut repo, url)
+                    .map_err(|e| e.on(&self.reference))?;
                 let backend = gitoxide::Backend { repo, session };
                 self.sync(&backend, previous, interrupt)
             }
@@ -125,9 +122,13 @@ pub trait Backend {
         url: &str,
         reference: &GitReference,
         interrupt: &AtomicBool,
-    ) -> Result<Vec<refs::RemoteRef>, String>;
-    fn fetch(&self, url: &str, wanted: &refs::Wanted, interrupt: &AtomicBool)
-        -> Result<(), String>;
+    ) -> Result<Vec<refs::RemoteRef>, GitError>;
+    fn fetch(
+        &self,
+        url: &str,
+        wanted: &refs::Wanted,
+        interrupt: &AtomicBool,
+    ) -> Result<(), GitError>;
     fn has_commit(&self, commit: &str) -> bool;
     fn commit_time(&self, commit: &str) -> Option<i64>;
     fn is_shallow(&self) -> bool;
@@ -159,28 +160,27 @@ impl GitSource {
         interrupt: &AtomicBool,
     ) -> Result<FetchOutcome, SourceError> {
         let url = &self.url;
-        let fail = |msg: String| SourceError::Git(self.failure(msg));
         let advertised = backend
             .list_refs(url, &self.reference, interrupt)
-            .map_err(fail)?;
+            .map_err(|e| e.on(&self.reference))?;
         let mut wanted = refs::resolve(&self.reference, &refs::redact_url(url), &advertised)
-            .map_err(SourceError::Git)?;
+            .map_err(|e| GitError::new(url, e))?;
         if wanted.tie.is_empty() && previous == Some(&wanted.revision) {
             return Ok(FetchOutcome::Unchanged);
         }
-        backend.fetch(url, &wanted, interrupt).map_err(fail)?;
+        backend
+            .fetch(url, &wanted, interrupt)
+            .map_err(|e| e.on(&self.reference))?;
         if !backend.has_commit(&wanted.commit) {
-            let place = match &self.reference {
-                GitReference::Commit {
-                    branch: Some(b), ..
-                } => format!("on branch '{b}' in"),
-                _ => "in".into(),
+            let branch = match &self.reference {
+                GitReference::Commit { branch, .. } => branch.clone(),
+                _ => None,
             };
-            return Err(SourceError::Git(format!(
-                "commit {} not found {place} {}",
-                wanted.commit,
-                refs::redact_url(url)
-            )));
+            let missing = error::Problem::CommitNotFound {
+                commit: wanted.commit.clone(),
+                branch,
+            };
+            return Err(GitError::new(url, missing).into());
         }
         if !wanted.tie.is_empty() {
             refs::pick_newest(&mut wanted, |c| backend.commit_time(c));
@@ -227,12 +227,6 @@ pub fn auto_implementation(url: &str) -> GitImplementation {
     }
 }
 
-impl GitSource {
-    fn failure(&self, msg: String) -> String {
-        format!("{msg} (ref: {})", refs::describe(&self.reference))
-    }
-}
-
 /// Open the source's bare cache, or start a new one when it is missing, belongs to another
 /// URL, or cannot be opened (a crash mid-fetch must never wedge a source).
 fn open_cache(dir: &Path, url: &str) -> std::io::Result<gix::Repository> {
@@ -275,54 +269,6 @@ fn remove_stale_locks(dir: &Path) {
     walk(&dir.join("refs"));
     for file in ["shallow.lock", "packed-refs.lock", "config.lock"] {
         let _ = fs::remove_file(dir.join(file));
-    }
-}
-
-/// Shorten a low-level error chain to something a person can act on.
-pub fn summarise(chain: &str) -> String {
-    let lower = chain.to_ascii_lowercase();
-    let hint = if lower.contains("no credentials were returned")
-        || lower.contains("http status 401")
-        || lower.contains("refuses to use a given identity")
-    {
-        Some("authentication failed (HTTP 401): check the user and password or token")
-    } else if lower.contains("http status 403") {
-        Some("access denied (HTTP 403): the credentials are not allowed to read this repository")
-    } else if lower.contains("ssl certificate problem")
-        || lower.contains("ssl peer certificate")
-        || lower.contains("certificate verify")
-    {
-        Some(
-            "the server's TLS certificate could not be verified: give the CA that signed it as \
-             httpsCACert or httpsCACertFile",
-        )
-    } else if lower.contains("connection refused")
-        || lower.contains("couldn't connect")
-        || lower.contains("could not connect")
-    {
-        Some("connection refused, is the server running?")
-    } else if lower.contains("could not resolve") || lower.contains("name or service not known") {
-        Some("host name could not be resolved")
-    } else if lower.contains("not found") && lower.contains("404") {
-        Some("HTTP 404: no repository at this URL")
-    } else if lower.contains("does not appear to be a git repository")
-        || lower.contains("not a git repository")
-        || lower.contains("could not find repository")
-        || lower.contains("no such file or directory")
-    {
-        Some("not a git repository")
-    } else {
-        None
-    };
-    match hint {
-        Some(h) => h.to_string(),
-        None => {
-            let mut s: String = chain.chars().take(300).collect();
-            if s.len() < chain.len() {
-                s.push('…');
-            }
-            s
-        }
     }
 }
 

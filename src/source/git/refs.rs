@@ -83,9 +83,44 @@ pub fn describe(reference: &GitReference) -> String {
     }
 }
 
+/// Why no commit could be chosen for a reference. Each names the URL (redacted by the
+/// caller) and says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{url} has no HEAD: the repository is empty or its default branch is unborn; set a branch, tag or commit")]
+    NoHead { url: String },
+    #[error("{url} does not say which branch its HEAD points at; set a branch explicitly")]
+    HeadNotSymbolic { url: String },
+    #[error("branch '{name}' not found in {url}")]
+    Branch { name: String, url: String },
+    #[error("tag '{name}' not found in {url}")]
+    Tag { name: String, url: String },
+    #[error("ref '{name}' not found in {url}")]
+    Ref { name: String, url: String },
+    #[error("no tag in {url} matches semver range '{range}'")]
+    NoMatchingTag { range: String, url: String },
+    #[error(transparent)]
+    Range(#[from] super::semver::RangeError),
+}
+
+impl ResolveError {
+    pub fn kind(&self) -> super::error::Kind {
+        match self {
+            // Settings that cannot work whatever the remote holds.
+            ResolveError::Range(_) => super::error::Kind::Config,
+            _ => super::error::Kind::RefNotFound,
+        }
+    }
+}
+
 /// Decide what to fetch. `refs` is the advertisement filtered by [`listing_prefixes`]
 /// (it may hold more; only exact names are used). Errors are one sentence naming `url`.
-pub fn resolve(reference: &GitReference, url: &str, refs: &[RemoteRef]) -> Result<Wanted, String> {
+pub fn resolve(
+    reference: &GitReference,
+    url: &str,
+    refs: &[RemoteRef],
+) -> Result<Wanted, ResolveError> {
+    let at = || url.to_string();
     let find = |name: &str| refs.iter().find(|r| r.name == name);
     let single = |full: String, rev_name: &str, commit: &str| Wanted {
         refs: vec![full],
@@ -98,31 +133,39 @@ pub fn resolve(reference: &GitReference, url: &str, refs: &[RemoteRef]) -> Resul
         GitReference::RemoteHead => {
             let head = find("HEAD")
                 .filter(|h| !h.commit.is_empty())
-                .ok_or_else(|| format!("{url} has no HEAD: the repository is empty or its default branch is unborn; set a branch, tag or commit"))?;
-            let target = head.symref_target.as_deref().ok_or_else(|| {
-                format!(
-                    "{url} does not say which branch its HEAD points at; set a branch explicitly"
-                )
-            })?;
+                .ok_or_else(|| ResolveError::NoHead { url: at() })?;
+            let target = head
+                .symref_target
+                .as_deref()
+                .ok_or_else(|| ResolveError::HeadNotSymbolic { url: at() })?;
             let branch = target.strip_prefix("refs/heads/").unwrap_or(target);
             Ok(single(target.to_string(), branch, &head.commit))
         }
         GitReference::Branch(b) => {
             let full = format!("refs/heads/{b}");
-            let r = find(&full).ok_or_else(|| format!("branch '{b}' not found in {url}"))?;
+            let r = find(&full).ok_or_else(|| ResolveError::Branch {
+                name: b.clone(),
+                url: at(),
+            })?;
             Ok(single(full, b, &r.commit))
         }
         GitReference::Tag(t) => {
             let full = format!("refs/tags/{t}");
-            let r = find(&full).ok_or_else(|| format!("tag '{t}' not found in {url}"))?;
+            let r = find(&full).ok_or_else(|| ResolveError::Tag {
+                name: t.clone(),
+                url: at(),
+            })?;
             Ok(single(full, t, &r.commit))
         }
         GitReference::Name(n) => {
-            let r = find(n).ok_or_else(|| format!("ref '{n}' not found in {url}"))?;
+            let r = find(n).ok_or_else(|| ResolveError::Ref {
+                name: n.clone(),
+                url: at(),
+            })?;
             Ok(single(n.clone(), n, &r.commit))
         }
         GitReference::Semver(range_text) => {
-            let range = Range::parse(range_text).map_err(|e| e.to_string())?;
+            let range = Range::parse(range_text)?;
             let tags: Vec<(&str, &RemoteRef)> = refs
                 .iter()
                 .filter_map(|r| Some((r.name.strip_prefix("refs/tags/")?, r)))
@@ -133,10 +176,13 @@ pub fn resolve(reference: &GitReference, url: &str, refs: &[RemoteRef]) -> Resul
                 .filter_map(|b| tags.iter().find(|(t, _)| t == b))
                 .map(|(t, r)| (t.to_string(), r.commit.clone()))
                 .collect();
-            let (tag, commit) = tie
-                .first()
-                .cloned()
-                .ok_or_else(|| format!("no tag in {url} matches semver range '{range_text}'"))?;
+            let (tag, commit) =
+                tie.first()
+                    .cloned()
+                    .ok_or_else(|| ResolveError::NoMatchingTag {
+                        range: range_text.clone(),
+                        url: at(),
+                    })?;
             let mut wanted = single(format!("refs/tags/{tag}"), &tag, &commit);
             if tie.len() > 1 {
                 wanted.refs = tie.iter().map(|(t, _)| format!("refs/tags/{t}")).collect();
@@ -158,7 +204,10 @@ pub fn resolve(reference: &GitReference, url: &str, refs: &[RemoteRef]) -> Resul
             branch: Some(b),
         } => {
             let full = format!("refs/heads/{b}");
-            find(&full).ok_or_else(|| format!("branch '{b}' not found in {url}"))?;
+            find(&full).ok_or_else(|| ResolveError::Branch {
+                name: b.clone(),
+                url: at(),
+            })?;
             Ok(Wanted {
                 refs: vec![full],
                 commit: sha.clone(),
@@ -267,26 +316,9 @@ fn is_ssh_scheme(head: &str) -> bool {
 }
 
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -319,14 +351,14 @@ mod tests {
     #[test]
     fn missing_refs_name_url_and_ref() {
         let e = resolve(&GitReference::Branch("dev".into()), "git://h/r.git", &[]).unwrap_err();
-        assert_eq!(e, "branch 'dev' not found in git://h/r.git");
+        assert_eq!(e.to_string(), "branch 'dev' not found in git://h/r.git");
         let e = resolve(
             &GitReference::Semver(">=9.0.0".into()),
             "u",
             &[r("refs/tags/v1.0.0", "c")],
         )
         .unwrap_err();
-        assert_eq!(e, "no tag in u matches semver range '>=9.0.0'");
+        assert_eq!(e.to_string(), "no tag in u matches semver range '>=9.0.0'");
     }
 
     #[test]

@@ -64,11 +64,37 @@ pub struct Range {
 }
 
 /// The text always comes along so that the message can be shown on its own.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid semver range {range:?}: {reason}")]
 pub struct RangeError {
     pub range: String,
+    /// [`Problem`]'s sentence: configuration validation reports it at the field's position.
     pub reason: String,
+}
+
+/// What is wrong with a range, as Masterminds' parser would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Problem {
+    #[error("empty range")]
+    Empty,
+    #[error("empty alternative next to `||`")]
+    EmptyAlternative,
+    #[error("operator {0:?} is not followed by a version")]
+    OperatorWithoutVersion(String),
+    #[error("unexpected comma")]
+    UnexpectedComma,
+    #[error("hyphen range starting at {0:?} must come first in its alternative or after a comma")]
+    MisplacedHyphenRange(String),
+    #[error("hyphen range {0:?} - has no upper bound")]
+    HyphenWithoutUpperBound(String),
+    #[error(
+        "stray `-`: a hyphen range needs a bare version on each side, with spaces around the `-`"
+    )]
+    StrayHyphen,
+    #[error("trailing comma")]
+    TrailingComma,
+    #[error("{item:?} is not a valid constraint: {why}")]
+    Constraint { item: String, why: &'static str },
 }
 
 impl Range {
@@ -76,12 +102,12 @@ impl Range {
     /// reads `""` as `*`, but `NewConstraint`, which Flux calls, rejects it. Write `*` to
     /// accept any release.
     pub fn parse(s: &str) -> Result<Range, RangeError> {
-        let fail = |reason: String| RangeError {
+        let fail = |reason: Problem| RangeError {
             range: s.to_string(),
-            reason,
+            reason: reason.to_string(),
         };
         if s.chars().all(is_space) {
-            return Err(fail("empty range".to_string()));
+            return Err(fail(Problem::Empty));
         }
         let alternatives = s
             .split("||")
@@ -282,10 +308,10 @@ fn split_op(s: &str) -> (Option<Op>, &str) {
         .unwrap_or((None, s))
 }
 
-fn parse_alternative(text: &str) -> Result<Alternative, String> {
+fn parse_alternative(text: &str) -> Result<Alternative, Problem> {
     let mut rest = text.trim_start_matches(is_space);
     if rest.is_empty() {
-        return Err("empty alternative next to `||`".to_string());
+        return Err(Problem::EmptyAlternative);
     }
     let mut comparators = Vec::new();
     // Masterminds rewrites `a - b` into `>= a, <= b` textually and, doing so, swallows the
@@ -298,8 +324,8 @@ fn parse_alternative(text: &str) -> Result<Alternative, String> {
         let item = &rest[..rest.len() - after_word.len()];
         if word.is_empty() {
             return Err(match op {
-                Some(_) => format!("operator {item:?} is not followed by a version"),
-                None => "unexpected comma".to_string(),
+                Some(_) => Problem::OperatorWithoutVersion(item.to_string()),
+                None => Problem::UnexpectedComma,
             });
         }
         let spaced = after_word.trim_start_matches(is_space);
@@ -312,13 +338,11 @@ fn parse_alternative(text: &str) -> Result<Alternative, String> {
         };
         let after = if let Some(upper) = hyphen {
             if !range_may_start {
-                return Err(format!(
-                    "hyphen range starting at {word:?} must come first in its alternative or after a comma"
-                ));
+                return Err(Problem::MisplacedHyphenRange(word.to_string()));
             }
             let (upper, after_upper) = split_word(upper.trim_start_matches(is_space));
             if upper.is_empty() {
-                return Err(format!("hyphen range {word:?} - has no upper bound"));
+                return Err(Problem::HyphenWithoutUpperBound(word.to_string()));
             }
             comparators.push(parse_comparator(Op::Ge, word, word)?);
             comparators.push(parse_comparator(Op::Le, upper, upper)?);
@@ -326,10 +350,7 @@ fn parse_alternative(text: &str) -> Result<Alternative, String> {
             after_upper
         } else {
             if op.is_none() && word == "-" {
-                return Err(
-                    "stray `-`: a hyphen range needs a bare version on each side, with spaces around the `-`"
-                        .to_string(),
-                );
+                return Err(Problem::StrayHyphen);
             }
             comparators.push(parse_comparator(op.unwrap_or(Op::Eq), word, item)?);
             range_may_start = false;
@@ -342,7 +363,7 @@ fn parse_alternative(text: &str) -> Result<Alternative, String> {
         if let Some(next) = trimmed.strip_prefix(',') {
             rest = next.trim_start_matches(is_space);
             if rest.is_empty() {
-                return Err("trailing comma".to_string());
+                return Err(Problem::TrailingComma);
             }
             range_may_start = true;
         } else {
@@ -358,8 +379,11 @@ fn parse_alternative(text: &str) -> Result<Alternative, String> {
 }
 
 /// `word` is the version text; `item` is what the user wrote for this constraint, for errors.
-fn parse_comparator(op: Op, word: &str, item: &str) -> Result<Comparator, String> {
-    let bad = |why: &str| format!("{item:?} is not a valid constraint: {why}");
+fn parse_comparator(op: Op, word: &str, item: &str) -> Result<Comparator, Problem> {
+    let bad = |why: &'static str| Problem::Constraint {
+        item: item.to_string(),
+        why,
+    };
     if word.starts_with(['<', '>', '=', '!', '~', '^']) {
         return Err(bad("unknown operator"));
     }

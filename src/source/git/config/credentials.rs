@@ -52,11 +52,9 @@ impl fmt::Debug for SecretBytes {
 
 impl Drop for SecretBytes {
     fn drop(&mut self) {
-        for byte in self.0.iter_mut() {
-            // SAFETY: a volatile write to a valid, exclusively borrowed byte; it keeps the
-            // compiler from dropping the wipe as a dead store.
-            unsafe { std::ptr::write_volatile(byte, 0) };
-        }
+        // `zeroize` wipes the spare capacity too, in a way the compiler cannot drop as a dead
+        // store.
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
