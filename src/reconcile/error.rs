@@ -97,6 +97,8 @@ impl ReconcileError {
             ReconcileError::DependencyNotReady { .. } | ReconcileError::NoArtifact { .. } => {
                 Action::AwaitDependency
             }
+            // Decided by the source's error kind (a config problem), never by its sentence.
+            ReconcileError::Source(e) if !e.retryable() => Action::Stalled,
             _ => Action::Backoff,
         }
     }

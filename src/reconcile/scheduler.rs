@@ -36,6 +36,10 @@ pub enum Action {
     RequeueAfter(Duration),
     /// It failed: retry with exponential backoff, capped at the object's retryInterval.
     Backoff,
+    /// It failed in a way retrying cannot fix until something outside changes (settings that
+    /// cannot work as given): wait the whole retryInterval at once, rather than retrying at
+    /// 2 s, 4 s, ... first.
+    Stalled,
     /// A dependency is not ready at the current revision: retry like a failure, or as soon as
     /// the dependency succeeds.
     AwaitDependency,
@@ -120,6 +124,10 @@ impl Slot {
             Action::Backoff | Action::AwaitDependency => {
                 self.failures = self.failures.saturating_add(1);
                 self.due = now + backoff(self.failures, self.retry_interval, rng);
+            }
+            Action::Stalled => {
+                self.failures = self.failures.saturating_add(1);
+                self.due = now + jittered(self.retry_interval, rng);
             }
             Action::Abandoned => {}
         }
@@ -288,6 +296,27 @@ configurations:
     }
 
     const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_stalled_failure_waits_the_whole_retry_interval_at_once() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut slot = Slot::new(Duration::from_secs(600), false, t0);
+        slot.finish(Action::Stalled, t0, &mut rng);
+        assert!(
+            slot.due >= t0 + Duration::from_secs(600),
+            "{:?}",
+            slot.due - t0
+        );
+        assert!(
+            slot.due <= t0 + Duration::from_secs(630),
+            "{:?}",
+            slot.due - t0
+        );
+        let mut retrying = Slot::new(Duration::from_secs(600), false, t0);
+        retrying.finish(Action::Backoff, t0, &mut rng);
+        assert!(retrying.due <= t0 + Duration::from_secs(3));
+    }
 
     #[test]
     fn dependencies_come_first() {
