@@ -189,7 +189,13 @@ pub fn tunnel_status(lower: &str) -> Option<u16> {
         "connect tunnel failed, response ",
         "proxy returned unexpected status: ",
     ];
-    MARKERS.iter().find_map(|marker| {
+    number_after(lower, &MARKERS)
+}
+
+/// The number that follows the first of `markers` found in `lower` (an HTTP status a client
+/// wrote into its message).
+pub(crate) fn number_after(lower: &str, markers: &[&str]) -> Option<u16> {
+    markers.iter().find_map(|marker| {
         let at = lower.find(marker)? + marker.len();
         lower[at..]
             .split(|c: char| !c.is_ascii_digit())

@@ -615,21 +615,10 @@ pub mod untyped {
     /// `NNN` after "Received HTTP status " (gix's curl transport) or "unexpected http status
     /// code: " (libgit2).
     fn http_status(lower: &str) -> Option<u16> {
-        number_after(
+        crate::source::proxy::number_after(
             lower,
             &["received http status ", "unexpected http status code: "],
         )
-    }
-
-    fn number_after(lower: &str, markers: &[&str]) -> Option<u16> {
-        markers.iter().find_map(|marker| {
-            let at = lower.find(marker)? + marker.len();
-            lower[at..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
     }
 
     /// libgit2 reports a proxy's 407 with the same code as a server's 401 (`GIT_EAUTH`):

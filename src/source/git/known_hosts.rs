@@ -39,6 +39,20 @@ pub const BUILT_IN_HOSTS: &[&str] = &[
     "ssh.dev.azure.com",
 ];
 
+/// `host`, or `[host]:port` for a port other than 22: how known_hosts names the server.
+pub(super) fn known_hosts_name(url: &str) -> String {
+    match gix::url::parse(gix::bstr::BStr::new(url)) {
+        Ok(parsed) => {
+            let host = parsed.host().unwrap_or("?").to_string();
+            match parsed.port {
+                Some(port) if port != 22 => format!("[{host}]:{port}"),
+                _ => host,
+            }
+        }
+        Err(_) => "the server".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

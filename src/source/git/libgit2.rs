@@ -8,6 +8,7 @@
 use super::auth::{Credentials, SecretBytes};
 use super::config::GitReference;
 use super::error::{self, untyped, Cause, GitError, Problem, SshFailure};
+use super::known_hosts::known_hosts_name;
 use super::refs::{self, RemoteRef, Wanted};
 use git2::{
     AutotagOption, CertificateCheckStatus, CredentialType, Direction, FetchOptions, Oid,
@@ -371,20 +372,6 @@ impl super::Backend for Backend {
     }
     fn is_shallow(&self) -> bool {
         self.repo.is_shallow()
-    }
-}
-
-/// `host`, or `[host]:port` for a port other than 22: how known_hosts names the server.
-fn known_hosts_name(url: &str) -> String {
-    match gix::url::parse(gix::bstr::BStr::new(url)) {
-        Ok(parsed) => {
-            let host = parsed.host().unwrap_or("?").to_string();
-            match parsed.port {
-                Some(port) if port != 22 => format!("[{host}]:{port}"),
-                _ => host,
-            }
-        }
-        Err(_) => "the server".into(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! wording of a failure from what ssh logged.
 
 use crate::source::git::error::{self, untyped, GitError, Problem};
+use crate::source::git::known_hosts::known_hosts_name;
 use crate::source::git::refs;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -235,18 +236,4 @@ fn is_shell_safe(path: &Path) -> bool {
         p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
     })
-}
-
-/// `host`, or `[host]:port` for a port other than 22: how known_hosts names the server.
-fn known_hosts_name(url: &str) -> String {
-    match gix::url::parse(gix::bstr::BStr::new(url)) {
-        Ok(parsed) => {
-            let host = parsed.host().unwrap_or("?").to_string();
-            match parsed.port {
-                Some(port) if port != 22 => format!("[{host}]:{port}"),
-                _ => host,
-            }
-        }
-        Err(_) => "the server".into(),
-    }
 }
