@@ -125,9 +125,14 @@ pub struct State {
     pub kustomizations: BTreeMap<String, KustomizationStatus>,
 }
 
-impl SourceStatus {
-    /// Equal in what the file must hold: everything but the times of the last attempt and
-    /// success, which change at every poll.
+/// A status whose file form ignores some fields (times that change at every poll).
+trait Durable: Clone + Default {
+    /// Equal in what the file must hold.
+    fn durably_equal(&self, other: &Self) -> bool;
+}
+
+impl Durable for SourceStatus {
+    /// Everything but the times of the last attempt and success, which change at every poll.
     fn durably_equal(&self, other: &SourceStatus) -> bool {
         let volatile = |s: &SourceStatus| SourceStatus {
             last_attempt_time: None,
@@ -140,7 +145,7 @@ impl SourceStatus {
     }
 }
 
-impl KustomizationStatus {
+impl Durable for KustomizationStatus {
     fn durably_equal(&self, other: &KustomizationStatus) -> bool {
         let volatile = |k: &KustomizationStatus| KustomizationStatus {
             last_success_time: None,
@@ -236,18 +241,7 @@ impl StateStore {
 
     /// Change one source's status (created if absent); written only when it changed durably.
     pub fn update_source<R>(&self, key: &str, f: impl FnOnce(&mut SourceStatus) -> R) -> R {
-        let (result, changed) = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            let existed = state.sources.contains_key(key);
-            let status = state.sources.entry(key.to_string()).or_default();
-            let before = status.clone();
-            let result = f(status);
-            (result, !existed || !before.durably_equal(status))
-        };
-        if changed {
-            self.mark_changed();
-        }
-        result
+        self.update_entry(|state| &mut state.sources, key, f)
     }
 
     /// Change one kustomization's status (created if absent); written only when it changed
@@ -257,10 +251,20 @@ impl StateStore {
         key: &str,
         f: impl FnOnce(&mut KustomizationStatus) -> R,
     ) -> R {
+        self.update_entry(|state| &mut state.kustomizations, key, f)
+    }
+
+    fn update_entry<T: Durable, R>(
+        &self,
+        map: impl FnOnce(&mut State) -> &mut BTreeMap<String, T>,
+        key: &str,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> R {
         let (result, changed) = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            let existed = state.kustomizations.contains_key(key);
-            let status = state.kustomizations.entry(key.to_string()).or_default();
+            let entries = map(&mut state);
+            let existed = entries.contains_key(key);
+            let status = entries.entry(key.to_string()).or_default();
             let before = status.clone();
             let result = f(status);
             (result, !existed || !before.durably_equal(status))
