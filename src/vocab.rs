@@ -77,18 +77,33 @@ pub enum SecretValue {
     File(PathBuf),
 }
 
-/// How to reach the cluster: a kubeconfig file and, optionally, one of its contexts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach the cluster: where the credentials come from and, for a kubeconfig, which of
+/// its contexts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KubernetesSettings {
-    /// Absolute. Read again whenever a connection is made (by the `cluster` module).
-    pub kubeconfig: PathBuf,
+    pub connection: KubeConnection,
     /// `None`: the kubeconfig's `current-context`.
     pub context: Option<String>,
 }
 
+/// Where the cluster's address and credentials come from. Read again whenever a connection
+/// is made (by the `cluster` module), so rotated credentials need no restart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KubeConnection {
+    /// This kubeconfig file (absolute).
+    Kubeconfig(PathBuf),
+    /// The pod's service account: its token and CA under
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`, the server from
+    /// `KUBERNETES_SERVICE_HOST`/`_PORT`.
+    InCluster,
+    /// As kubectl finds one: `KUBECONFIG`, else `~/.kube/config`, else the pod's service
+    /// account.
+    Detect,
+}
+
 /// A Kubernetes Secret that a source's `localAuthRef` names: always in the configuration's
 /// namespace, read through the top-level `kubernetes` connection at every sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SecretRef {
     pub kubernetes: KubernetesSettings,
     pub namespace: String,

@@ -17,6 +17,7 @@ pub mod kubernetes;
 pub mod target;
 
 pub use directory::DirectoryTarget;
+pub use kubernetes::{ClusterSettings, ClusterState, KubernetesTarget};
 pub use target::{build, AnyTarget, TargetSettings};
 
 use std::collections::BTreeSet;
@@ -89,7 +90,7 @@ impl ApplyContext {
 }
 
 /// What happened to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ObjectAction {
     /// It did not exist before this apply.
@@ -100,6 +101,8 @@ pub enum ObjectAction {
     Unchanged,
     /// It left the source and is gone from the target.
     Pruned,
+    /// An annotation (`ssa: Ignore`, `ssa: IfNotPresent` on a live object) kept it as it is.
+    Skipped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -154,6 +157,31 @@ pub enum ApplyError {
     Cancelled,
     #[error("apply stopped unexpectedly: {0}")]
     Crashed(#[source] tokio::task::JoinError),
+    /// No client for the cluster (kubeconfig, service account, connection).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The API server could not be asked something that is not about one object.
+    #[error("{what} at {server}: {cause}")]
+    Request {
+        what: String,
+        server: String,
+        cause: ObjectProblem,
+    },
+    /// Objects that failed to apply; the others of their stage were applied.
+    #[error("{}", kubernetes::failures_sentence("failed to apply", failures))]
+    Objects { failures: Vec<ObjectFailure> },
+    /// Validation refused objects; nothing was applied.
+    #[error("{}", kubernetes::failures_sentence("validation failed, nothing applied", failures))]
+    Invalid { failures: Vec<ObjectFailure> },
+    /// Deletes that failed; those objects stay in the inventory.
+    #[error("{}", kubernetes::failures_sentence("prune failed", failures))]
+    PruneFailed { failures: Vec<ObjectFailure> },
+    /// Objects not healthy within the timeout: each one and why.
+    #[error("health check failed after {}: {}", humantime::format_duration(*after), kubernetes::pending_sentence(pending))]
+    NotReady {
+        after: Duration,
+        pending: Vec<(ObjectId, String)>,
+    },
 }
 
 impl ApplyError {
@@ -162,6 +190,43 @@ impl ApplyError {
     pub fn is_configuration(&self) -> bool {
         matches!(self, ApplyError::InvalidFileName { .. })
     }
+}
+
+/// One object that could not be applied, validated or pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFailure {
+    pub id: ObjectId,
+    pub problem: ObjectProblem,
+}
+
+impl std::fmt::Display for ObjectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.id, self.problem)
+    }
+}
+
+/// What went wrong with one object, in words a kubectl user knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectProblem {
+    /// RBAC said no; the API server's own sentence names user, verb, resource and namespace.
+    #[error("{verb} forbidden: {reason}")]
+    Forbidden { verb: &'static str, reason: String },
+    /// An immutable field changed and the object may not be recreated (`force: false`).
+    #[error("{message} (set `force: true` to recreate it)")]
+    Immutable { message: String },
+    #[error("kind {kind} of {api_version} is not served by the API server (is its CustomResourceDefinition installed?)")]
+    UnknownKind { api_version: String, kind: String },
+    #[error("namespaced object without a namespace: set metadata.namespace or the kustomization's targetNamespace")]
+    NoNamespace,
+    #[error("{0}")]
+    OutOfScope(String),
+    /// The API server refused it (validation, admission, conflict): its status and message.
+    #[error("{message} (HTTP {code})")]
+    Rejected { code: u16, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the API server did not answer: {0}")]
+    Unreachable(String),
 }
 
 /// Somewhere rendered objects can be applied.

@@ -5,7 +5,9 @@
 //! variant of [`AnyTarget`] and one more arm here.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::kubernetes::{ClusterSettings, ClusterState, KubernetesTarget, Owner};
 use super::{ApplyContext, ApplyError, ApplyReport, DirectoryTarget, Inventory, Target};
 use crate::render::{ObjectId, Rendered};
 
@@ -16,34 +18,39 @@ pub enum TargetSettings {
     Directory(PathBuf),
     /// Render only; the output is kept under the state dir (`<stateDir>/rendered/...`).
     None,
+    /// Server-side apply to the cluster of the top-level `kubernetes` section.
+    Kubernetes(Box<ClusterSettings>),
 }
 
 /// Every kind of target, dispatched statically (the trait's futures are not boxed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnyTarget {
     Directory(DirectoryTarget),
+    Kubernetes(Box<KubernetesTarget>),
 }
 
-/// The target of kustomization `name` of configuration `configuration` in `namespace`.
-/// Without a configured target, the render goes to
-/// `<state_dir>/rendered/<namespace>/<configuration>/<name>.yaml`.
+/// The target of kustomization `owner`. Without a configured target, the render goes to
+/// `<state_dir>/rendered/<namespace>/<configuration>/<name>.yaml`. `clusters` is what cluster
+/// targets share between applies (clients, discovery, what was applied).
 pub fn build(
     settings: &TargetSettings,
     state_dir: &Path,
-    namespace: &str,
-    configuration: &str,
-    name: &str,
+    owner: &Owner,
+    clusters: &Arc<ClusterState>,
 ) -> AnyTarget {
     match settings {
         TargetSettings::Directory(directory) => {
-            AnyTarget::Directory(DirectoryTarget::new(directory, name))
+            AnyTarget::Directory(DirectoryTarget::new(directory, &owner.kustomization))
         }
         TargetSettings::None => AnyTarget::Directory(DirectoryTarget::new(
             state_dir
                 .join("rendered")
-                .join(namespace)
-                .join(configuration),
-            name,
+                .join(&owner.namespace)
+                .join(&owner.configuration),
+            &owner.kustomization,
+        )),
+        TargetSettings::Kubernetes(cluster) => AnyTarget::Kubernetes(Box::new(
+            KubernetesTarget::new((**cluster).clone(), owner.clone(), clusters.clone()),
         )),
     }
 }
@@ -57,6 +64,7 @@ impl Target for AnyTarget {
     ) -> Result<ApplyReport, ApplyError> {
         match self {
             AnyTarget::Directory(t) => t.apply(rendered, previous, ctx).await,
+            AnyTarget::Kubernetes(t) => t.apply(rendered, previous, ctx).await,
         }
     }
 
@@ -67,18 +75,21 @@ impl Target for AnyTarget {
     ) -> Result<Vec<super::ObjectResult>, ApplyError> {
         match self {
             AnyTarget::Directory(t) => t.prune(stale, ctx).await,
+            AnyTarget::Kubernetes(t) => t.prune(stale, ctx).await,
         }
     }
 
     async fn wait(&self, report: &ApplyReport, ctx: &ApplyContext) -> Result<(), ApplyError> {
         match self {
             AnyTarget::Directory(t) => t.wait(report, ctx).await,
+            AnyTarget::Kubernetes(t) => t.wait(report, ctx).await,
         }
     }
 
     fn describe(&self) -> String {
         match self {
             AnyTarget::Directory(t) => t.describe(),
+            AnyTarget::Kubernetes(t) => t.describe(),
         }
     }
 }
@@ -90,13 +101,13 @@ mod tests {
 
     #[test]
     fn a_kustomization_without_target_renders_into_the_state_dir() {
-        let built = build(
-            &TargetSettings::None,
-            Path::new("/state"),
-            "ns",
-            "web",
-            "app",
-        );
+        let owner = Owner {
+            namespace: "ns".into(),
+            configuration: "web".into(),
+            kustomization: "app".into(),
+        };
+        let clusters = Arc::default();
+        let built = build(&TargetSettings::None, Path::new("/state"), &owner, &clusters);
         assert_eq!(
             built,
             AnyTarget::Directory(DirectoryTarget::new("/state/rendered/ns/web", "app"))
@@ -105,9 +116,8 @@ mod tests {
         let dir = build(
             &TargetSettings::Directory(PathBuf::from("/srv/manifests")),
             Path::new("/state"),
-            "ns",
-            "web",
-            "app",
+            &owner,
+            &clusters,
         );
         assert_eq!(dir.describe(), "/srv/manifests/app.yaml");
     }

@@ -569,7 +569,9 @@ configurations:
         assert_eq!(
             kubernetes,
             KubernetesSettings {
-                kubeconfig: PathBuf::from("/etc/gitopsd/kube/config"),
+                connection: crate::vocab::KubeConnection::Kubeconfig(PathBuf::from(
+                    "/etc/gitopsd/kube/config",
+                )),
                 context: Some("edge".into()),
             }
         );
@@ -664,7 +666,6 @@ configurations:
 "#;
         let found = problems(text);
         let expected: Vec<(usize, usize, &str)> = vec![
-            (1, 13, "missing required field `kubeconfig`"),
             (
                 7,
                 18,

@@ -15,7 +15,7 @@ pub use crate::source::bucket::config::{BucketCredentials, BucketSettings};
 pub use crate::source::git::config::{GitImplementation, GitReference, GitSettings};
 pub use crate::source::{SourceSettings, SourceSpec};
 pub use crate::syntax::values::DEFAULT_INTERVAL;
-pub use crate::vocab::{KubernetesSettings, Secret, SecretRef, SecretValue, SourceKind};
+pub use crate::vocab::{KubeConnection, KubernetesSettings, Secret, SecretRef, SecretValue, SourceKind};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -74,6 +74,10 @@ pub struct Kustomization {
     pub force: bool,
     pub suspend: bool,
     pub target: Target,
+    /// `targetNamespace`: the namespace of every namespaced object (set through kustomize).
+    pub target_namespace: Option<String>,
+    /// `postBuild`: variables substituted into the render before it is applied.
+    pub post_build: crate::render::substitute::PostBuild,
 }
 
 /// Where a kustomization's objects go: owned by the `apply` layer (as each source kind owns

@@ -30,7 +30,7 @@ pub const SERVER_FIELDS: &[&str] = &[
     "maxConnections",
     "readTimeout",
 ];
-pub const KUBERNETES_FIELDS: &[&str] = &["kubeconfig", "context"];
+pub const KUBERNETES_FIELDS: &[&str] = &["kubeconfig", "context", "inCluster"];
 pub const CONFIGURATION_FIELDS: &[&str] = &[
     "name",
     "namespace",
@@ -79,8 +79,16 @@ pub const KUSTOMIZATION_FIELDS: &[&str] = &[
     "force",
     "suspend",
     "target",
+    "validation",
+    "targetNamespace",
+    "healthChecks",
+    "postBuild",
+    "serviceAccountName",
 ];
-pub const TARGET_FIELDS: &[&str] = &["directory"];
+pub const TARGET_FIELDS: &[&str] = &["directory", "kubernetes"];
+pub const HEALTH_CHECK_FIELDS: &[&str] = &["apiVersion", "kind", "name", "namespace"];
+pub const POST_BUILD_FIELDS: &[&str] = &["substitute", "substituteFrom"];
+pub const SUBSTITUTE_FROM_FIELDS: &[&str] = &["kind", "name", "optional"];
 
 /// The whole file.
 #[derive(Debug, Clone)]
@@ -115,6 +123,7 @@ pub struct RawServer {
 pub struct RawKubernetes {
     pub kubeconfig: Option<Text>,
     pub context: Option<Text>,
+    pub in_cluster: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,11 +175,42 @@ pub struct RawKustomization {
     pub force: Option<Text>,
     pub suspend: Option<Text>,
     pub target: Option<RawTarget>,
+    pub validation: Option<Text>,
+    pub target_namespace: Option<Text>,
+    pub health_checks: Vec<RawHealthCheck>,
+    pub post_build: Option<RawPostBuild>,
+    pub service_account_name: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RawTarget {
+    pub pos: Pos,
     pub directory: Option<Text>,
+    pub kubernetes: Option<Text>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawHealthCheck {
+    pub pos: Pos,
+    pub api_version: Option<Text>,
+    pub kind: Option<Text>,
+    pub name: Option<Text>,
+    pub namespace: Option<Text>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawPostBuild {
+    /// Variable name (with its position) → value.
+    pub substitute: Vec<(Text, Text)>,
+    pub substitute_from: Vec<RawSubstituteFrom>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawSubstituteFrom {
+    pub pos: Pos,
+    pub kind: Option<Text>,
+    pub name: Option<Text>,
+    pub optional: Option<Text>,
 }
 
 /// Reads the tree into the raw schema, reporting unknown keys, wrong shapes and missing
@@ -197,12 +237,10 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         });
     let kubernetes = fields
         .mapping("kubernetes", KUBERNETES_FIELDS, problems)
-        .map(|f| {
-            f.require("kubeconfig", problems);
-            RawKubernetes {
-                kubeconfig: f.text("kubeconfig", problems),
-                context: f.text("context", problems),
-            }
+        .map(|f| RawKubernetes {
+            kubeconfig: f.text("kubeconfig", problems),
+            context: f.text("context", problems),
+            in_cluster: f.text("inCluster", problems),
         });
     let configurations = match fields.list("configurations", problems) {
         Some(items) => Some(
@@ -314,11 +352,34 @@ fn kustomization(node: &Node, problems: &mut Problems) -> Option<RawKustomizatio
             }
         })
         .collect();
-    let target = fields.mapping("target", TARGET_FIELDS, problems).map(|f| {
-        let directory = f.text("directory", problems);
-        f.require("directory", problems);
-        RawTarget { directory }
-    });
+    let target = fields
+        .mapping("target", TARGET_FIELDS, problems)
+        .map(|f| RawTarget {
+            pos: f.pos,
+            directory: f.text("directory", problems),
+            kubernetes: f.text("kubernetes", problems),
+        });
+    let health_checks = fields
+        .list("healthChecks", problems)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|item| {
+            let f = Fields::open(item, "healthChecks", HEALTH_CHECK_FIELDS, problems)?;
+            for key in ["apiVersion", "kind", "name"] {
+                f.require(key, problems);
+            }
+            Some(RawHealthCheck {
+                pos: item.pos,
+                api_version: f.text("apiVersion", problems),
+                kind: f.text("kind", problems),
+                name: f.text("name", problems),
+                namespace: f.text("namespace", problems),
+            })
+        })
+        .collect();
+    let post_build = fields
+        .mapping("postBuild", POST_BUILD_FIELDS, problems)
+        .map(|f| post_build(&f, problems));
     Some(RawKustomization {
         name,
         path: fields.text("path", problems),
@@ -331,7 +392,71 @@ fn kustomization(node: &Node, problems: &mut Problems) -> Option<RawKustomizatio
         force: fields.text("force", problems),
         suspend: fields.text("suspend", problems),
         target,
+        validation: fields.text("validation", problems),
+        target_namespace: fields.text("targetNamespace", problems),
+        health_checks,
+        post_build,
+        service_account_name: fields.text("serviceAccountName", problems),
     })
+}
+
+/// `postBuild`: `substitute` is a mapping of any names (checked by the validator), so its
+/// entries are read as they are rather than through a list of known keys.
+fn post_build(f: &Fields<'_>, problems: &mut Problems) -> RawPostBuild {
+    let mut substitute = Vec::new();
+    if let Some(entry) = f.get("substitute") {
+        match &entry.value.kind {
+            NodeKind::Mapping(entries) => {
+                for e in entries {
+                    match &e.value.kind {
+                        NodeKind::Scalar(value) => substitute.push((
+                            Spanned::new(e.key.clone(), e.key_pos),
+                            Spanned::new(value.clone(), e.value.pos),
+                        )),
+                        NodeKind::Null => substitute.push((
+                            Spanned::new(e.key.clone(), e.key_pos),
+                            Spanned::new(String::new(), e.value.pos),
+                        )),
+                        other => problems.push(
+                            e.value.pos,
+                            format!(
+                                "expected a single value for variable `{}`, found {}",
+                                e.key,
+                                other.describe()
+                            ),
+                        ),
+                    }
+                }
+            }
+            other => problems.push(
+                entry.value.pos,
+                format!(
+                    "expected a mapping of variable names to values for `substitute`, found {}",
+                    other.describe()
+                ),
+            ),
+        }
+    }
+    let substitute_from = f
+        .list("substituteFrom", problems)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|item| {
+            let g = Fields::open(item, "substituteFrom", SUBSTITUTE_FROM_FIELDS, problems)?;
+            g.require("kind", problems);
+            g.require("name", problems);
+            Some(RawSubstituteFrom {
+                pos: item.pos,
+                kind: g.text("kind", problems),
+                name: g.text("name", problems),
+                optional: g.text("optional", problems),
+            })
+        })
+        .collect();
+    RawPostBuild {
+        substitute,
+        substitute_from,
+    }
 }
 
 #[cfg(test)]

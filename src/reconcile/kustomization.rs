@@ -116,13 +116,7 @@ pub(super) async fn reconcile(
     let c = &engine.settings.configurations[idx];
     let k = &c.kustomizations[ki];
     let key = kustomization_key(c, k);
-    let target = crate::apply::build(
-        &k.target,
-        &engine.settings.state_dir,
-        &c.namespace,
-        &c.name,
-        &k.name,
-    );
+    let target = engine.target(c, k);
     let started = Instant::now();
     let outcome = match engine.state.read(|st| inputs(st, c, k)) {
         Err(e) => Err(e),
@@ -257,6 +251,7 @@ fn render(
         timeout: k.timeout,
         confinement,
         remote_bases: c.render.remote_bases,
+        target_namespace: k.target_namespace.clone(),
     };
     // Removed when dropped, at the end of this function.
     let scratch = engine

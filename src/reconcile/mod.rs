@@ -66,6 +66,9 @@ pub struct Engine {
     /// Cancelled when the daemon gives up on in-flight applies (its stop grace is over);
     /// until then a stop lets them finish.
     abandon: CancellationToken,
+    /// What cluster targets keep between applies: one client per cluster and identity,
+    /// discovery, and what each object was last applied as.
+    clusters: Arc<crate::apply::ClusterState>,
 }
 
 /// What [`Engine::trigger`] did.
@@ -125,7 +128,26 @@ fn kustomization_key(c: &Configuration, k: &Kustomization) -> String {
     format!("{}/{}/{}", c.namespace, c.name, k.name)
 }
 
+/// The owner labels and inventory name of kustomization `k` of `c`.
+fn owner(c: &Configuration, k: &Kustomization) -> crate::apply::kubernetes::Owner {
+    crate::apply::kubernetes::Owner {
+        namespace: c.namespace.clone(),
+        configuration: c.name.clone(),
+        kustomization: k.name.clone(),
+    }
+}
+
 impl Engine {
+    /// The target kustomization `k` of `c` applies to.
+    fn target(&self, c: &Configuration, k: &Kustomization) -> crate::apply::AnyTarget {
+        crate::apply::build(
+            &k.target,
+            &self.settings.state_dir,
+            &owner(c, k),
+            &self.clusters,
+        )
+    }
+
     pub fn new(settings: Settings) -> Result<Arc<Engine>, StateDirError> {
         // Checks, locks and makes the state dir 0700 (the daemon's alone).
         let state_dir = StateDir::open(&settings.state_dir)?;
@@ -205,6 +227,7 @@ impl Engine {
             fetch_locks,
             stopping: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            clusters: Arc::default(),
         }))
     }
 
@@ -315,16 +338,7 @@ impl Engine {
                 revision: ks
                     .as_ref()
                     .and_then(|s| s.last_applied_revision.as_ref().map(|r| r.to_string())),
-                target: Some(
-                    crate::apply::build(
-                        &k.target,
-                        &self.settings.state_dir,
-                        &c.namespace,
-                        &c.name,
-                        &k.name,
-                    )
-                    .describe(),
-                ),
+                target: Some(self.target(c, k).describe()),
                 objects: ks.as_ref().map(|s| s.objects).unwrap_or(0),
                 error: result.err().map(|e| e.to_string()),
             });

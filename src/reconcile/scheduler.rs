@@ -267,6 +267,8 @@ mod tests {
             force: false,
             suspend: false,
             target: Target::None,
+            target_namespace: None,
+            post_build: Default::default(),
         }
     }
 

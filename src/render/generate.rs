@@ -27,6 +27,30 @@ pub(crate) const KUSTOMIZATION_FILE_NAMES: [&str; 3] =
 /// The name a generated kustomization is written under.
 pub(crate) const GENERATED_FILE_NAME: &str = "kustomization.yaml";
 
+/// Sets `namespace` in the kustomization file of `dir` (there is one: given or generated),
+/// as Flux's `targetNamespace` does. The file is rewritten as JSON, which is YAML; it lives
+/// in the build's scratch copy only. The error is `(file name, reason)`.
+pub(crate) fn set_namespace(dir: &Path, namespace: &str) -> Result<(), (String, String)> {
+    let Some(name) = KUSTOMIZATION_FILE_NAMES
+        .iter()
+        .find(|name| dir.join(name).is_file())
+    else {
+        return Err(("kustomization.yaml".into(), "no kustomization file".into()));
+    };
+    let file = dir.join(name);
+    let fail = |reason: String| (name.to_string(), reason);
+    let text = fs::read_to_string(&file).map_err(|e| fail(e.to_string()))?;
+    let mut value = super::yaml::document(&text).map_err(|e| fail(e.to_string()))?;
+    if value.is_null() {
+        value = serde_json::Value::Object(Default::default());
+    }
+    let Some(map) = value.as_object_mut() else {
+        return Err(fail("it is not a mapping".into()));
+    };
+    map.insert("namespace".into(), serde_json::Value::String(namespace.into()));
+    crate::atomic::write(&file, value.to_string().as_bytes()).map_err(|e| fail(e.to_string()))
+}
+
 /// Why a kustomization could not be generated.
 #[derive(Debug)]
 pub(crate) enum GenerateProblem {

@@ -90,7 +90,7 @@ impl Tool {
 }
 
 /// How one build runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOptions {
     /// The build is killed when it runs longer.
     pub timeout: Duration,
@@ -98,6 +98,10 @@ pub struct BuildOptions {
     pub confinement: Confinement,
     /// Whether remote bases and resources may be fetched (`render.remoteBases`).
     pub remote_bases: bool,
+    /// `targetNamespace`: set as the kustomization's `namespace`, as Flux does, so kustomize
+    /// itself decides which objects are namespaced and fixes references (RoleBinding
+    /// subjects and the like).
+    pub target_namespace: Option<String>,
 }
 
 /// Runs kustomize builds. Cheap to clone; holds only which binary to run.
@@ -149,6 +153,12 @@ pub enum RenderError {
         file: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot set targetNamespace in {}/{file}: {reason}", shown(path))]
+    TargetNamespace {
+        path: String,
+        file: String,
+        reason: String,
     },
     #[error("I/O error preparing the build of {}: {source}", shown(path))]
     Io {
@@ -315,6 +325,17 @@ impl Renderer {
                 symlink = %link.display(),
                 "removed a symlink that leads outside the artifact before the build"
             );
+        }
+
+        // After the escaping symlinks are gone: the file is read here, outside the sandbox.
+        if let Some(namespace) = &options.target_namespace {
+            generate::set_namespace(&dir, namespace).map_err(|(file, reason)| {
+                RenderError::TargetNamespace {
+                    path: owned(),
+                    file,
+                    reason,
+                }
+            })?;
         }
 
         if !options.remote_bases {

@@ -19,6 +19,114 @@
 
 use std::collections::BTreeMap;
 
+use super::{ObjectId, ObjectsError, Rendered};
+
+/// A kustomization's `postBuild`, as the config states it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostBuild {
+    /// `substitute`: name → value.
+    pub substitute: BTreeMap<String, String>,
+    /// `substituteFrom`, in order. Flux's precedence: a later source overrides an earlier
+    /// one, and `substitute` overrides them all.
+    pub substitute_from: Vec<ValuesFrom>,
+}
+
+/// One `substituteFrom` entry: a ConfigMap or Secret in the configuration's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValuesFrom {
+    pub secret: bool,
+    pub name: String,
+    /// A missing object is no error.
+    pub optional: bool,
+}
+
+/// Why post-build substitution failed; names the object, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum PostBuildError {
+    #[error("post-build substitution in {object}: {source}")]
+    Object {
+        object: ObjectId,
+        #[source]
+        source: SubstituteError,
+    },
+    #[error("post-build substitution left invalid YAML: {0}")]
+    Reparse(#[from] ObjectsError),
+}
+
+/// The annotation that keeps an object out of substitution, under gitopsd's and Flux's
+/// prefixes.
+const DISABLED: [&str; 2] = [
+    "gitopsd.io/substitute",
+    "kustomize.toolkit.fluxcd.io/substitute",
+];
+
+/// `rendered` with each object's YAML substituted from `vars`, as Flux does it: over the
+/// text of each document (so `replicas: ${n}` becomes a number), skipping objects annotated
+/// `substitute: disabled`. Nothing is done when there are no variables and no expressions.
+pub fn post_build(
+    rendered: &Rendered,
+    vars: &BTreeMap<String, String>,
+) -> Result<Rendered, PostBuildError> {
+    if !rendered.yaml.contains("${") {
+        return Ok(rendered.clone());
+    }
+    let documents = split_documents(&rendered.yaml);
+    if documents.len() != rendered.objects.len() {
+        // kustomize prints one document per object; anything else is not its output, so it
+        // is substituted whole (no per-object opt-out to honour without the mapping).
+        let yaml = substitute(&rendered.yaml, vars).map_err(|source| PostBuildError::Object {
+            object: ObjectId::new("", "", "", "(whole output)"),
+            source,
+        })?;
+        return Ok(Rendered::from_yaml(yaml)?);
+    }
+    let mut yaml = String::with_capacity(rendered.yaml.len());
+    for (document, object) in documents.iter().zip(&rendered.objects) {
+        let annotations = &object.value["metadata"]["annotations"];
+        let disabled = DISABLED
+            .iter()
+            .any(|key| annotations[*key].as_str().is_some_and(|v| v.eq_ignore_ascii_case("disabled")));
+        if !yaml.is_empty() {
+            yaml.push_str("---\n");
+        }
+        if disabled {
+            yaml.push_str(document);
+        } else {
+            yaml.push_str(&substitute(document, vars).map_err(|source| {
+                PostBuildError::Object {
+                    object: object.id.clone(),
+                    source,
+                }
+            })?);
+        }
+    }
+    Ok(Rendered::from_yaml(yaml)?)
+}
+
+/// The documents of a YAML stream as kustomize prints it (`---` lines between them), each
+/// ending with a newline; empty documents are dropped.
+fn split_documents(yaml: &str) -> Vec<String> {
+    let mut documents = Vec::new();
+    let mut current = String::new();
+    for line in yaml.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            if !current.trim().is_empty() {
+                documents.push(std::mem::take(&mut current));
+            }
+            current.clear();
+        } else {
+            current.push_str(line);
+        }
+    }
+    if !current.trim().is_empty() {
+        if !current.ends_with('\n') {
+            current.push('\n');
+        }
+        documents.push(current);
+    }
+    documents
+}
+
 /// Why a text could not be substituted. Never carries a variable's value: values may come
 /// from Secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +228,23 @@ fn expand(expression: &str, vars: &BTreeMap<String, String>) -> Result<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn post_build_substitutes_each_object_but_those_that_opt_out() {
+        let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  env: ${env}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: b\n  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\nspec:\n  replicas: 1\n  x: ${env}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: c\nspec:\n  port: ${port:=80}\n";
+        let rendered = Rendered::from_yaml(yaml.to_string()).unwrap();
+        let out = post_build(&rendered, &vars(&[("env", "prod")])).unwrap();
+        assert_eq!(out.objects.len(), 3);
+        assert_eq!(out.objects[0].value["data"]["env"], "prod");
+        assert_eq!(out.objects[1].value["spec"]["x"], "${env}");
+        // Substituted in the text, so the default is read back as a number, as in Flux.
+        assert_eq!(out.objects[2].value["spec"]["port"], 80);
+        let err = post_build(&rendered, &vars(&[]))
+            .map(|_| ())
+            .and_then(|()| post_build(&Rendered::from_yaml("kind: A\nmetadata: {name: x}\nv: ${a^^}\n".into()).unwrap(), &vars(&[])).map(|_| ()))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("post-build substitution in A/x: unsupported"), "{err}");
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

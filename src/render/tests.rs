@@ -19,6 +19,7 @@ fn sandboxed() -> BuildOptions {
         timeout: TIMEOUT,
         confinement: Confinement::Landlock,
         remote_bases: true,
+        target_namespace: None,
     }
 }
 
@@ -325,6 +326,7 @@ fn build_retrying(
             timeout,
             confinement,
             remote_bases: true,
+            target_namespace: None,
         };
         match renderer.build(root, "", &options) {
             Err(RenderError::Spawn { source, .. }) if source.raw_os_error() == Some(26) => {
@@ -481,6 +483,7 @@ fn options(confinement: Confinement, remote_bases: bool) -> BuildOptions {
         timeout: TIMEOUT,
         confinement,
         remote_bases,
+        target_namespace: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::super::model::{Configuration, Publish, SourceKind, SourceSettings, SourceSpec};
 use super::super::schema::{RawConfiguration, RawPublish, RawSource};
-use super::kustomization::kustomizations;
+use super::kustomization::{kustomizations, Place};
 use super::{render, DEFAULT_NAMESPACE, DEFAULT_PUBLISH_LINK};
 use crate::render::RenderSettings;
 use crate::source::azblob::config as azblob;
@@ -38,7 +38,6 @@ pub(super) fn configuration(
         None => Some(DEFAULT_NAMESPACE.to_string()),
     };
     if let Some(scope) = &raw.scope {
-        // Accepted for Azure compatibility; nothing acts on it yet.
         if !matches!(scope.as_str(), "cluster" | "namespace") {
             problems.push(
                 scope.pos,
@@ -55,7 +54,12 @@ pub(super) fn configuration(
         .source
         .as_ref()
         .and_then(|s| source(s, base_dir, namespace.as_deref(), cluster, problems));
-    let kustomizations = kustomizations(&raw.kustomizations, base_dir, problems);
+    let place = Place {
+        cluster,
+        namespace: namespace.as_deref(),
+        namespaced_scope: raw.scope.as_ref().is_some_and(|s| s.as_str() == "namespace"),
+    };
+    let kustomizations = kustomizations(&raw.kustomizations, base_dir, place, problems);
     Some(Configuration {
         name: name?,
         namespace: namespace?,

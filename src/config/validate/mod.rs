@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::model::{KubernetesSettings, Secret, SecretValue, ServerSettings, Settings};
+use super::model::{KubeConnection, KubernetesSettings, Secret, SecretValue, ServerSettings, Settings};
 use super::schema::{RawConfiguration, RawKubernetes, RawRender, RawServer, RawSettings};
 use crate::render::{RenderSettings, SandboxMode};
 use crate::source::config::Cluster;
@@ -323,8 +323,36 @@ fn kubernetes(
         Some(text) => Some(text.value.clone()),
         None => None,
     };
+    let in_cluster = boolean(&raw.in_cluster, "kubernetes.inCluster", problems);
+    let connection = match (kubeconfig, in_cluster) {
+        (Some(_), true) => {
+            let Some(flag) = &raw.in_cluster else {
+                return None;
+            };
+            problems.push(
+                flag.pos,
+                "kubernetes.inCluster and kubernetes.kubeconfig exclude each other; use the \
+                 pod's service account or a kubeconfig file, not both",
+            );
+            return None;
+        }
+        (Some(path), false) => KubeConnection::Kubeconfig(path),
+        (None, true) => {
+            if let Some(text) = &raw.context {
+                problems.push(
+                    text.pos,
+                    "kubernetes.context needs a kubeconfig; the pod's service account \
+                     (`inCluster: true`) has no contexts",
+                );
+                return None;
+            }
+            KubeConnection::InCluster
+        }
+        (None, false) if raw.kubeconfig.is_some() => return None,
+        (None, false) => KubeConnection::Detect,
+    };
     Some(KubernetesSettings {
-        kubeconfig: kubeconfig?,
+        connection,
         context,
     })
 }

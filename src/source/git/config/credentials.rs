@@ -397,7 +397,7 @@ mod tests {
         assert!(crate::source::git::auth::uses_generated_key(&auth, url));
         auth.local_auth_secret = Some(SecretRef {
             kubernetes: crate::vocab::KubernetesSettings {
-                kubeconfig: PathBuf::from("/k"),
+                connection: crate::vocab::KubeConnection::Kubeconfig(PathBuf::from("/k")),
                 context: None,
             },
             namespace: "default".into(),

@@ -1,36 +1,35 @@
 //! The cluster connection: a Kubernetes API client made from the top-level `kubernetes`
-//! section (a kubeconfig file and, optionally, one of its contexts).
+//! section (a kubeconfig file and one of its contexts, the pod's service account, or whatever
+//! kubectl would find), optionally acting as another user (impersonation).
 //!
-//! Today it reads the Secrets that `localAuthRef: { secret: NAME }` names; the Kubernetes
-//! applier will use [`connect`] too. Errors are [`ClusterError`]s that read as one clause
-//! naming the API server or the Secret and the cause, never a secret value, with a
-//! [`ClusterErrorKind`] taken from the API's status code or the transport's typed causes.
+//! Sources read the Secrets that `localAuthRef: { secret: NAME }` names through it
+//! ([`read_secret`]); the Kubernetes target applies through a [`Connection`] from the
+//! [`Clusters`] pool. Errors are [`ClusterError`]s that read as one clause naming the API
+//! server or the object and the cause, never a secret value, with a [`ClusterErrorKind`]
+//! taken from the API's status code or the transport's typed causes.
 //!
 //! The client is async: the object-store sources await [`read_secret`] inside their fetch, so
 //! the fetch's timeout and shutdown cut it short; the blocking git backends use
 //! [`read_secret_blocking`] from their `spawn_blocking` thread.
 //!
-//! A client is made for each use rather than kept for the daemon's lifetime: the kubeconfig is
-//! then read again each time, like every other secret, so a rotated kubeconfig (k3s renews its
-//! client certificates, a token gets replaced) needs no restart. What that costs, one file read
-//! and one TLS handshake per sync, is nothing next to a sync's git traffic at a 10-minute
-//! interval.
+//! A secret read makes a client for each use: the kubeconfig is then read again each time,
+//! like every other secret, so a rotated kubeconfig needs no restart, and one handshake per
+//! sync costs nothing next to a sync's git traffic. The applier talks to the cluster far more
+//! (every object, every interval, a thousand kustomizations), so it keeps one client per
+//! cluster and identity in [`Clusters`], made again only when the kubeconfig file changes.
+
+mod connect;
+
+pub use connect::{connect, Clusters, Connection};
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::error::chain;
-use crate::vocab::{KubernetesSettings, SecretRef};
+use crate::vocab::SecretRef;
 
-/// How long to wait for a TCP connection (and TLS handshake) to the API server. The API
-/// server answers a GET of one object in milliseconds; a sync should not hang on a dead one.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait for the API server's answer once connected.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// OpenSSL's "certificate verify failed" reason (`SSL_R_CERTIFICATE_VERIFY_FAILED` in
 /// ssl.h), which the `openssl` crate does not name.
@@ -40,9 +39,10 @@ const SSL_R_CERTIFICATE_VERIFY_FAILED: std::os::raw::c_int = 134;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The kubeconfig could not be read, parsed, or has no usable context.
-    #[error("cannot use kubeconfig {path}: {}", chain(&**source))]
+    #[error("cannot use {from}: {}", chain(&**source))]
     Kubeconfig {
-        path: String,
+        /// `kubeconfig /path`, or `the pod's service account`.
+        from: String,
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
@@ -134,7 +134,7 @@ pub enum Transport {
 
 impl Transport {
     /// Walks `error`'s causes for the first one that tells what happened.
-    fn of(error: &kube::Error) -> Transport {
+    pub fn of(error: &kube::Error) -> Transport {
         for e in crate::error::causes(error) {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 match io.kind() {
@@ -170,40 +170,10 @@ impl Transport {
     }
 }
 
-/// A client for the cluster the settings name, and the API server's URL (for messages). The
-/// caller must be inside a tokio runtime: the client's connection pool runs on it.
-pub async fn connect(
-    settings: &KubernetesSettings,
-) -> Result<(kube::Client, String), ClusterError> {
-    let path = settings.kubeconfig.display().to_string();
-    let fail = |source: Box<dyn StdError + Send + Sync>| ClusterError::Kubeconfig {
-        path: path.clone(),
-        source,
-    };
-    let file = settings.kubeconfig.clone();
-    let kubeconfig = match tokio::task::spawn_blocking(move || Kubeconfig::read_from(file)).await {
-        Ok(read) => read.map_err(|e| fail(e.into()))?,
-        Err(join) => std::panic::resume_unwind(join.into_panic()),
-    };
-    let options = KubeConfigOptions {
-        context: settings.context.clone(),
-        ..Default::default()
-    };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    config.connect_timeout = Some(CONNECT_TIMEOUT);
-    config.read_timeout = Some(READ_TIMEOUT);
-    let server = config.cluster_url.to_string();
-    let server = server.trim_end_matches('/').to_string();
-    let client = kube::Client::try_from(config).map_err(|e| fail(e.into()))?;
-    Ok((client, server))
-}
-
 /// The `data` of the Secret, base64-decoded: key → bytes, as a directory of one file per
 /// key would give them. (`stringData` is write-only: the API server folds it into `data`.)
 pub async fn read_secret(reference: &SecretRef) -> Result<BTreeMap<String, Vec<u8>>, ClusterError> {
-    let (client, server) = connect(&reference.kubernetes).await?;
+    let Connection { client, server } = connect(&reference.kubernetes, None).await?;
     let secrets: kube::Api<Secret> = kube::Api::namespaced(client, &reference.namespace);
     let secret = secrets
         .get(&reference.name)
@@ -277,6 +247,7 @@ fn forbidden_reason(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::KubernetesSettings;
 
     #[test]
     fn forbidden_keeps_the_api_servers_reason() {
@@ -294,7 +265,9 @@ mod tests {
     fn reference() -> SecretRef {
         SecretRef {
             kubernetes: KubernetesSettings {
-                kubeconfig: "/nonexistent/kubeconfig".into(),
+                connection: crate::vocab::KubeConnection::Kubeconfig(
+                    "/nonexistent/kubeconfig".into(),
+                ),
                 context: None,
             },
             namespace: "team".into(),
@@ -337,7 +310,9 @@ mod tests {
     fn a_missing_kubeconfig_is_named() {
         let reference = SecretRef {
             kubernetes: KubernetesSettings {
-                kubeconfig: "/nonexistent/kubeconfig".into(),
+                connection: crate::vocab::KubeConnection::Kubeconfig(
+                    "/nonexistent/kubeconfig".into(),
+                ),
                 context: None,
             },
             namespace: "default".into(),
