@@ -105,7 +105,7 @@ pub enum ObjectAction {
     Skipped,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectResult {
     pub id: ObjectId,
     pub action: ObjectAction,

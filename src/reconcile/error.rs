@@ -71,6 +71,15 @@ pub enum ReconcileError {
     },
     #[error(transparent)]
     Apply(#[from] Box<ApplyError>),
+    #[error(transparent)]
+    PostBuild(Box<crate::render::substitute::PostBuildError>),
+    /// A `substituteFrom` object that is not `optional` does not exist.
+    #[error("postBuild.substituteFrom: {kind} {namespace}/{name} not found")]
+    ValuesMissing {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
     #[error("source {source_name} has no artifact yet")]
     NoArtifact { source_name: String },
     #[error("dependency '{dependency}' is not ready at revision '{revision}'")]
@@ -89,6 +98,28 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// Flux's reason for the Ready condition this failure sets.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::DependencyNotReady { .. } => "DependencyNotReady",
+            ReconcileError::NoArtifact { .. } | ReconcileError::Extract { .. } => {
+                "ArtifactFailed"
+            }
+            ReconcileError::Build { .. }
+            | ReconcileError::NoRenderer(_)
+            | ReconcileError::Sandbox(_)
+            | ReconcileError::PostBuild(_)
+            | ReconcileError::ValuesMissing { .. } => "BuildFailed",
+            ReconcileError::Apply(e) => match **e {
+                ApplyError::NotReady { .. } => "HealthCheckFailed",
+                ApplyError::PruneFailed { .. } => "PruneFailed",
+                ApplyError::Invalid { .. } => "ValidationFailed",
+                _ => "ReconciliationFailed",
+            },
+            _ => "ReconciliationFailed",
+        }
+    }
+
     /// What the scheduler does next.
     pub fn action(&self) -> Action {
         match self {

@@ -28,6 +28,10 @@ const RENDER_SLACK: Duration = Duration::from_secs(5);
 pub struct Applied {
     pub revision: Revision,
     pub inventory: Inventory,
+    /// Health was checked (`wait` or `healthChecks`) and passed.
+    pub healthy: bool,
+    /// What happened to each object.
+    pub objects: Vec<crate::apply::ObjectResult>,
 }
 
 /// The artifact to render and the previous inventory, once every dependency has applied the
@@ -83,8 +87,18 @@ pub(super) fn record(
             ks.last_applied_revision = Some(applied.revision.clone());
             ks.objects = applied.inventory.len();
             ks.inventory = applied.inventory.clone();
+            ks.last_apply = applied.objects.clone();
             ks.last_error = None;
             ks.last_success_time = Some(now.to_string());
+            if applied.healthy {
+                set_condition(
+                    &mut ks.conditions,
+                    "Healthy",
+                    true,
+                    "Succeeded",
+                    "all objects are Current",
+                );
+            }
             set_condition(
                 &mut ks.conditions,
                 "Ready",
@@ -95,13 +109,10 @@ pub(super) fn record(
         }
         Err(e) => {
             let message = e.to_string();
-            set_condition(
-                &mut ks.conditions,
-                "Ready",
-                false,
-                "ReconciliationFailed",
-                &message,
-            );
+            set_condition(&mut ks.conditions, "Ready", false, e.reason(), &message);
+            if e.reason() == "HealthCheckFailed" {
+                set_condition(&mut ks.conditions, "Healthy", false, e.reason(), &message);
+            }
             ks.last_error = Some(message);
         }
     }
@@ -112,7 +123,7 @@ pub(super) async fn reconcile(
     engine: &Arc<Engine>,
     idx: usize,
     ki: usize,
-) -> (Action, Result<(), ReconcileError>) {
+) -> (Action, Result<Vec<crate::apply::ObjectResult>, ReconcileError>) {
     let c = &engine.settings.configurations[idx];
     let k = &c.kustomizations[ki];
     let key = kustomization_key(c, k);
@@ -123,7 +134,11 @@ pub(super) async fn reconcile(
         Ok((artifact, previous)) => {
             let revision = artifact.revision.clone();
             let deadline = tokio::time::Instant::now() + k.timeout + RENDER_SLACK;
-            match render_in_time(engine, idx, ki, artifact, deadline).await {
+            let rendered = match render_in_time(engine, idx, ki, artifact, deadline).await {
+                Ok(rendered) => post_build(engine, c, k, rendered).await,
+                Err(e) => Err(e),
+            };
+            match rendered {
                 Err(e) => Err(e),
                 Ok(rendered) => {
                     let ctx = ApplyContext {
@@ -139,7 +154,10 @@ pub(super) async fn reconcile(
                             log_changes(&key, &report);
                             Applied {
                                 revision,
+                                objects: report.objects,
                                 inventory: report.inventory,
+                                healthy: k.wait
+                                    || matches!(&k.target, crate::apply::TargetSettings::Kubernetes(t) if !t.health_checks.is_empty()),
                             }
                         })
                 }
@@ -164,7 +182,7 @@ pub(super) async fn reconcile(
     match outcome {
         Ok(applied) => {
             tracing::info!(kustomization = %key, revision = %applied.revision, objects = applied.inventory.len(), "applied");
-            (Action::requeue_after(k.interval), Ok(()))
+            (Action::requeue_after(k.interval), Ok(applied.objects))
         }
         Err(e) => {
             tracing::warn!(kustomization = %key, error = %e, "kustomization failed");
@@ -189,16 +207,77 @@ async fn apply(
         let pruned = target.prune(&stale, ctx).await.map_err(Box::new)?;
         report.objects.extend(pruned);
     }
-    if ctx.wait {
-        target.wait(&report, ctx).await.map_err(Box::new)?;
-    }
+    // Always asked: a cluster target also waits for `healthChecks` without `wait`.
+    target.wait(&report, ctx).await.map_err(Box::new)?;
     Ok(report)
+}
+
+/// `postBuild`: the variables from `substitute` and `substituteFrom` (read now, so a changed
+/// ConfigMap takes effect at the next reconcile), substituted into the render. Without a
+/// `postBuild` the render is left as it is, `${...}` included, as Flux does.
+async fn post_build(
+    engine: &Engine,
+    c: &Configuration,
+    k: &Kustomization,
+    rendered: Rendered,
+) -> Result<Rendered, ReconcileError> {
+    let post_build = &k.post_build;
+    if post_build.substitute.is_empty() && post_build.substitute_from.is_empty() {
+        return Ok(rendered);
+    }
+    let mut vars = std::collections::BTreeMap::new();
+    if !post_build.substitute_from.is_empty() {
+        // Validation refuses substituteFrom without a cluster.
+        let Some(cluster) = &engine.settings.kubernetes else {
+            return Ok(rendered);
+        };
+        let user = match &k.target {
+            crate::apply::TargetSettings::Kubernetes(t) => t
+                .service_account
+                .as_ref()
+                .map(|sa| format!("system:serviceaccount:{}:{sa}", c.namespace)),
+            _ => None,
+        };
+        for from in &post_build.substitute_from {
+            let values = crate::apply::kubernetes::read_values(
+                &engine.clusters,
+                cluster,
+                user.as_deref(),
+                &c.namespace,
+                &from.name,
+                from.secret,
+            )
+            .await
+            .map_err(Box::new)?;
+            match values {
+                Some(values) => vars.extend(values),
+                None if from.optional => {}
+                None => {
+                    return Err(ReconcileError::ValuesMissing {
+                        kind: if from.secret { "Secret" } else { "ConfigMap" },
+                        namespace: c.namespace.clone(),
+                        name: from.name.clone(),
+                    })
+                }
+            }
+        }
+    }
+    vars.extend(post_build.substitute.clone());
+    crate::render::substitute::post_build(&rendered, &vars)
+        .map_err(|e| ReconcileError::PostBuild(Box::new(e)))
 }
 
 /// What the apply did to the objects, counted, at debug level (the `applied` line that
 /// follows says the revision and the object count at info level).
 fn log_changes(key: &str, report: &ApplyReport) {
     use crate::apply::ObjectAction;
+    // One line per object that changed, as kubectl prints them (`configmap/x created`);
+    // unchanged ones only in the counts, so a no-change pass logs one line.
+    for o in &report.objects {
+        if !matches!(o.action, ObjectAction::Unchanged) {
+            tracing::info!(kustomization = %key, object = %o.id, action = ?o.action, "object");
+        }
+    }
     let count = |action| report.objects.iter().filter(|o| o.action == action).count();
     tracing::debug!(
         kustomization = %key,
@@ -444,6 +523,8 @@ configurations:
         let applied = Applied {
             revision: Revision("main@sha1:1".into()),
             inventory: inventory.clone(),
+            healthy: false,
+            objects: vec![],
         };
         record(
             &mut ks,

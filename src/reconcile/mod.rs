@@ -110,6 +110,8 @@ pub struct KustomizationReport {
     /// Where its objects went, as the target describes itself (a directory target: the file).
     pub target: Option<String>,
     pub objects: usize,
+    /// What this pass did to each object (empty when it failed).
+    pub applied: Vec<crate::apply::ObjectResult>,
     pub error: Option<String>,
 }
 
@@ -123,6 +125,9 @@ impl PassReport {
 fn source_key(c: &Configuration) -> String {
     format!("{}/{}", c.namespace, c.name)
 }
+
+/// How long the start-up cleanup of removed kustomizations may take.
+const GARBAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn kustomization_key(c: &Configuration, k: &Kustomization) -> String {
     format!("{}/{}/{}", c.namespace, c.name, k.name)
@@ -283,6 +288,7 @@ impl Engine {
 
     /// One pass over every configuration, concurrently; kustomizations always render.
     pub async fn run_once(self: &Arc<Self>) -> PassReport {
+        self.collect_garbage().await;
         let mut tasks = tokio::task::JoinSet::new();
         for idx in 0..self.settings.configurations.len() {
             let engine = self.clone();
@@ -340,10 +346,41 @@ impl Engine {
                     .and_then(|s| s.last_applied_revision.as_ref().map(|r| r.to_string())),
                 target: Some(self.target(c, k).describe()),
                 objects: ks.as_ref().map(|s| s.objects).unwrap_or(0),
+                applied: result.as_ref().map(Clone::clone).unwrap_or_default(),
                 error: result.err().map(|e| e.to_string()),
             });
         }
         report
+    }
+
+    /// Once at start, with a cluster: prune the objects of kustomizations that left the
+    /// config (when they had `prune: true`) and drop their inventories. A failure
+    /// is logged and retried at the next start; it never holds up the configured ones.
+    async fn collect_garbage(&self) {
+        let Some(cluster) = &self.settings.kubernetes else {
+            return;
+        };
+        let configured: Vec<_> = self
+            .settings
+            .configurations
+            .iter()
+            .flat_map(|c| c.kustomizations.iter().map(move |k| owner(c, k)))
+            .collect();
+        let ctx = crate::apply::ApplyContext {
+            prune: true,
+            ..crate::apply::ApplyContext::new(GARBAGE_TIMEOUT, self.abandon.child_token())
+        };
+        match crate::apply::kubernetes::collect_garbage(&self.clusters, cluster, &configured, &ctx)
+            .await
+        {
+            Ok(removed) => {
+                // Their status entries were dropped when the state was loaded.
+                for (owner, pruned) in removed {
+                    tracing::info!(kustomization = %owner, pruned = pruned.len(), "pruned a kustomization removed from the config");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot clean up kustomizations removed from the config"),
+        }
     }
 
     /// Run until `shutdown` turns true; in-flight steps finish (they write atomically, so
@@ -358,6 +395,10 @@ impl Engine {
                 let _ = shutdown.wait_for(|s| *s).await;
                 engine.stopping.cancel();
             });
+        }
+        {
+            let engine = self.clone();
+            tasks.spawn(async move { engine.collect_garbage().await });
         }
         for idx in 0..self.settings.configurations.len() {
             let engine = self.clone();

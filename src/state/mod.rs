@@ -111,6 +111,10 @@ pub struct KustomizationStatus {
     pub last_attempted_revision: Option<Revision>,
     pub objects: usize,
     pub inventory: Inventory,
+    /// What the last successful apply did to each object (created, configured, unchanged,
+    /// pruned, skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_apply: Vec<crate::apply::ObjectResult>,
     pub suspended: bool,
     pub conditions: Vec<Condition>,
     pub last_error: Option<String>,

@@ -7,6 +7,7 @@
 mod support;
 
 mod api;
+mod apply;
 mod artifacts;
 mod azblob;
 mod bucket;

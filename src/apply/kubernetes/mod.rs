@@ -392,12 +392,75 @@ pub(crate) fn problem(error: kube::Error, verb: &'static str) -> super::ObjectPr
     }
 }
 
-/// Whether a problem may go away by itself (the API server was unreachable or overloaded).
-pub(crate) fn transient(problem: &super::ObjectProblem) -> bool {
-    use super::ObjectProblem;
-    match problem {
-        ObjectProblem::Unreachable(_) => true,
-        ObjectProblem::Rejected { code, .. } => *code >= 500 || *code == 429 || *code == 409,
-        _ => false,
+/// The data of the ConfigMap or Secret `name` in `namespace` (a Secret's values decoded),
+/// read as `service_account` when given: `postBuild.substituteFrom`. `None` when it does not
+/// exist. Values never appear in errors.
+pub async fn read_values(
+    state: &ClusterState,
+    cluster: &KubernetesSettings,
+    user: Option<&str>,
+    namespace: &str,
+    name: &str,
+    secret: bool,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, ApplyError> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let conn = state.clusters.get(cluster, user).await?;
+    let kind = if secret { "Secret" } else { "ConfigMap" };
+    let fail = |e| ApplyError::Request {
+        what: format!("reading {kind} {namespace}/{name} for postBuild.substituteFrom"),
+        server: conn.server.clone(),
+        cause: problem(e, "get"),
+    };
+    if secret {
+        let api: kube::Api<Secret> = kube::Api::namespaced(conn.client.clone(), namespace);
+        let Some(found) = api.get_opt(name).await.map_err(fail)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            found
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect(),
+        ))
+    } else {
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(conn.client.clone(), namespace);
+        let Some(found) = api.get_opt(name).await.map_err(fail)? else {
+            return Ok(None);
+        };
+        Ok(Some(found.data.unwrap_or_default().into_iter().collect()))
     }
+}
+
+/// Cleans up after kustomizations that left the config: for each inventory in the cluster
+/// whose kustomization is not in `configured`, its objects are pruned when it had `prune:
+/// true` (Azure deletes the objects of a removed configuration or kustomization), then the
+/// inventory goes. Returns what was pruned, by former owner; an owner whose deletes failed
+/// keeps its inventory for the next start.
+pub async fn collect_garbage(
+    state: &ClusterState,
+    cluster: &KubernetesSettings,
+    configured: &[Owner],
+    ctx: &ApplyContext,
+) -> Result<Vec<(Owner, Vec<ObjectResult>)>, ApplyError> {
+    let own = state.clusters.get(cluster, None).await?;
+    let mut out = Vec::new();
+    for (owner, recorded, prune) in inventory::list(&own).await? {
+        if configured.contains(&owner) {
+            continue;
+        }
+        if prune {
+            let outcome = prune::prune(&own, &state.resolver, &owner, recorded.entries.iter(), ctx).await;
+            if !outcome.failed.is_empty() {
+                tracing::warn!(kustomization = %owner, error = %failures_sentence("prune of a removed kustomization failed", &outcome.failed), "kept its inventory to retry");
+                continue;
+            }
+            out.push((owner.clone(), outcome.pruned));
+        } else {
+            tracing::info!(kustomization = %owner, objects = recorded.len(), "removed from the config without prune: its objects stay");
+        }
+        inventory::delete(&own, &owner).await?;
+    }
+    Ok(out)
 }

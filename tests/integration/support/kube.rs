@@ -350,6 +350,50 @@ impl KubeCluster {
         })
     }
 
+    /// As [`KubeCluster::shared`], with controllers, a scheduler and a kwok node
+    /// ([`KubeCluster::start_with_workers`]): for tests that wait for rollouts.
+    pub fn shared_with_workers() -> &'static KubeCluster {
+        static SHARED: OnceLock<KubeCluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = KubeCluster::start_with_workers();
+            clean_up_at_exit(&cluster);
+            cluster
+        })
+    }
+
+    /// A JSON merge patch of the object, sent as field manager `kubectl-edit`: what a person's
+    /// `kubectl edit` does.
+    pub fn edit_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        patch: serde_json::Value,
+    ) {
+        let api = self.dynamic_api(api_version, kind, namespace);
+        let params = PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        };
+        self.runtime
+            .block_on(api.patch(name, &params, &Patch::Merge(&patch)))
+            .unwrap_or_else(|e| panic!("edit {kind} {name}: {e}"));
+    }
+
+    /// Deletes the object (background propagation); absent is fine.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
+        let api = self.dynamic_api(api_version, kind, namespace);
+        match self
+            .runtime
+            .block_on(api.delete(name, &kube::api::DeleteParams::background()))
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => panic!("delete {kind} {name}: {e}"),
+        }
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
@@ -447,6 +491,7 @@ fn clean_up_at_exit(cluster: &KubeCluster) {
     static REGISTER: Once = Once::new();
     {
         let mut at_exit = AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
+        at_exit.0.extend(cluster.workers.iter().map(ServerProcess::id));
         at_exit
             .0
             .extend(cluster.apiserver.as_ref().map(ServerProcess::id));
