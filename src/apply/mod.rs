@@ -67,6 +67,9 @@ impl Inventory {
 pub struct ApplyContext {
     /// The whole apply (and prune, and wait) must end within this.
     pub timeout: Duration,
+    /// The kustomization's `timeout` as configured, for messages (`timeout` is what is left
+    /// of it after the build).
+    pub configured_timeout: Duration,
     /// Cancelled when gitopsd stops: a target stops at the next safe point.
     pub cancel: CancellationToken,
     /// Delete objects that left the source (`prune`).
@@ -81,6 +84,7 @@ impl ApplyContext {
     pub fn new(timeout: Duration, cancel: CancellationToken) -> ApplyContext {
         ApplyContext {
             timeout,
+            configured_timeout: timeout,
             cancel,
             prune: false,
             force: false,
@@ -171,7 +175,10 @@ pub enum ApplyError {
     #[error("{}", kubernetes::failures_sentence("failed to apply", failures))]
     Objects { failures: Vec<ObjectFailure> },
     /// Validation refused objects; nothing was applied.
-    #[error("{}", kubernetes::failures_sentence("validation failed, nothing applied", failures))]
+    #[error(
+        "{}",
+        kubernetes::failures_sentence("validation failed, nothing applied", failures)
+    )]
     Invalid { failures: Vec<ObjectFailure> },
     /// Deletes that failed; those objects stay in the inventory.
     #[error("{}", kubernetes::failures_sentence("prune failed", failures))]

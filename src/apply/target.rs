@@ -107,7 +107,12 @@ mod tests {
             kustomization: "app".into(),
         };
         let clusters = Arc::default();
-        let built = build(&TargetSettings::None, Path::new("/state"), &owner, &clusters);
+        let built = build(
+            &TargetSettings::None,
+            Path::new("/state"),
+            &owner,
+            &clusters,
+        );
         assert_eq!(
             built,
             AnyTarget::Directory(DirectoryTarget::new("/state/rendered/ns/web", "app"))

@@ -5,6 +5,7 @@ mod check;
 mod client;
 mod log;
 pub mod notify;
+mod objects;
 mod run;
 mod show_key;
 
@@ -59,6 +60,29 @@ pub enum Command {
     /// Print the public SSH key gitopsd generated for a configuration (add it as a deploy key).
     ShowKey {
         /// The configuration's name.
+        name: String,
+        #[arg(short, long, env = "GITOPSD_CONFIG")]
+        config: PathBuf,
+        /// The configuration's namespace, when several share the name.
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// List a kustomization's objects in the cluster with their live status.
+    Objects {
+        /// KUSTOMIZATION, or CONFIGURATION/KUSTOMIZATION.
+        name: String,
+        #[arg(short, long, env = "GITOPSD_CONFIG")]
+        config: PathBuf,
+        /// The configuration's namespace, when several share the name.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show what applying a kustomization's current artifact would change (server-side
+    /// dry-run): exit 0 when nothing, 1 when something would change, 3 on error.
+    Diff {
+        /// KUSTOMIZATION, or CONFIGURATION/KUSTOMIZATION.
         name: String,
         #[arg(short, long, env = "GITOPSD_CONFIG")]
         config: PathBuf,
@@ -136,6 +160,17 @@ pub fn main(cli: Cli) -> i32 {
             config,
             namespace,
         } => show_key::show_key(&config, &name, namespace.as_deref()),
+        Command::Objects {
+            name,
+            config,
+            namespace,
+            output,
+        } => objects::objects(&config, &name, namespace.as_deref(), output),
+        Command::Diff {
+            name,
+            config,
+            namespace,
+        } => objects::diff(&config, &name, namespace.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -46,10 +46,13 @@ enum Stamp {
     ServiceAccount,
 }
 
+/// A cached client's key: the cluster and the impersonated user.
+type Key = (KubernetesSettings, Option<String>);
+
 /// The applier's clients, one per (cluster settings, impersonated user).
 #[derive(Default)]
 pub struct Clusters {
-    cache: tokio::sync::Mutex<HashMap<(KubernetesSettings, Option<String>), (Stamp, Connection)>>,
+    cache: tokio::sync::Mutex<HashMap<Key, (Stamp, Connection)>>,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -194,7 +197,9 @@ mod tests {
             connection: KubeConnection::Kubeconfig("/etc/k3s.yaml".into()),
             context: None,
         };
-        assert!(matches!(locate(&settings), Ok(Located::File(p)) if p == PathBuf::from("/etc/k3s.yaml")));
+        assert!(
+            matches!(locate(&settings), Ok(Located::File(p)) if p == std::path::Path::new("/etc/k3s.yaml"))
+        );
         let settings = KubernetesSettings {
             connection: KubeConnection::InCluster,
             context: None,

@@ -30,7 +30,6 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::error::chain;
 use crate::vocab::SecretRef;
 
-
 /// OpenSSL's "certificate verify failed" reason (`SSL_R_CERTIFICATE_VERIFY_FAILED` in
 /// ssl.h), which the `openssl` crate does not name.
 const SSL_R_CERTIFICATE_VERIFY_FAILED: std::os::raw::c_int = 134;

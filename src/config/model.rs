@@ -15,7 +15,9 @@ pub use crate::source::bucket::config::{BucketCredentials, BucketSettings};
 pub use crate::source::git::config::{GitImplementation, GitReference, GitSettings};
 pub use crate::source::{SourceSettings, SourceSpec};
 pub use crate::syntax::values::DEFAULT_INTERVAL;
-pub use crate::vocab::{KubeConnection, KubernetesSettings, Secret, SecretRef, SecretValue, SourceKind};
+pub use crate::vocab::{
+    KubeConnection, KubernetesSettings, Secret, SecretRef, SecretValue, SourceKind,
+};
 
 #[derive(Debug, Clone)]
 pub struct Settings {

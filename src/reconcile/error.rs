@@ -102,9 +102,7 @@ impl ReconcileError {
     pub fn reason(&self) -> &'static str {
         match self {
             ReconcileError::DependencyNotReady { .. } => "DependencyNotReady",
-            ReconcileError::NoArtifact { .. } | ReconcileError::Extract { .. } => {
-                "ArtifactFailed"
-            }
+            ReconcileError::NoArtifact { .. } | ReconcileError::Extract { .. } => "ArtifactFailed",
             ReconcileError::Build { .. }
             | ReconcileError::NoRenderer(_)
             | ReconcileError::Sandbox(_)

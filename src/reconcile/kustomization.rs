@@ -123,7 +123,10 @@ pub(super) async fn reconcile(
     engine: &Arc<Engine>,
     idx: usize,
     ki: usize,
-) -> (Action, Result<Vec<crate::apply::ObjectResult>, ReconcileError>) {
+) -> (
+    Action,
+    Result<Vec<crate::apply::ObjectResult>, ReconcileError>,
+) {
     let c = &engine.settings.configurations[idx];
     let k = &c.kustomizations[ki];
     let key = kustomization_key(c, k);
@@ -135,7 +138,10 @@ pub(super) async fn reconcile(
             let revision = artifact.revision.clone();
             let deadline = tokio::time::Instant::now() + k.timeout + RENDER_SLACK;
             let rendered = match render_in_time(engine, idx, ki, artifact, deadline).await {
-                Ok(rendered) => post_build(engine, c, k, rendered).await,
+                Ok(rendered) => {
+                    let cluster = engine.settings.kubernetes.as_ref();
+                    post_build(cluster, &engine.clusters, c, k, rendered).await
+                }
                 Err(e) => Err(e),
             };
             match rendered {
@@ -143,6 +149,7 @@ pub(super) async fn reconcile(
                 Ok(rendered) => {
                     let ctx = ApplyContext {
                         timeout: deadline.saturating_duration_since(tokio::time::Instant::now()),
+                        configured_timeout: k.timeout,
                         cancel: engine.abandon.child_token(),
                         prune: k.prune,
                         force: k.force,
@@ -216,7 +223,8 @@ async fn apply(
 /// ConfigMap takes effect at the next reconcile), substituted into the render. Without a
 /// `postBuild` the render is left as it is, `${...}` included, as Flux does.
 async fn post_build(
-    engine: &Engine,
+    cluster: Option<&crate::config::KubernetesSettings>,
+    clusters: &crate::apply::ClusterState,
     c: &Configuration,
     k: &Kustomization,
     rendered: Rendered,
@@ -228,7 +236,7 @@ async fn post_build(
     let mut vars = std::collections::BTreeMap::new();
     if !post_build.substitute_from.is_empty() {
         // Validation refuses substituteFrom without a cluster.
-        let Some(cluster) = &engine.settings.kubernetes else {
+        let Some(cluster) = cluster else {
             return Ok(rendered);
         };
         let user = match &k.target {
@@ -240,7 +248,7 @@ async fn post_build(
         };
         for from in &post_build.substitute_from {
             let values = crate::apply::kubernetes::read_values(
-                &engine.clusters,
+                clusters,
                 cluster,
                 user.as_deref(),
                 &c.namespace,
@@ -326,18 +334,30 @@ fn render(
     let k = &c.kustomizations[ki];
     let renderer = engine.renderer()?;
     let confinement = engine.sandbox.resolve(c.render.sandbox).map_err(Box::new)?;
+    // Removed when dropped, at the end of this function.
+    let scratch = engine
+        .state_dir
+        .scratch(&k.name)
+        .map_err(ReconcileError::Scratch)?;
+    build(&renderer, confinement, c, k, artifact, scratch.path())
+}
+
+/// Extract `artifact` under `scratch` and build kustomization `k` of `c` from it.
+fn build(
+    renderer: &crate::render::Renderer,
+    confinement: crate::render::Confinement,
+    c: &Configuration,
+    k: &Kustomization,
+    artifact: &Artifact,
+    scratch: &std::path::Path,
+) -> Result<Rendered, ReconcileError> {
     let options = BuildOptions {
         timeout: k.timeout,
         confinement,
         remote_bases: c.render.remote_bases,
         target_namespace: k.target_namespace.clone(),
     };
-    // Removed when dropped, at the end of this function.
-    let scratch = engine
-        .state_dir
-        .scratch(&k.name)
-        .map_err(ReconcileError::Scratch)?;
-    let root = scratch.path().join("src");
+    let root = scratch.join("src");
     crate::artifact::extract::extract(&artifact.path, &artifact.digest, &root).map_err(
         |source| ReconcileError::Extract {
             path: artifact.path.clone(),
@@ -350,6 +370,37 @@ fn render(
             path: display_path(&k.path),
             source: Box::new(source),
         })
+}
+
+/// Render kustomization `k` of `c` from the artifact the state dir holds for it, as the next
+/// reconcile would, without a running engine (for `gitopsd diff`): the build happens in a
+/// temporary directory, so a daemon using the state dir is not disturbed.
+pub async fn preview(
+    settings: &crate::config::Settings,
+    state: &State,
+    clusters: &Arc<crate::apply::ClusterState>,
+    c: &Configuration,
+    k: &Kustomization,
+) -> Result<Rendered, ReconcileError> {
+    let (artifact, _) = inputs(state, c, k)?;
+    let sandbox = crate::render::SandboxSupport::detect();
+    let confinement = sandbox.resolve(c.render.sandbox).map_err(Box::new)?;
+    let renderer =
+        crate::render::Renderer::detect().map_err(|e| ReconcileError::NoRenderer(Arc::new(e)))?;
+    let job = {
+        let (c, k) = (c.clone(), k.clone());
+        tokio::task::spawn_blocking(move || {
+            let scratch = tempfile::tempdir().map_err(ReconcileError::Scratch)?;
+            build(&renderer, confinement, &c, &k, &artifact, scratch.path())
+        })
+    };
+    let rendered = job
+        .await
+        .map_err(|source| ReconcileError::KustomizationCrashed {
+            name: k.name.clone(),
+            source,
+        })??;
+    post_build(settings.kubernetes.as_ref(), clusters, c, k, rendered).await
 }
 
 fn display_path(p: &str) -> String {

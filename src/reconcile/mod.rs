@@ -21,6 +21,7 @@ pub mod snapshot;
 mod source;
 
 pub use error::ReconcileError;
+pub use kustomization::preview;
 
 use crate::apply::Target as _;
 use crate::artifact::store::ArtifactStore;
@@ -144,7 +145,7 @@ fn owner(c: &Configuration, k: &Kustomization) -> crate::apply::kubernetes::Owne
 
 impl Engine {
     /// The target kustomization `k` of `c` applies to.
-    fn target(&self, c: &Configuration, k: &Kustomization) -> crate::apply::AnyTarget {
+    pub(crate) fn target(&self, c: &Configuration, k: &Kustomization) -> crate::apply::AnyTarget {
         crate::apply::build(
             &k.target,
             &self.settings.state_dir,
@@ -170,6 +171,15 @@ impl Engine {
                         .map(move |k| kustomization_key(c, k))
                 })
                 .collect();
+            // Their configurations are remembered until their inventories in the cluster are
+            // cleaned up (`collect_garbage`), which may take more than one start.
+            let departed: Vec<String> = st
+                .kustomizations
+                .iter()
+                .filter(|(k, _)| !wanted.contains(k))
+                .map(|(_, s)| format!("{}/{}", s.namespace, s.configuration))
+                .collect();
+            st.departed.extend(departed);
             st.kustomizations.retain(|k, _| wanted.contains(k));
             for c in &settings.configurations {
                 let s = st.sources.entry(source_key(c)).or_default();
@@ -366,20 +376,42 @@ impl Engine {
             .iter()
             .flat_map(|c| c.kustomizations.iter().map(move |k| owner(c, k)))
             .collect();
+        // Only this daemon's configurations, now or before: another gitopsd may share the
+        // cluster, and its inventories are not ours to clean up.
+        let departed = self.state.read(|st| st.departed.clone());
+        let mut ours: Vec<(String, String)> = self
+            .settings
+            .configurations
+            .iter()
+            .map(|c| (c.namespace.clone(), c.name.clone()))
+            .collect();
+        ours.extend(departed.iter().filter_map(|key| {
+            key.split_once('/')
+                .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        }));
         let ctx = crate::apply::ApplyContext {
             prune: true,
             ..crate::apply::ApplyContext::new(GARBAGE_TIMEOUT, self.abandon.child_token())
         };
-        match crate::apply::kubernetes::collect_garbage(&self.clusters, cluster, &configured, &ctx)
-            .await
+        match crate::apply::kubernetes::collect_garbage(
+            &self.clusters,
+            cluster,
+            &ours,
+            &configured,
+            &ctx,
+        )
+        .await
         {
             Ok(removed) => {
+                self.state.update(|st| st.departed.clear());
                 // Their status entries were dropped when the state was loaded.
                 for (owner, pruned) in removed {
                     tracing::info!(kustomization = %owner, pruned = pruned.len(), "pruned a kustomization removed from the config");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot clean up kustomizations removed from the config"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot clean up kustomizations removed from the config")
+            }
         }
     }
 

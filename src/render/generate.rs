@@ -47,7 +47,10 @@ pub(crate) fn set_namespace(dir: &Path, namespace: &str) -> Result<(), (String, 
     let Some(map) = value.as_object_mut() else {
         return Err(fail("it is not a mapping".into()));
     };
-    map.insert("namespace".into(), serde_json::Value::String(namespace.into()));
+    map.insert(
+        "namespace".into(),
+        serde_json::Value::String(namespace.into()),
+    );
     crate::atomic::write(&file, value.to_string().as_bytes()).map_err(|e| fail(e.to_string()))
 }
 

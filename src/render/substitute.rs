@@ -45,7 +45,7 @@ pub struct ValuesFrom {
 pub enum PostBuildError {
     #[error("post-build substitution in {object}: {source}")]
     Object {
-        object: ObjectId,
+        object: Box<ObjectId>,
         #[source]
         source: SubstituteError,
     },
@@ -75,7 +75,7 @@ pub fn post_build(
         // kustomize prints one document per object; anything else is not its output, so it
         // is substituted whole (no per-object opt-out to honour without the mapping).
         let yaml = substitute(&rendered.yaml, vars).map_err(|source| PostBuildError::Object {
-            object: ObjectId::new("", "", "", "(whole output)"),
+            object: Box::new(ObjectId::new("", "", "", "(whole output)")),
             source,
         })?;
         return Ok(Rendered::from_yaml(yaml)?);
@@ -83,9 +83,11 @@ pub fn post_build(
     let mut yaml = String::with_capacity(rendered.yaml.len());
     for (document, object) in documents.iter().zip(&rendered.objects) {
         let annotations = &object.value["metadata"]["annotations"];
-        let disabled = DISABLED
-            .iter()
-            .any(|key| annotations[*key].as_str().is_some_and(|v| v.eq_ignore_ascii_case("disabled")));
+        let disabled = DISABLED.iter().any(|key| {
+            annotations[*key]
+                .as_str()
+                .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
+        });
         if !yaml.is_empty() {
             yaml.push_str("---\n");
         }
@@ -94,7 +96,7 @@ pub fn post_build(
         } else {
             yaml.push_str(&substitute(document, vars).map_err(|source| {
                 PostBuildError::Object {
-                    object: object.id.clone(),
+                    object: Box::new(object.id.clone()),
                     source,
                 }
             })?);
@@ -241,9 +243,20 @@ mod tests {
         assert_eq!(out.objects[2].value["spec"]["port"], 80);
         let err = post_build(&rendered, &vars(&[]))
             .map(|_| ())
-            .and_then(|()| post_build(&Rendered::from_yaml("kind: A\nmetadata: {name: x}\nv: ${a^^}\n".into()).unwrap(), &vars(&[])).map(|_| ()))
+            .and_then(|()| {
+                post_build(
+                    &Rendered::from_yaml("kind: A\nmetadata: {name: x}\nv: ${a^^}\n".into())
+                        .unwrap(),
+                    &vars(&[]),
+                )
+                .map(|_| ())
+            })
             .unwrap_err();
-        assert!(err.to_string().starts_with("post-build substitution in A/x: unsupported"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("post-build substitution in A/x: unsupported"),
+            "{err}"
+        );
     }
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

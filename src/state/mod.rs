@@ -127,6 +127,10 @@ pub struct State {
     pub sources: BTreeMap<String, SourceStatus>,
     /// Keyed by `<namespace>/<configuration>/<name>`.
     pub kustomizations: BTreeMap<String, KustomizationStatus>,
+    /// Configurations (`<namespace>/<name>`) that lost kustomizations (or left the config)
+    /// and whose inventories in the cluster still wait to be cleaned up.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub departed: std::collections::BTreeSet<String>,
 }
 
 /// A status whose file form ignores some fields (times that change at every poll).
@@ -223,6 +227,7 @@ impl StateStore {
             let result = f(&mut state);
             let changed = before.sources.len() != state.sources.len()
                 || before.kustomizations.len() != state.kustomizations.len()
+                || before.departed != state.departed
                 || state.sources.iter().any(|(key, s)| {
                     before
                         .sources

@@ -112,7 +112,11 @@ fn actions(k: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|o| {
             (
-                format!("{}/{}", o["id"]["kind"].as_str().unwrap(), o["id"]["name"].as_str().unwrap()),
+                format!(
+                    "{}/{}",
+                    o["id"]["kind"].as_str().unwrap(),
+                    o["id"]["name"].as_str().unwrap()
+                ),
                 o["action"].as_str().unwrap().to_string(),
             )
         })
@@ -136,7 +140,10 @@ fn config_map(name: &str, ns: &str, value: &str) -> String {
 }
 
 fn resource_version(object: &Value) -> String {
-    object["metadata"]["resourceVersion"].as_str().unwrap().to_string()
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn crd(group: &str) -> String {
@@ -189,16 +196,27 @@ fn a_crd_and_its_resource_apply_in_one_pass_then_nothing_is_rewritten() {
         actions(k),
         [
             ("ConfigMap/settings".to_string(), "created".to_string()),
-            ("CustomResourceDefinition/".to_string() + &format!("widgets.{group}"), "created".into()),
+            (
+                "CustomResourceDefinition/".to_string() + &format!("widgets.{group}"),
+                "created".into()
+            ),
             (format!("Namespace/{ns}-team"), "created".into()),
             ("Widget/w1".into(), "created".into()),
         ]
     );
     let c = cluster();
-    let widget = c.get_json(&format!("{group}/v1"), "Widget", Some(ns), "w1").unwrap();
+    let widget = c
+        .get_json(&format!("{group}/v1"), "Widget", Some(ns), "w1")
+        .unwrap();
     assert_eq!(widget["spec"]["size"], 3);
-    assert_eq!(widget["metadata"]["labels"]["gitopsd.io/kustomization"], "app");
-    assert_eq!(widget["metadata"]["labels"]["gitopsd.io/configuration"], "web");
+    assert_eq!(
+        widget["metadata"]["labels"]["gitopsd.io/kustomization"],
+        "app"
+    );
+    assert_eq!(
+        widget["metadata"]["labels"]["gitopsd.io/configuration"],
+        "web"
+    );
     let cm = c.get_json("v1", "ConfigMap", Some(ns), "settings").unwrap();
     let versions: Vec<String> = [&cm, &widget].iter().map(|o| resource_version(o)).collect();
 
@@ -208,8 +226,13 @@ fn a_crd_and_its_resource_apply_in_one_pass_then_nothing_is_rewritten() {
     let k = kustomization(&report, "app");
     assert!(actions(k).iter().all(|(_, a)| a == "unchanged"), "{k:#}");
     let cm = c.get_json("v1", "ConfigMap", Some(ns), "settings").unwrap();
-    let widget = c.get_json(&format!("{group}/v1"), "Widget", Some(ns), "w1").unwrap();
-    assert_eq!(vec![resource_version(&cm), resource_version(&widget)], versions);
+    let widget = c
+        .get_json(&format!("{group}/v1"), "Widget", Some(ns), "w1")
+        .unwrap();
+    assert_eq!(
+        vec![resource_version(&cm), resource_version(&widget)],
+        versions
+    );
 
     // A change to one object configures that one only.
     s.commit(&[("app/cm.yaml", &config_map("settings", ns, "two"))]);
@@ -229,6 +252,720 @@ fn a_crd_and_its_resource_apply_in_one_pass_then_nothing_is_rewritten() {
         .get_json("v1", "ConfigMap", Some(ns), "gitopsd-inventory.web.app")
         .expect("inventory ConfigMap");
     let entries = inventory["data"]["inventory"].as_str().unwrap();
-    assert!(entries.contains(&format!("{ns}_settings__ConfigMap v1")), "{entries}");
-    assert!(entries.contains(&format!("{ns}_w1_{group}_Widget v1")), "{entries}");
+    assert!(
+        entries.contains(&format!("{ns}_settings__ConfigMap v1")),
+        "{entries}"
+    );
+    assert!(
+        entries.contains(&format!("{ns}_w1_{group}_Widget v1")),
+        "{entries}"
+    );
+}
+
+fn config_map_annotated(name: &str, ns: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n    {annotations}\ndata:\n  key: v\n"
+    )
+}
+
+fn exists(ns: &str, kind_api: (&str, &str), name: &str) -> bool {
+    cluster()
+        .get_json(kind_api.0, kind_api.1, Some(ns), name)
+        .is_some_and(|o| o["metadata"]["deletionTimestamp"].is_null())
+}
+
+const CM: (&str, &str) = ("v1", "ConfigMap");
+
+#[test]
+fn prune_deletes_what_left_but_not_opted_out_objects_nor_those_owned_elsewhere() {
+    let s = Setup::new("prune");
+    let ns = &s.ns;
+    s.commit(&[
+        ("app/a.yaml", &config_map("a", ns, "1")),
+        (
+            "app/b.yaml",
+            &config_map_annotated("b", ns, "kustomize.toolkit.fluxcd.io/prune: disabled"),
+        ),
+        ("app/c.yaml", &config_map("c", ns, "1")),
+        ("app/d.yaml", &config_map("d", ns, "1")),
+        ("other/keep.yaml", &config_map("keep", ns, "1")),
+    ]);
+    s.configure(
+        "",
+        "      - { name: app, path: ./app, prune: true, dependsOn: [other] }\n      - { name: other, path: ./other, prune: true }\n",
+    );
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    for name in ["a", "b", "c", "d", "keep"] {
+        assert!(exists(ns, CM, name), "{name} was not applied");
+    }
+
+    // a and b leave the repository; c moves to `other` (which applies first).
+    s.repo.remove("app/a.yaml");
+    s.repo.remove("app/b.yaml");
+    s.repo.remove("app/c.yaml");
+    s.commit(&[("other/c.yaml", &config_map("c", ns, "1"))]);
+    let (code, report, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    let app = kustomization(&report, "app");
+    assert_eq!(action_of(app, "ConfigMap/a"), "pruned");
+    assert!(!exists(ns, CM, "a"), "a was not pruned");
+    assert!(exists(ns, CM, "b"), "b is annotated prune: disabled");
+    let c = cluster()
+        .get_json("v1", "ConfigMap", Some(ns), "c")
+        .unwrap();
+    assert_eq!(c["metadata"]["labels"]["gitopsd.io/kustomization"], "other");
+    assert!(exists(ns, CM, "d") && exists(ns, CM, "keep"));
+    // Only `a` was pruned.
+    let pruned: Vec<_> = actions(app)
+        .into_iter()
+        .filter(|(_, a)| a == "pruned")
+        .collect();
+    assert_eq!(pruned, [("ConfigMap/a".to_string(), "pruned".to_string())]);
+}
+
+#[test]
+fn prune_still_works_after_the_state_dir_is_deleted() {
+    let s = Setup::new("wiped");
+    let ns = &s.ns;
+    s.commit(&[
+        ("app/a.yaml", &config_map("a", ns, "1")),
+        ("app/b.yaml", &config_map("b", ns, "1")),
+    ]);
+    s.configure("", "      - { name: app, path: ./app, prune: true }\n");
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert!(exists(ns, CM, "b"));
+
+    std::fs::remove_dir_all(s.state_dir()).unwrap();
+    s.repo.remove("app/b.yaml");
+    s.commit(&[]);
+    let (code, report, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert_eq!(
+        action_of(kustomization(&report, "app"), "ConfigMap/b"),
+        "pruned"
+    );
+    assert!(
+        !exists(ns, CM, "b"),
+        "b was not pruned: the inventory in the cluster was not read"
+    );
+    assert!(exists(ns, CM, "a"));
+}
+
+#[test]
+fn kustomizations_removed_from_the_config_are_pruned_at_the_next_start_when_they_pruned() {
+    let s = Setup::new("removed");
+    let ns = &s.ns;
+    s.commit(&[
+        ("gone/a.yaml", &config_map("a", ns, "1")),
+        ("kept/b.yaml", &config_map("b", ns, "1")),
+        ("stays/c.yaml", &config_map("c", ns, "1")),
+    ]);
+    s.configure(
+        "",
+        "      - { name: gone, path: ./gone, prune: true }\n      - { name: kept, path: ./kept }\n      - { name: stays, path: ./stays, prune: true }\n",
+    );
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert!(exists(ns, CM, "a") && exists(ns, CM, "b") && exists(ns, CM, "c"));
+
+    s.configure("", "      - { name: stays, path: ./stays, prune: true }\n");
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert!(
+        !exists(ns, CM, "a"),
+        "the removed kustomization with prune: true kept its objects"
+    );
+    assert!(
+        exists(ns, CM, "b"),
+        "a removed kustomization without prune must leave its objects"
+    );
+    assert!(exists(ns, CM, "c"));
+    for inventory in ["gitopsd-inventory.web.gone", "gitopsd-inventory.web.kept"] {
+        assert!(!exists(ns, CM, inventory), "{inventory} is left behind");
+    }
+    assert!(exists(ns, CM, "gitopsd-inventory.web.stays"));
+}
+
+fn job(ns: &str, image: &str) -> String {
+    format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+  namespace: {ns}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: migrate
+          image: {image}
+"#
+    )
+}
+
+#[test]
+fn force_recreates_a_job_whose_template_changed_and_without_it_the_field_is_named() {
+    let s = Setup::new("force");
+    let ns = &s.ns;
+    s.commit(&[("app/job.yaml", &job(ns, "registry.invalid/migrate:1"))]);
+    s.configure("", "      - { name: app, path: ./app }\n");
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    let first = cluster()
+        .get_json("batch/v1", "Job", Some(ns), "migrate")
+        .unwrap();
+
+    s.commit(&[("app/job.yaml", &job(ns, "registry.invalid/migrate:2"))]);
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    let error = kustomization(&report, "app")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains(&format!("Job/{ns}/migrate")), "{error}");
+    assert!(
+        error.contains("spec.template") && error.contains("field is immutable"),
+        "{error}"
+    );
+    assert!(error.contains("force: true"), "{error}");
+
+    s.configure("", "      - { name: app, path: ./app, force: true }\n");
+    let (code, report, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert_eq!(
+        action_of(kustomization(&report, "app"), "Job/migrate"),
+        "created"
+    );
+    let second = cluster()
+        .get_json("batch/v1", "Job", Some(ns), "migrate")
+        .unwrap();
+    assert_ne!(first["metadata"]["uid"], second["metadata"]["uid"]);
+    assert_eq!(
+        second["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.invalid/migrate:2"
+    );
+}
+
+fn deployment(name: &str, ns: &str, replicas: u32, node_selector: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  replicas: {replicas}
+  selector: {{ matchLabels: {{ app: {name} }} }}
+  template:
+    metadata: {{ labels: {{ app: {name} }} }}
+    spec:
+      nodeSelector: {node_selector}
+      containers: [{{ name: app, image: "registry.invalid/app:1" }}]
+"#
+    )
+}
+
+#[test]
+fn wait_passes_once_a_deployment_rolls_out_and_a_timeout_names_each_pending_object() {
+    let s = Setup::new("wait");
+    let ns = &s.ns;
+    s.commit(&[
+        ("ok/web.yaml", &deployment("web", ns, 2, "{}")),
+        (
+            "stuck/api.yaml",
+            &deployment("api", ns, 2, "{ disk: none-has-this }"),
+        ),
+    ]);
+    s.configure(
+        "",
+        "      - { name: ok, path: ./ok, wait: true, timeout: 3m }\n      - { name: stuck, path: ./stuck, wait: true, timeout: 8s }\n",
+    );
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    assert!(
+        kustomization(&report, "ok")["error"].is_null(),
+        "{report:#}"
+    );
+    let web = cluster()
+        .get_json("apps/v1", "Deployment", Some(ns), "web")
+        .unwrap();
+    assert_eq!(
+        web["status"]["availableReplicas"],
+        2,
+        "wait returned before the rollout\n{}",
+        describe(&output)
+    );
+    let error = kustomization(&report, "stuck")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.starts_with("health check failed after 8s"), "{error}");
+    assert!(error.contains(&format!("Deployment/{ns}/api: ")), "{error}");
+    assert!(error.contains("of 2 replicas"), "{error}");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(s.state_dir().join("state.json")).unwrap()).unwrap();
+    let conditions = &state["kustomizations"][format!("{ns}/web/stuck")]["conditions"];
+    let healthy = conditions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Healthy")
+        .expect("a Healthy condition");
+    assert_eq!(healthy["status"], "False");
+    assert_eq!(healthy["reason"], "HealthCheckFailed");
+}
+
+#[test]
+fn health_checks_wait_for_named_objects_without_wait() {
+    let s = Setup::new("checks");
+    let ns = &s.ns;
+    s.commit(&[("app/cm.yaml", &config_map("settings", ns, "1"))]);
+    // A Deployment the kustomization does not apply, made by hand with no node to run on.
+    cluster().apply_json(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "external", "namespace": ns },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "x" } },
+          "template": { "metadata": { "labels": { "app": "x" } },
+            "spec": { "nodeSelector": { "disk": "none" }, "containers": [{ "name": "x", "image": "x" }] } } }
+    }));
+    s.configure(
+        "",
+        &format!("      - name: app\n        path: ./app\n        timeout: 6s\n        healthChecks:\n          - {{ apiVersion: apps/v1, kind: Deployment, name: external, namespace: {ns} }}\n"),
+    );
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    let error = kustomization(&report, "app")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains(&format!("Deployment/{ns}/external")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_dependency_chain_holds_dependents_until_the_failing_one_recovers() {
+    let s = Setup::new("chain");
+    let ns = &s.ns;
+    s.commit(&[
+        ("a/cm.yaml", &config_map("a", ns, "1")),
+        // Not a valid ConfigMap name: the API server refuses it.
+        ("b/cm.yaml", &config_map("B_bad", ns, "1")),
+        ("c/cm.yaml", &config_map("c", ns, "1")),
+    ]);
+    s.configure(
+        "",
+        "      - { name: a, path: ./a }\n      - { name: b, path: ./b, dependsOn: [a] }\n      - { name: c, path: ./c, dependsOn: [b] }\n",
+    );
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    assert!(kustomization(&report, "a")["error"].is_null());
+    let b = kustomization(&report, "b")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(b.contains(&format!("ConfigMap/{ns}/B_bad")), "{b}");
+    let c = kustomization(&report, "c")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(c.starts_with("dependency 'b' is not ready"), "{c}");
+    assert!(!exists(ns, CM, "c"));
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(s.state_dir().join("state.json")).unwrap()).unwrap();
+    let ready = &state["kustomizations"][format!("{ns}/web/c")]["conditions"][0];
+    assert_eq!(ready["reason"], "DependencyNotReady", "{ready:#}");
+
+    s.repo.remove("b/cm.yaml");
+    s.commit(&[("b/cm.yaml", &config_map("b", ns, "1"))]);
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert!(exists(ns, CM, "b") && exists(ns, CM, "c"));
+}
+
+#[test]
+fn client_and_server_validation_failures_apply_nothing() {
+    let s = Setup::new("valid");
+    let ns = &s.ns;
+    s.commit(&[
+        ("client/good.yaml", &config_map("good-client", ns, "1")),
+        ("client/bad.yaml", &config_map("bad", "Not_A_Namespace", "1")),
+        ("server/good.yaml", &config_map("good-server", ns, "1")),
+        (
+            "server/bad.yaml",
+            &format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: bad\n  namespace: {ns}\nspec:\n  replicas: -1\n  selector: {{ matchLabels: {{ app: x }} }}\n  template:\n    metadata: {{ labels: {{ app: x }} }}\n    spec: {{ containers: [{{ name: x, image: x }}] }}\n"),
+        ),
+    ]);
+    s.configure(
+        "",
+        "      - { name: client, path: ./client, validation: client }\n      - { name: server, path: ./server, validation: server }\n",
+    );
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    let client = kustomization(&report, "client")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        client.starts_with("validation failed, nothing applied: ConfigMap/Not_A_Namespace/bad: "),
+        "{client}"
+    );
+    let server = kustomization(&report, "server")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        server.starts_with(&format!(
+            "validation failed, nothing applied: Deployment/{ns}/bad: "
+        )),
+        "{server}"
+    );
+    assert!(server.contains("spec.replicas"), "{server}");
+    assert!(!exists(ns, CM, "good-client") && !exists(ns, CM, "good-server"));
+}
+
+#[test]
+fn post_build_substitutes_from_the_config_a_configmap_and_a_secret() {
+    let s = Setup::new("subst");
+    let ns = &s.ns;
+    let c = cluster();
+    c.apply_json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "cluster-vars", "namespace": ns}, "data": {"region": "eu-west", "env": "from-configmap"}}));
+    c.put_secret(ns, "cluster-secrets", &[("token", b"s3cr3t-value")]);
+    s.commit(&[
+        (
+            "app/cm.yaml",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: vars\n  namespace: {ns}\ndata:\n  env: ${{env}}\n  region: ${{region}}\n  token: ${{token}}\n  fallback: ${{missing:=default-value}}\n  escaped: $${{env}}\n"
+            ),
+        ),
+        (
+            "app/raw.yaml",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: raw\n  namespace: {ns}\n  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  env: ${{env}}\n"
+            ),
+        ),
+    ]);
+    s.configure(
+        "",
+        "      - name: app\n        path: ./app\n        postBuild:\n          substitute: { env: prod }\n          substituteFrom:\n            - { kind: ConfigMap, name: cluster-vars }\n            - { kind: Secret, name: cluster-secrets }\n            - { kind: ConfigMap, name: absent, optional: true }\n",
+    );
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    let vars = c.get_json("v1", "ConfigMap", Some(ns), "vars").unwrap();
+    // `substitute` wins over substituteFrom, as in Flux.
+    assert_eq!(vars["data"]["env"], "prod");
+    assert_eq!(vars["data"]["region"], "eu-west");
+    assert_eq!(vars["data"]["token"], "s3cr3t-value");
+    assert_eq!(vars["data"]["fallback"], "default-value");
+    assert_eq!(vars["data"]["escaped"], "${env}");
+    let raw = c.get_json("v1", "ConfigMap", Some(ns), "raw").unwrap();
+    assert_eq!(raw["data"]["env"], "${env}");
+    assert!(
+        !describe(&output).contains("s3cr3t"),
+        "a secret value was logged"
+    );
+
+    // A changed ConfigMap is read again at the next reconcile.
+    c.apply_json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "cluster-vars", "namespace": ns}, "data": {"region": "us-east"}}));
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    let vars = c.get_json("v1", "ConfigMap", Some(ns), "vars").unwrap();
+    assert_eq!(vars["data"]["region"], "us-east");
+
+    // A missing one that is not optional fails the kustomization in one sentence.
+    s.configure(
+        "",
+        "      - name: app\n        path: ./app\n        postBuild:\n          substituteFrom: [{ kind: Secret, name: nowhere }]\n",
+    );
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    assert_eq!(
+        kustomization(&report, "app")["error"],
+        format!("postBuild.substituteFrom: Secret {ns}/nowhere not found")
+    );
+}
+
+#[test]
+fn scope_namespace_refuses_cluster_scoped_objects_and_applies_nothing() {
+    let s = Setup::new("scoped");
+    let ns = &s.ns;
+    s.commit(&[
+        ("app/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local\ndata:\n  k: v\n"),
+        (
+            "app/role.yaml",
+            &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {ns}-reader\nrules: []\n"),
+        ),
+    ]);
+    s.configure(
+        "    scope: namespace\n",
+        "      - { name: app, path: ./app }\n",
+    );
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    let error = kustomization(&report, "app")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains(&format!("ClusterRole/{ns}-reader: cluster-scoped ClusterRole refused: the configuration's scope is namespace `{ns}`")),
+        "{error}"
+    );
+    assert!(!exists(ns, CM, "local"));
+
+    // Without the cluster-scoped object, namespaced objects land in the configuration's
+    // namespace even without one of their own.
+    s.repo.remove("app/role.yaml");
+    s.commit(&[]);
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert!(exists(ns, CM, "local"));
+}
+
+#[test]
+fn a_service_account_applies_only_what_its_rbac_allows() {
+    let s = Setup::new("tenant");
+    let ns = &s.ns;
+    let c = cluster();
+    c.apply_json(
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "deployer", "namespace": ns}}),
+    );
+    c.apply_json(serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "deployer", "namespace": ns},
+        "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "patch", "create", "delete"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}
+        ]}));
+    c.apply_json(
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "deployer", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]}),
+    );
+    s.commit(&[
+        ("app/cm.yaml", &config_map("allowed", ns, "1")),
+        (
+            "app/secret.yaml",
+            &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: denied\n  namespace: {ns}\nstringData:\n  k: v\n"),
+        ),
+    ]);
+    s.configure(
+        "",
+        "      - { name: app, path: ./app, serviceAccountName: deployer }\n",
+    );
+    let (code, report, output) = s.run_once();
+    assert_ne!(code, 0, "{}", describe(&output));
+    let error = kustomization(&report, "app")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "failed to apply: Secret/{ns}/denied: patch forbidden: "
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "User \"system:serviceaccount:{ns}:deployer\" cannot patch resource \"secrets\""
+        )),
+        "{error}"
+    );
+    // The other object of the stage was applied, as the service account.
+    let allowed = c
+        .get_json("v1", "ConfigMap", Some(ns), "allowed")
+        .expect("applied");
+    assert_eq!(
+        allowed["metadata"]["managedFields"][0]["manager"],
+        "gitopsd"
+    );
+}
+
+/// A running `gitopsd run`, killed on drop; its log shown when the test fails.
+struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(s: &Setup) -> Daemon {
+        let log = s.dir.path().join("gitopsd.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = s
+            .gitopsd()
+            .args(["run", "--config"])
+            .arg(s.config_path())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `check` every 200 ms for up to `limit`.
+    fn wait_until(&self, what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        while !check() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gave up waiting for {what}\n--- gitopsd log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- gitopsd log ---\n{}", self.log());
+        }
+    }
+}
+
+#[test]
+fn a_hand_edit_of_a_managed_field_is_reverted_at_the_next_interval() {
+    let s = Setup::new("drift");
+    let ns = s.ns.clone();
+    s.commit(&[
+        ("app/cm.yaml", &config_map("managed", &ns, "from-git")),
+        ("app/other.yaml", &config_map("untouched", &ns, "1")),
+    ]);
+    s.configure("", "      - { name: app, path: ./app, interval: 2s }\n");
+    let daemon = Daemon::start(&s);
+    let c = cluster();
+    let value = |name: &str| {
+        c.get_json("v1", "ConfigMap", Some(&ns), name)
+            .map(|o| o["data"]["key"].clone())
+    };
+    daemon.wait_until(
+        "the first apply",
+        std::time::Duration::from_secs(60),
+        || value("managed") == Some("from-git".into()) && value("untouched").is_some(),
+    );
+    let untouched = resource_version(
+        &c.get_json("v1", "ConfigMap", Some(&ns), "untouched")
+            .unwrap(),
+    );
+    c.edit_json(
+        "v1",
+        "ConfigMap",
+        Some(&ns),
+        "managed",
+        serde_json::json!({"data": {"key": "edited"}}),
+    );
+    assert_eq!(value("managed"), Some("edited".into()));
+    daemon.wait_until(
+        "the edit to be reverted",
+        std::time::Duration::from_secs(30),
+        || value("managed") == Some("from-git".into()),
+    );
+    // Several intervals later the object nobody edited was never written again.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after = resource_version(
+        &c.get_json("v1", "ConfigMap", Some(&ns), "untouched")
+            .unwrap(),
+    );
+    assert_eq!(
+        untouched,
+        after,
+        "an unchanged object was rewritten\n{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn objects_lists_the_inventory_with_live_status_and_diff_shows_pending_changes() {
+    let s = Setup::new("cli");
+    let ns = &s.ns;
+    s.commit(&[
+        ("app/cm.yaml", &config_map("settings", ns, "one")),
+        ("app/web.yaml", &deployment("web", ns, 1, "{}")),
+    ]);
+    s.configure(
+        "",
+        "      - { name: app, path: ./app, wait: true, timeout: 2m }\n",
+    );
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+
+    let objects = s
+        .gitopsd()
+        .args(["objects", "web/app", "--config"])
+        .arg(s.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(objects.status.code(), Some(0), "{}", describe(&objects));
+    let table = String::from_utf8_lossy(&objects.stdout).to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("KIND"), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["ConfigMap", ns.as_str(), "settings", "Current"]),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["Deployment", ns.as_str(), "web", "Current"]),
+        "{table}"
+    );
+
+    let diff = |s: &Setup| {
+        s.gitopsd()
+            .args(["diff", "app", "--config"])
+            .arg(s.config_path())
+            .output()
+            .unwrap()
+    };
+    let unchanged = diff(&s);
+    assert_eq!(unchanged.status.code(), Some(0), "{}", describe(&unchanged));
+    assert!(unchanged.stdout.is_empty(), "{}", describe(&unchanged));
+
+    // Fetch the change without applying it (the kustomization suspended), then diff.
+    s.commit(&[
+        ("app/cm.yaml", &config_map("settings", ns, "two")),
+        ("app/new.yaml", &config_map("added", ns, "1")),
+    ]);
+    s.configure("", "      - { name: app, path: ./app, suspend: true }\n");
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    let changed = diff(&s);
+    assert_eq!(changed.status.code(), Some(1), "{}", describe(&changed));
+    let text = String::from_utf8_lossy(&changed.stdout).to_string();
+    assert!(
+        text.contains(&format!(
+            "~ ConfigMap/{ns}/settings (configured)\n    data.key: (value hidden) changed"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("+ ConfigMap/{ns}/added (created)")),
+        "{text}"
+    );
+    assert!(!text.contains("Deployment"), "{text}");
+    // The dry-run changed nothing.
+    assert_eq!(
+        cluster()
+            .get_json("v1", "ConfigMap", Some(ns), "settings")
+            .unwrap()["data"]["key"],
+        "one"
+    );
+    assert!(!exists(ns, CM, "added"));
 }

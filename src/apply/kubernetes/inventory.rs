@@ -100,7 +100,8 @@ pub(crate) async fn write(
 
 async fn ensure_namespace(conn: &Connection, owner: &Owner) -> Result<(), ApplyError> {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(conn.client.clone());
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": owner.namespace}});
+    let ns =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": owner.namespace}});
     api.patch(
         &owner.namespace,
         &PatchParams::apply(FIELD_MANAGER),
@@ -206,7 +207,12 @@ mod tests {
         let inventory = Inventory::from_objects(&[
             ObjectId::new("apps/v1", "Deployment", "web", "api"),
             ObjectId::new("v1", "Namespace", "", "web"),
-            ObjectId::new("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "a.b.io"),
+            ObjectId::new(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "",
+                "a.b.io",
+            ),
         ]);
         let text = encode(&inventory);
         assert!(text.contains("web_api_apps_Deployment v1\n"), "{text}");

@@ -167,7 +167,11 @@ impl KubernetesTarget {
     /// expected to manage gitopsd's bookkeeping (Flux keeps it in the Kustomization's status,
     /// written by the controller's own account).
     async fn own(&self) -> Result<Connection, ApplyError> {
-        Ok(self.state.clusters.get(&self.settings.cluster, None).await?)
+        Ok(self
+            .state
+            .clusters
+            .get(&self.settings.cluster, None)
+            .await?)
     }
 
     /// The inventory the cluster holds for this kustomization (empty when none).
@@ -324,10 +328,12 @@ impl Target for KubernetesTarget {
 
     fn describe(&self) -> String {
         match &self.settings.cluster.connection {
-            crate::vocab::KubeConnection::Kubeconfig(path) => match &self.settings.cluster.context {
-                Some(context) => format!("cluster {} (context {context})", path.display()),
-                None => format!("cluster {}", path.display()),
-            },
+            crate::vocab::KubeConnection::Kubeconfig(path) => {
+                match &self.settings.cluster.context {
+                    Some(context) => format!("cluster {} (context {context})", path.display()),
+                    None => format!("cluster {}", path.display()),
+                }
+            }
             crate::vocab::KubeConnection::InCluster => "cluster (in-cluster)".to_string(),
             crate::vocab::KubeConnection::Detect => "cluster (default kubeconfig)".to_string(),
         }
@@ -342,7 +348,9 @@ async fn bounded<T>(
     tokio::select! {
         result = tokio::time::timeout(ctx.timeout, work) => match result {
             Ok(result) => result,
-            Err(_) => Err(ApplyError::TimedOut { after: ctx.timeout }),
+            Err(_) => Err(ApplyError::TimedOut {
+                after: ctx.configured_timeout,
+            }),
         },
         () = ctx.cancel.cancelled() => Err(ApplyError::Cancelled),
     }
@@ -434,24 +442,30 @@ pub async fn read_values(
 }
 
 /// Cleans up after kustomizations that left the config: for each inventory in the cluster
-/// whose kustomization is not in `configured`, its objects are pruned when it had `prune:
-/// true` (Azure deletes the objects of a removed configuration or kustomization), then the
-/// inventory goes. Returns what was pruned, by former owner; an owner whose deletes failed
-/// keeps its inventory for the next start.
+/// of a configuration in `ours` (`(namespace, name)`) whose kustomization is not in
+/// `configured`, its objects are pruned when it had `prune: true` (Azure deletes the objects
+/// of a removed configuration or kustomization), then the inventory goes. Returns what was
+/// pruned, by former owner; an owner whose deletes failed keeps its inventory for the next
+/// start.
 pub async fn collect_garbage(
     state: &ClusterState,
     cluster: &KubernetesSettings,
+    ours: &[(String, String)],
     configured: &[Owner],
     ctx: &ApplyContext,
 ) -> Result<Vec<(Owner, Vec<ObjectResult>)>, ApplyError> {
     let own = state.clusters.get(cluster, None).await?;
     let mut out = Vec::new();
     for (owner, recorded, prune) in inventory::list(&own).await? {
-        if configured.contains(&owner) {
+        let mine = ours
+            .iter()
+            .any(|(ns, name)| *ns == owner.namespace && *name == owner.configuration);
+        if !mine || configured.contains(&owner) {
             continue;
         }
         if prune {
-            let outcome = prune::prune(&own, &state.resolver, &owner, recorded.entries.iter(), ctx).await;
+            let outcome =
+                prune::prune(&own, &state.resolver, &owner, recorded.entries.iter(), ctx).await;
             if !outcome.failed.is_empty() {
                 tracing::warn!(kustomization = %owner, error = %failures_sentence("prune of a removed kustomization failed", &outcome.failed), "kept its inventory to retry");
                 continue;

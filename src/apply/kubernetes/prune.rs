@@ -48,7 +48,10 @@ pub(crate) async fn prune<'a>(
                 continue;
             }
             Err(other) => {
-                out.failed.push(fail(crate::apply::ObjectProblem::Unreachable(other.to_string())));
+                out.failed
+                    .push(fail(crate::apply::ObjectProblem::Unreachable(
+                        other.to_string(),
+                    )));
                 continue;
             }
         };
@@ -60,7 +63,9 @@ pub(crate) async fn prune<'a>(
             tracing::info!(object = %id, kustomization = %owner, "not pruned: its labels name another owner");
             continue;
         }
-        let Ok(Some(resolved)) = resolver.resolve(conn, &id.group, &id.version, &id.kind).await
+        let Ok(Some(resolved)) = resolver
+            .resolve(conn, &id.group, &id.version, &id.kind)
+            .await
         else {
             continue;
         };

@@ -19,7 +19,9 @@ use super::object::{api, Desired};
 use super::resolve::{self, Resolved};
 use super::stages::{self, Stage};
 use super::{Applied, ClusterState, CONCURRENCY, FIELD_MANAGER};
-use crate::apply::{ApplyContext, ApplyError, ObjectAction, ObjectFailure, ObjectProblem, ObjectResult};
+use crate::apply::{
+    ApplyContext, ApplyError, ObjectAction, ObjectFailure, ObjectProblem, ObjectResult,
+};
 use crate::cluster::Connection;
 use crate::render::ObjectId;
 
@@ -32,9 +34,13 @@ const GONE_POLL: Duration = Duration::from_millis(250);
 /// uses for immutable fields (`field is immutable`, and Services' `may not change once set`,
 /// RoleBindings' `cannot change roleRef`).
 pub(crate) fn is_immutable(message: &str) -> bool {
-    ["field is immutable", "may not change once set", "cannot change roleRef"]
-        .iter()
-        .any(|words| message.contains(words))
+    [
+        "field is immutable",
+        "may not change once set",
+        "cannot change roleRef",
+    ]
+    .iter()
+    .any(|words| message.contains(words))
 }
 
 /// The live `resourceVersion` of each object (absent: it does not exist), by stage.
@@ -51,7 +57,11 @@ pub(crate) async fn apply_stages(
 ) -> Result<Vec<ObjectResult>, ApplyError> {
     let mut results = Vec::with_capacity(objects.len());
     for stage in [Stage::Definitions, Stage::Classes, Stage::Objects] {
-        let mut batch: Vec<Desired> = objects.iter().filter(|o| o.stage == stage).cloned().collect();
+        let mut batch: Vec<Desired> = objects
+            .iter()
+            .filter(|o| o.stage == stage)
+            .cloned()
+            .collect();
         if batch.is_empty() {
             continue;
         }
@@ -110,7 +120,10 @@ pub(crate) async fn apply_stages(
 
 /// `resource/name`: what identifies an object among the live ones of its namespace.
 fn key(o: &Desired) -> String {
-    let plural = o.resolved.as_ref().map_or("", |r| r.resource.plural.as_str());
+    let plural = o
+        .resolved
+        .as_ref()
+        .map_or("", |r| r.resource.plural.as_str());
     format!("{}.{}/{}", plural, o.id.group, o.id.name)
 }
 
@@ -121,7 +134,10 @@ async fn live_versions(conn: &Connection, batch: &[Desired]) -> Live {
     for o in batch {
         if let Some(r) = &o.resolved {
             groups
-                .entry((r.resource.api_version.clone() + "/" + &r.resource.plural, o.id.namespace.clone()))
+                .entry((
+                    r.resource.api_version.clone() + "/" + &r.resource.plural,
+                    o.id.namespace.clone(),
+                ))
                 .or_insert(r);
         }
     }
@@ -135,7 +151,9 @@ async fn live_versions(conn: &Connection, batch: &[Desired]) -> Live {
             .iter()
             .filter(|o| {
                 o.id.namespace == namespace
-                    && o.resolved.as_ref().is_some_and(|r| r.resource == resolved.resource)
+                    && o.resolved
+                        .as_ref()
+                        .is_some_and(|r| r.resource == resolved.resource)
             })
             .collect();
         for o in &wanted {
@@ -144,7 +162,10 @@ async fn live_versions(conn: &Connection, batch: &[Desired]) -> Live {
         for item in list.items {
             let name = item.metadata.name.clone().unwrap_or_default();
             if let Some(o) = wanted.iter().find(|o| o.id.name == name) {
-                live.insert((namespace.clone(), key(o)), item.metadata.resource_version.clone());
+                live.insert(
+                    (namespace.clone(), key(o)),
+                    item.metadata.resource_version.clone(),
+                );
             }
         }
     }
@@ -170,7 +191,11 @@ async fn apply_one(
         action,
     };
     let Some(resolved) = &o.resolved else {
-        return Err(fail(resolve::unknown(&o.id.group, &o.id.version, &o.id.kind)));
+        return Err(fail(resolve::unknown(
+            &o.id.group,
+            &o.id.version,
+            &o.id.kind,
+        )));
     };
     let api = api(conn, resolved, &o.id.namespace);
     let before = match before {
@@ -193,22 +218,34 @@ async fn apply_one(
         }
     }
     let params = patch_params(false);
-    let after = match api.patch(&o.id.name, &params, &Patch::Apply(&o.value)).await {
+    let mut recreated = false;
+    let after = match api
+        .patch(&o.id.name, &params, &Patch::Apply(&o.value))
+        .await
+    {
         Ok(applied) => applied,
         Err(e) => match super::problem(e, "patch") {
             ObjectProblem::Immutable { .. } if ctx.force || o.force => {
+                recreated = true;
                 recreate(&api, o, &params).await.map_err(fail)?
             }
             ObjectProblem::Rejected { code: 404, .. } if before.is_none() => {
                 // The kind may have gone with its CRD; ask discovery again next time.
-                state.resolver.forget(conn, &o.id.group, &o.id.version, &o.id.kind);
-                return Err(fail(resolve::unknown(&o.id.group, &o.id.version, &o.id.kind)));
+                state
+                    .resolver
+                    .forget(conn, &o.id.group, &o.id.version, &o.id.kind);
+                return Err(fail(resolve::unknown(
+                    &o.id.group,
+                    &o.id.version,
+                    &o.id.kind,
+                )));
             }
             problem => return Err(fail(problem)),
         },
     };
     let version = after.metadata.resource_version.clone().unwrap_or_default();
     let action = match &before {
+        _ if recreated => ObjectAction::Created,
         None => ObjectAction::Created,
         Some(before) if *before == version => ObjectAction::Unchanged,
         Some(_) => ObjectAction::Configured,
@@ -346,7 +383,13 @@ pub(crate) async fn diff(
 /// The object without what the server changes on every write or owns itself.
 fn comparable(mut object: Value) -> Value {
     if let Some(metadata) = object["metadata"].as_object_mut() {
-        for field in ["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid"] {
+        for field in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "uid",
+        ] {
             metadata.remove(field);
         }
     }
@@ -372,7 +415,12 @@ fn changed_paths(old: &Value, new: &Value, path: String, out: &mut Vec<String>) 
                 } else {
                     format!("{path}.{k}")
                 };
-                changed_paths(a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), sub, out);
+                changed_paths(
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    sub,
+                    out,
+                );
             }
         }
         _ if path.starts_with("data.") || path.starts_with("stringData.") => {
@@ -392,8 +440,12 @@ mod tests {
         assert!(is_immutable(
             "Job.batch \"m\" is invalid: spec.template: Invalid value: ...: field is immutable"
         ));
-        assert!(is_immutable("spec.clusterIPs[0]: Invalid value: ...: may not change once set"));
-        assert!(!is_immutable("spec.replicas: Invalid value: -1: must be greater than or equal to 0"));
+        assert!(is_immutable(
+            "spec.clusterIPs[0]: Invalid value: ...: may not change once set"
+        ));
+        assert!(!is_immutable(
+            "spec.replicas: Invalid value: -1: must be greater than or equal to 0"
+        ));
     }
 
     #[test]
@@ -402,6 +454,9 @@ mod tests {
         let new = json!({"metadata": {"name": "a", "resourceVersion": "2"}, "data": {"k": "v2"}, "spec": {"replicas": 2}});
         let mut out = Vec::new();
         changed_paths(&comparable(old), &comparable(new), String::new(), &mut out);
-        assert_eq!(out, ["data.k: (value hidden) changed", "spec.replicas: 1 -> 2"]);
+        assert_eq!(
+            out,
+            ["data.k: (value hidden) changed", "spec.replicas: 1 -> 2"]
+        );
     }
 }

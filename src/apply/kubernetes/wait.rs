@@ -24,8 +24,10 @@ pub(crate) async fn until_current(
     ctx: &ApplyContext,
 ) -> Result<(), ApplyError> {
     let deadline = tokio::time::Instant::now() + ctx.timeout.saturating_sub(MARGIN);
-    let mut pending: Vec<(ObjectId, String)> =
-        ids.iter().map(|id| (id.clone(), "not checked yet".to_string())).collect();
+    let mut pending: Vec<(ObjectId, String)> = ids
+        .iter()
+        .map(|id| (id.clone(), "not checked yet".to_string()))
+        .collect();
     let mut poll = FIRST_POLL;
     loop {
         let mut still = Vec::with_capacity(pending.len());
@@ -38,7 +40,7 @@ pub(crate) async fn until_current(
                     Health::Terminating => still.push((id, "being deleted".to_string())),
                     Health::Failed(why) => {
                         return Err(ApplyError::NotReady {
-                            after: ctx.timeout,
+                            after: ctx.configured_timeout,
                             pending: vec![(id, format!("failed: {why}"))],
                         })
                     }
@@ -52,7 +54,7 @@ pub(crate) async fn until_current(
         let now = tokio::time::Instant::now();
         if now >= deadline {
             return Err(ApplyError::NotReady {
-                after: ctx.timeout,
+                after: ctx.configured_timeout,
                 pending,
             });
         }

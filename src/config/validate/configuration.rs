@@ -57,7 +57,10 @@ pub(super) fn configuration(
     let place = Place {
         cluster,
         namespace: namespace.as_deref(),
-        namespaced_scope: raw.scope.as_ref().is_some_and(|s| s.as_str() == "namespace"),
+        namespaced_scope: raw
+            .scope
+            .as_ref()
+            .is_some_and(|s| s.as_str() == "namespace"),
     };
     let kustomizations = kustomizations(&raw.kustomizations, base_dir, place, problems);
     Some(Configuration {

@@ -13,8 +13,7 @@ use crate::source::config::Cluster;
 use crate::syntax::fields::Text;
 use crate::syntax::positions::{Pos, Problems};
 use crate::syntax::values::{
-    boolean, directory, is_dns1123_label, is_dns1123_subdomain, polling_interval,
-    positive_duration,
+    boolean, directory, is_dns1123_label, is_dns1123_subdomain, polling_interval, positive_duration,
 };
 
 /// What a kustomization's target depends on beyond its own fields.

@@ -17,7 +17,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::model::{KubeConnection, KubernetesSettings, Secret, SecretValue, ServerSettings, Settings};
+use super::model::{
+    KubeConnection, KubernetesSettings, Secret, SecretValue, ServerSettings, Settings,
+};
 use super::schema::{RawConfiguration, RawKubernetes, RawRender, RawServer, RawSettings};
 use crate::render::{RenderSettings, SandboxMode};
 use crate::source::config::Cluster;

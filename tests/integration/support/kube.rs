@@ -208,9 +208,10 @@ impl KubeCluster {
                 cluster.pki.ca_cert().display()
             ))
             .arg("--use-service-account-credentials=false")
-            // Fake pods never report usage; without this the node lifecycle controller waits
-            // out its grace periods before it lifts the not-ready taint.
-            .arg("--node-monitor-grace-period=20s")
+            // kwok's heartbeat stage renews the node's status every 20-45 s: a grace period
+            // shorter than that marks the node NotReady between two beats, taints it, and
+            // pods stop being scheduled (a Deployment then never becomes available).
+            .arg("--node-monitor-grace-period=2m")
             .arg("--v=1");
         cluster.workers.push(
             ServerProcess::spawn(
@@ -381,19 +382,6 @@ impl KubeCluster {
             .unwrap_or_else(|e| panic!("edit {kind} {name}: {e}"));
     }
 
-    /// Deletes the object (background propagation); absent is fine.
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
-        let api = self.dynamic_api(api_version, kind, namespace);
-        match self
-            .runtime
-            .block_on(api.delete(name, &kube::api::DeleteParams::background()))
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => panic!("delete {kind} {name}: {e}"),
-        }
-    }
-
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
@@ -491,7 +479,9 @@ fn clean_up_at_exit(cluster: &KubeCluster) {
     static REGISTER: Once = Once::new();
     {
         let mut at_exit = AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
-        at_exit.0.extend(cluster.workers.iter().map(ServerProcess::id));
+        at_exit
+            .0
+            .extend(cluster.workers.iter().map(ServerProcess::id));
         at_exit
             .0
             .extend(cluster.apiserver.as_ref().map(ServerProcess::id));
