@@ -184,7 +184,10 @@ pub fn main(cli: Cli) -> i32 {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GITOPSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's client logs every failed request at error level, before gitopsd says the same
+    // in one line naming the kustomization: its own line is left out.
+    let filter = EnvFilter::try_from_env("GITOPSD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -94,9 +94,10 @@ impl ClusterError {
             ClusterError::Unreachable { cause, .. } => match cause {
                 Transport::Certificate | Transport::Handshake(_) => ClusterErrorKind::Tls,
                 Transport::TimedOut => ClusterErrorKind::Timeout,
-                Transport::Refused | Transport::UnknownHost | Transport::Other(_) => {
-                    ClusterErrorKind::Network
-                }
+                Transport::Refused
+                | Transport::Closed
+                | Transport::UnknownHost
+                | Transport::Other(_) => ClusterErrorKind::Network,
             },
             ClusterError::SecretNotFound { .. } => ClusterErrorKind::NotFound,
             ClusterError::Forbidden { .. } | ClusterError::Unauthorized { .. } => {
@@ -124,6 +125,9 @@ pub enum Transport {
     Handshake(String),
     #[error("no answer in time (timed out)")]
     TimedOut,
+    /// The server closed the connection before its answer (it stopped, or restarted).
+    #[error("the connection closed before the answer (did it stop?)")]
+    Closed,
     #[error("its host name could not be resolved")]
     UnknownHost,
     /// Anything else: the client's error chain on one line.
@@ -144,6 +148,11 @@ impl Transport {
             }
             if e.is::<tokio::time::error::Elapsed>() {
                 return Transport::TimedOut;
+            }
+            if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+                if hyper.is_incomplete_message() || hyper.is_canceled() {
+                    return Transport::Closed;
+                }
             }
             if let Some(ssl) = e.downcast_ref::<openssl::ssl::Error>() {
                 let verify_failed = ssl.ssl_error().is_some_and(|stack| {

@@ -527,9 +527,11 @@ configurations:
         async fn wait(
             &self,
             _report: &ApplyReport,
-            _ctx: &ApplyContext,
+            ctx: &ApplyContext,
         ) -> Result<(), crate::apply::ApplyError> {
-            self.waited.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Always asked (a cluster target also has healthChecks); waits when ctx says so.
+            self.waited
+                .store(ctx.wait, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
 
@@ -539,7 +541,7 @@ configurations:
     }
 
     #[tokio::test]
-    async fn prune_and_wait_run_only_when_asked() {
+    async fn prune_runs_only_when_asked_and_wait_is_told_whether_to_wait() {
         let old = ObjectId::new("v1", "ConfigMap", "web", "old");
         let kept = ObjectId::new("v1", "ConfigMap", "web", "kept");
         let previous = Inventory::from_objects([&old, &kept]);

@@ -21,14 +21,24 @@ struct Setup {
     dir: tempfile::TempDir,
     repo: Repo,
     ns: String,
+    /// The admin API's port.
+    port: u16,
+    /// The cluster's admin kubeconfig.
+    kubeconfig: PathBuf,
 }
 
 impl Setup {
     fn new(prefix: &str) -> Setup {
+        Setup::on(cluster(), prefix)
+    }
+
+    fn on(cluster: &KubeCluster, prefix: &str) -> Setup {
         Setup {
             dir: tempfile::tempdir().unwrap(),
             repo: Repo::new(),
-            ns: cluster().create_namespace(prefix),
+            ns: cluster.create_namespace(prefix),
+            port: free_port(),
+            kubeconfig: cluster.admin_kubeconfig(),
         }
     }
 
@@ -46,11 +56,11 @@ kubernetes: {{ kubeconfig: "{kubeconfig}" }}
 configurations:
   - name: web
     namespace: {ns}
-{extra}    source: {{ kind: git, url: "{url}", ref: {{ branch: main }} }}
+{extra}    source: {{ kind: git, url: "{url}", ref: {{ branch: main }}, interval: 2s }}
     kustomizations:
 {kustomizations}"#,
-            port = free_port(),
-            kubeconfig = cluster().admin_kubeconfig().display(),
+            port = self.port,
+            kubeconfig = self.kubeconfig.display(),
             ns = self.ns,
             url = self.repo.bare().file_url(),
         );
@@ -968,4 +978,169 @@ fn objects_lists_the_inventory_with_live_status_and_diff_shows_pending_changes()
         "one"
     );
     assert!(!exists(ns, CM, "added"));
+}
+
+/// `GET /api/v1/status` of a running daemon, if it answers.
+fn status(port: u16) -> Option<Value> {
+    let reply = ureq::get(&format!("http://127.0.0.1:{port}/api/v1/status"))
+        .call()
+        .ok()?;
+    serde_json::from_reader(reply.into_body().into_reader()).ok()
+}
+
+#[test]
+fn the_api_server_going_away_fails_one_kustomization_in_a_sentence_and_it_converges_after() {
+    // A cluster of its own: this test stops its API server.
+    let mut c = KubeCluster::start();
+    let s = Setup::on(&c, "down");
+    let ns = s.ns.clone();
+    s.commit(&[("app/a.yaml", &config_map("a", &ns, "1"))]);
+    s.configure(
+        "",
+        "      - { name: app, path: ./app, interval: 2s, retryInterval: 2s, prune: true }\n      - { name: files, path: ./app, interval: 2s, target: { directory: ./out } }\n",
+    );
+    let daemon = Daemon::start(&s);
+    let limit = std::time::Duration::from_secs(60);
+    daemon.wait_until("the first apply", limit, || {
+        c.get_json("v1", "ConfigMap", Some(&ns), "a").is_some()
+    });
+
+    c.stop_apiserver();
+    s.commit(&[("app/b.yaml", &config_map("b", &ns, "1"))]);
+    let app = |st: &Value| -> Value {
+        st["kustomizations"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["name"] == "app"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut error = String::new();
+    daemon.wait_until("the cluster kustomization to fail", limit, || {
+        let Some(st) = status(s.port) else {
+            return false;
+        };
+        match app(&st)["lastError"].as_str() {
+            Some(e) => {
+                error = e.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(error.contains(&format!("at {}", c.url())), "{error}");
+    assert!(
+        error.contains("connection refused") || error.contains("connection closed"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+    // The other kustomization of the source kept going: its file has the new object.
+    daemon.wait_until(
+        "the directory target to render the new revision",
+        limit,
+        || {
+            std::fs::read_to_string(s.dir.path().join("out/files.yaml"))
+                .is_ok_and(|t| t.contains("name: b"))
+        },
+    );
+    // The last inventory is kept.
+    let st = status(s.port).unwrap();
+    let inventory = app(&st)["inventory"]["entries"].to_string();
+    assert!(inventory.contains("\"name\":\"a\""), "{inventory}");
+
+    c.restart_apiserver();
+    daemon.wait_until(
+        "the apply to converge once the API server is back",
+        limit,
+        || {
+            c.get_json("v1", "ConfigMap", Some(&ns), "b").is_some()
+                && status(s.port).is_some_and(|st| app(&st)["lastError"].is_null())
+        },
+    );
+}
+
+#[test]
+fn a_kill_9_mid_apply_leaves_nothing_orphaned_and_the_next_start_converges() {
+    let s = Setup::new("kill");
+    let ns = &s.ns;
+    let files: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                format!("app/cm-{i}.yaml"),
+                config_map(&format!("cm-{i}"), ns, "1"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    s.commit(&refs);
+    s.configure("", "      - { name: app, path: ./app, prune: true }\n");
+    let mut child = s
+        .gitopsd()
+        .args(["run", "--once", "--config"])
+        .arg(s.config_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = cluster();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // Killed as soon as the apply has begun: some objects exist, most do not yet.
+    loop {
+        let created = c
+            .list_json("v1", "ConfigMap", Some(ns))
+            .iter()
+            .filter(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("cm-"))
+            })
+            .count();
+        if created > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the apply never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "gitopsd ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let created_before: Vec<String> = c
+        .list_json("v1", "ConfigMap", Some(ns))
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with("cm-"))
+        .collect();
+    assert!(
+        created_before.len() < 300,
+        "the apply finished before the kill; nothing was tested"
+    );
+
+    // The repository drops every object the killed run may have created, and keeps the rest.
+    for name in &created_before {
+        s.repo.remove(format!("app/{name}.yaml"));
+    }
+    s.commit(&[("app/last.yaml", &config_map("last", ns, "1"))]);
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    for name in &created_before {
+        assert!(
+            !exists(ns, CM, name),
+            "{name} was created by the killed run and orphaned"
+        );
+    }
+    let left = c
+        .list_json("v1", "ConfigMap", Some(ns))
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with("cm-") || n == "last")
+        .count();
+    assert_eq!(left, 300 - created_before.len() + 1);
 }

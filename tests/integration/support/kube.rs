@@ -103,6 +103,7 @@ pub struct KubeCluster {
     /// `None` once stopped with [`KubeCluster::stop_apiserver`].
     apiserver: Option<ServerProcess>,
     etcd: ServerProcess,
+    etcd_port: u16,
     port: u16,
     pki: TestPki,
     admin: kube::Client,
@@ -163,6 +164,7 @@ impl KubeCluster {
             workers: Vec::new(),
             apiserver: Some(apiserver),
             etcd,
+            etcd_port,
             port,
             pki,
             admin,
@@ -450,6 +452,24 @@ impl KubeCluster {
         self.runtime
             .block_on(api.patch(name, &params, &Patch::Apply(&secret)))
             .unwrap_or_else(|e| panic!("apply Secret {namespace}/{name}: {e}"));
+    }
+
+    /// Starts the API server again on its port, after [`KubeCluster::stop_apiserver`], and
+    /// waits until it is ready.
+    pub fn restart_apiserver(&mut self) {
+        if self.apiserver.is_some() {
+            return;
+        }
+        let files = ApiserverFiles::write(self.dir.path(), &self.pki);
+        let (apiserver, _) = start_apiserver(
+            self.dir.path(),
+            &files,
+            &self.pki,
+            self.etcd_port,
+            self.port,
+        )
+        .unwrap_or_else(|e| panic!("restart kube-apiserver on port {}: {e:?}", self.port));
+        self.apiserver = Some(apiserver);
     }
 
     /// Stops the API server (etcd keeps running): the cluster is down for its clients.
