@@ -1025,3 +1025,133 @@ configurations:
         assert_eq!(source.url, format!("file://{}", root.display()));
     }
 }
+
+#[cfg(test)]
+mod cluster_target_tests {
+    use super::*;
+    use crate::apply::kubernetes::Validation;
+    use std::path::Path;
+
+    fn load_text(text: &str) -> Result<Settings, Vec<(usize, usize, String)>> {
+        load_str(text, Path::new("gitopsd.yaml"), Path::new("/etc/gitopsd")).map_err(|d| {
+            d.into_iter()
+                .map(|d| (d.line, d.column, d.message))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn with_a_cluster_a_kustomization_without_target_applies_to_it() {
+        let settings = load_text(
+            r#"kubernetes: { kubeconfig: ./kube }
+configurations:
+  - name: web
+    namespace: team
+    scope: namespace
+    source: { kind: git, url: "https://h/r" }
+    kustomizations:
+      - name: app
+        targetNamespace: team
+        validation: server
+        serviceAccountName: deployer
+        healthChecks: [{ apiVersion: apps/v1, kind: Deployment, name: web, namespace: team }]
+        postBuild:
+          substitute: { env: prod }
+          substituteFrom: [{ kind: ConfigMap, name: vars }, { kind: Secret, name: s, optional: true }]
+      - { name: files, target: { directory: /out } }
+"#,
+        )
+        .unwrap();
+        let k = &settings.configurations[0].kustomizations[0];
+        let Target::Kubernetes(t) = &k.target else {
+            panic!("{:?}", k.target)
+        };
+        assert_eq!(
+            t.cluster.connection,
+            KubeConnection::Kubeconfig("/etc/gitopsd/kube".into())
+        );
+        assert!(t.namespaced_scope);
+        assert_eq!(t.validation, Validation::Server);
+        assert_eq!(t.service_account.as_deref(), Some("deployer"));
+        assert_eq!(t.health_checks[0].name, "web");
+        assert_eq!(k.target_namespace.as_deref(), Some("team"));
+        assert_eq!(k.post_build.substitute["env"], "prod");
+        assert_eq!(k.post_build.substitute_from.len(), 2);
+        assert!(k.post_build.substitute_from[1].secret && k.post_build.substitute_from[1].optional);
+        assert!(matches!(
+            settings.configurations[0].kustomizations[1].target,
+            Target::Directory(_)
+        ));
+
+        // Without a cluster, today's default stays.
+        let settings = load_text(
+            "configurations:\n  - name: web\n    source: { kind: git, url: 'https://h/r' }\n    kustomizations: [{ name: app }]\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            settings.configurations[0].kustomizations[0].target,
+            Target::None
+        ));
+    }
+
+    #[test]
+    fn in_cluster_and_detected_connections() {
+        let settings = load_text("kubernetes: { inCluster: true }\nconfigurations: []\n").unwrap();
+        assert_eq!(
+            settings.kubernetes.unwrap().connection,
+            KubeConnection::InCluster
+        );
+        let settings = load_text("kubernetes: {}\nconfigurations: []\n").unwrap();
+        assert_eq!(settings.kubernetes.unwrap().connection, KubeConnection::Detect);
+        let found =
+            load_text("kubernetes: { inCluster: true, kubeconfig: /k }\nconfigurations: []\n")
+                .unwrap_err();
+        assert_eq!(found[0].0, 1);
+        assert_eq!(found[0].1, 26);
+        assert!(found[0].2.starts_with("kubernetes.inCluster and kubernetes.kubeconfig exclude"));
+    }
+
+    #[test]
+    fn every_new_field_is_checked_with_its_position() {
+        let found = load_text(
+            r#"kubernetes: { kubeconfig: /k }
+configurations:
+  - name: web
+    scope: namespace
+    source: { kind: git, url: "https://h/r" }
+    kustomizations:
+      - name: a
+        validation: strict
+        targetNamespace: Not_A_Namespace
+        serviceAccountName: "bad name"
+        healthChecks: [{ kind: Deployment, name: web }]
+        postBuild:
+          substitute: { 1bad: x }
+          substituteFrom: [{ kind: Deployment, name: x }]
+      - { name: b, target: { directory: /out, kubernetes: true } }
+      - { name: c, target: { directory: /out }, serviceAccountName: sa }
+      - { name: d, target: {} }
+"#,
+        )
+        .unwrap_err();
+        let expected: Vec<(usize, usize, &str)> = vec![
+            (8, 21, "invalid validation \"strict\""),
+            (9, 26, "invalid targetNamespace \"Not_A_Namespace\""),
+            (9, 26, "targetNamespace `Not_A_Namespace` is outside the configuration's namespace"),
+            (10, 29, "invalid serviceAccountName \"bad name\""),
+            (11, 24, "missing required field `apiVersion`"),
+            (13, 25, "invalid variable name \"1bad\""),
+            (14, 36, "invalid kind \"Deployment\" in substituteFrom"),
+            (15, 41, "`target` takes either `directory` or `kubernetes: true`"),
+            (16, 69, "`serviceAccountName` needs a cluster target"),
+            (17, 28, "`target` needs `directory: PATH` or `kubernetes: true`"),
+        ];
+        let mut found = found;
+        found.sort();
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for ((line, column, message), (l, c, prefix)) in found.iter().zip(expected) {
+            assert_eq!((*line, *column), (l, c), "{message}");
+            assert!(message.starts_with(prefix), "{message:?} should start with {prefix:?}");
+        }
+    }
+}
