@@ -1102,13 +1102,18 @@ configurations:
             KubeConnection::InCluster
         );
         let settings = load_text("kubernetes: {}\nconfigurations: []\n").unwrap();
-        assert_eq!(settings.kubernetes.unwrap().connection, KubeConnection::Detect);
+        assert_eq!(
+            settings.kubernetes.unwrap().connection,
+            KubeConnection::Detect
+        );
         let found =
             load_text("kubernetes: { inCluster: true, kubeconfig: /k }\nconfigurations: []\n")
                 .unwrap_err();
         assert_eq!(found[0].0, 1);
         assert_eq!(found[0].1, 26);
-        assert!(found[0].2.starts_with("kubernetes.inCluster and kubernetes.kubeconfig exclude"));
+        assert!(found[0]
+            .2
+            .starts_with("kubernetes.inCluster and kubernetes.kubeconfig exclude"));
     }
 
     #[test]
@@ -1137,21 +1142,36 @@ configurations:
         let expected: Vec<(usize, usize, &str)> = vec![
             (8, 21, "invalid validation \"strict\""),
             (9, 26, "invalid targetNamespace \"Not_A_Namespace\""),
-            (9, 26, "targetNamespace `Not_A_Namespace` is outside the configuration's namespace"),
+            (
+                9,
+                26,
+                "targetNamespace `Not_A_Namespace` is outside the configuration's namespace",
+            ),
             (10, 29, "invalid serviceAccountName \"bad name\""),
             (11, 24, "missing required field `apiVersion`"),
             (13, 25, "invalid variable name \"1bad\""),
             (14, 36, "invalid kind \"Deployment\" in substituteFrom"),
-            (15, 41, "`target` takes either `directory` or `kubernetes: true`"),
+            (
+                15,
+                41,
+                "`target` takes either `directory` or `kubernetes: true`",
+            ),
             (16, 69, "`serviceAccountName` needs a cluster target"),
-            (17, 28, "`target` needs `directory: PATH` or `kubernetes: true`"),
+            (
+                17,
+                28,
+                "`target` needs `directory: PATH` or `kubernetes: true`",
+            ),
         ];
         let mut found = found;
         found.sort();
         assert_eq!(found.len(), expected.len(), "{found:#?}");
         for ((line, column, message), (l, c, prefix)) in found.iter().zip(expected) {
             assert_eq!((*line, *column), (l, c), "{message}");
-            assert!(message.starts_with(prefix), "{message:?} should start with {prefix:?}");
+            assert!(
+                message.starts_with(prefix),
+                "{message:?} should start with {prefix:?}"
+            );
         }
     }
 }

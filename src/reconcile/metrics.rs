@@ -57,6 +57,7 @@ pub struct Metrics {
     reconcile_errors: Family<KustomizationLabels, Counter>,
     reconcile_duration: Histograms<KustomizationLabels>,
     kustomization_ready: Family<KustomizationLabels, Gauge>,
+    kustomization_objects: Family<KustomizationLabels, Gauge>,
 }
 
 /// What one fetch did, for the counters.
@@ -90,6 +91,7 @@ impl Metrics {
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(duration_buckets),
             kustomization_ready: Family::default(),
+            kustomization_objects: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -152,6 +154,11 @@ impl Metrics {
             "gitopsd_kustomization_ready",
             "1 when the last render and apply succeeded",
             metrics.kustomization_ready.clone(),
+        );
+        registry.register(
+            "gitopsd_kustomization_objects",
+            "Objects in the kustomization's inventory after its last successful apply",
+            metrics.kustomization_objects.clone(),
         );
         Metrics {
             registry,
@@ -231,13 +238,17 @@ impl Metrics {
         }
         for k in state.kustomizations.values() {
             let ready = k.last_error.is_none() && k.last_applied_revision.is_some();
+            let labels = KustomizationLabels {
+                namespace: k.namespace.clone(),
+                configuration: k.configuration.clone(),
+                name: k.name.clone(),
+            };
             self.kustomization_ready
-                .get_or_create(&KustomizationLabels {
-                    namespace: k.namespace.clone(),
-                    configuration: k.configuration.clone(),
-                    name: k.name.clone(),
-                })
+                .get_or_create(&labels)
                 .set(i64::from(ready));
+            self.kustomization_objects
+                .get_or_create(&labels)
+                .set(i64::try_from(k.inventory.len()).unwrap_or(i64::MAX));
         }
         let mut text = String::new();
         // Writing into a String cannot fail; should the encoder report an error anyway, the

@@ -127,6 +127,9 @@ fn source_key(c: &Configuration) -> String {
     format!("{}/{}", c.namespace, c.name)
 }
 
+/// Kustomizations of one configuration reconciled at the same time (see `reconcile_wave`).
+const RECONCILE_CONCURRENCY: usize = 8;
+
 /// How long the start-up cleanup of removed kustomizations may take.
 const GARBAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -340,12 +343,16 @@ impl Engine {
             }),
             error: result.err().map(|e| e.to_string()),
         });
-        for ki in scheduler::dependency_order(&c.kustomizations) {
+        let due: Vec<usize> = scheduler::dependency_order(&c.kustomizations)
+            .into_iter()
+            .filter(|&ki| !(c.suspend || c.kustomizations[ki].suspend))
+            .collect();
+        let mut results = Vec::with_capacity(due.len());
+        for wave in scheduler::waves(&c.kustomizations, &due) {
+            results.extend(self.reconcile_wave(idx, &wave).await);
+        }
+        for (ki, (_, result)) in results {
             let k = &c.kustomizations[ki];
-            if c.suspend || k.suspend {
-                continue;
-            }
-            let result = kustomization::reconcile(self, idx, ki).await.1;
             let ks = self
                 .state
                 .read(|st| st.kustomizations.get(&kustomization_key(c, k)).cloned());
@@ -471,15 +478,43 @@ impl Engine {
                 schedule.source_finished(action, Instant::now());
             }
             let current = self.current_artifact(c).map(|a| a.revision);
-            for ki in schedule.due_kustomizations(Instant::now(), current.as_ref()) {
+            let due = schedule.due_kustomizations(Instant::now(), current.as_ref());
+            for wave in scheduler::waves(&c.kustomizations, &due) {
                 if *shutdown.borrow() {
                     return;
                 }
-                let (action, _) = kustomization::reconcile(&self, idx, ki).await;
-                schedule.kustomization_finished(ki, action, Instant::now());
+                for (ki, (action, _)) in self.reconcile_wave(idx, &wave).await {
+                    schedule.kustomization_finished(ki, action, Instant::now());
+                }
             }
             schedule.pass_finished();
         }
+    }
+
+    /// Reconciles the kustomizations of one wave (none depends on another) at the same time,
+    /// at most [`RECONCILE_CONCURRENCY`] at once: renders run on blocking threads and applies
+    /// wait on the network, so one slow kustomization no longer holds up a thousand others.
+    async fn reconcile_wave(
+        self: &Arc<Self>,
+        idx: usize,
+        wave: &[usize],
+    ) -> Vec<(
+        usize,
+        (
+            scheduler::Action,
+            Result<Vec<crate::apply::ObjectResult>, ReconcileError>,
+        ),
+    )> {
+        use futures_util::stream::{self, StreamExt as _};
+        // Futures made in a loop, not in a stream closure, for the `Send` check.
+        let mut runs = Vec::with_capacity(wave.len());
+        for &ki in wave {
+            runs.push(async move { (ki, kustomization::reconcile(self, idx, ki).await) });
+        }
+        stream::iter(runs)
+            .buffered(RECONCILE_CONCURRENCY)
+            .collect()
+            .await
     }
 
     fn current_artifact(&self, c: &Configuration) -> Option<Artifact> {
