@@ -13,6 +13,7 @@
 //! values into [`Settings`] (durations, URLs, refs, names, paths, dependsOn). The caller gets
 //! either a fully valid [`Settings`] or every [`Diagnostic`] found, sorted by position.
 
+pub mod events;
 pub mod model;
 pub(crate) mod schema;
 pub(crate) mod validate;

@@ -20,16 +20,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
-/// The kinds of receiver, with Flux's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReceiverType {
-    Generic,
-    GenericHmac,
-    Github,
-    Gitlab,
-    Bitbucket,
-}
+/// The kinds of receiver, with Flux's names (defined with the config that names them).
+pub use crate::config::ReceiverType;
 
 /// The path a receiver answers on: `/hook/` and the hex SHA-256 of token, name and namespace.
 pub fn hook_path(token: &[u8], name: &str, namespace: &str) -> String {

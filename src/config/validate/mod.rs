@@ -123,6 +123,14 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
     }
 
     check_collisions(raw_configurations, base_dir, problems);
+    let events = super::events::validate(
+        &raw.events,
+        &configurations,
+        kubernetes.as_ref(),
+        raw.kubernetes.is_some(),
+        base_dir,
+        problems,
+    );
 
     Settings {
         state_dir,
@@ -132,6 +140,7 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         kubernetes,
         render,
         configurations,
+        events,
     }
 }
 
