@@ -32,6 +32,19 @@ pub fn hook_path(token: &[u8], name: &str, namespace: &str) -> String {
     format!("/hook/{}", hex::encode(digest.finalize()))
 }
 
+/// A receiver as the status API shows it: where a git host must send its webhook.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HookStatus {
+    pub name: String,
+    pub namespace: String,
+    #[serde(rename = "type")]
+    pub kind: ReceiverType,
+    /// `/hook/<sha256>`, on the receivers' listen address.
+    pub path: String,
+    /// `namespace/name` of each configuration it triggers.
+    pub configurations: Vec<String>,
+}
+
 /// What to do with a verified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

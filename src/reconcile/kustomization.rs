@@ -124,6 +124,13 @@ pub(super) async fn reconcile(
         &k.name,
     );
     let started = Instant::now();
+    // For the alert: what the apply changed, and which revision was applied before.
+    let mut changes: Vec<String> = Vec::new();
+    let before = engine.state.read(|st| {
+        st.kustomizations
+            .get(&key)
+            .and_then(|s| s.last_applied_revision.clone())
+    });
     let outcome = match engine.state.read(|st| inputs(st, c, k)) {
         Err(e) => Err(e),
         Ok((artifact, previous)) => {
@@ -143,6 +150,7 @@ pub(super) async fn reconcile(
                         .await
                         .map(|report| {
                             log_changes(&key, &report);
+                            changes = change_set(&report);
                             Applied {
                                 revision,
                                 inventory: report.inventory,
@@ -167,6 +175,9 @@ pub(super) async fn reconcile(
     engine
         .state
         .update_kustomization(&key, |ks| record(ks, &outcome, &described, &now));
+    if let Some(event) = event(c, k, &outcome, before.as_ref(), &changes) {
+        engine.emit(event);
+    }
     match outcome {
         Ok(applied) => {
             tracing::info!(kustomization = %key, revision = %applied.revision, objects = applied.inventory.len(), "applied");
@@ -214,6 +225,73 @@ fn log_changes(key: &str, report: &ApplyReport) {
         pruned = count(ObjectAction::Pruned),
         "objects applied"
     );
+}
+
+/// Flux's change set: one `Kind/namespace/name action` line per object the apply created,
+/// configured or pruned (unchanged ones are left out).
+fn change_set(report: &ApplyReport) -> Vec<String> {
+    use crate::apply::ObjectAction;
+    report
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let action = match o.action {
+                ObjectAction::Created => "created",
+                ObjectAction::Configured => "configured",
+                ObjectAction::Pruned => "deleted",
+                ObjectAction::Unchanged => return None,
+            };
+            Some(format!("{} {action}", o.id))
+        })
+        .collect()
+}
+
+/// The alert event for an outcome: applied (info, only when objects changed or the revision
+/// is new, so that a steady state is quiet), a dependency not ready (info), or a failure
+/// (error).
+fn event(
+    c: &Configuration,
+    k: &Kustomization,
+    outcome: &Result<Applied, ReconcileError>,
+    before: Option<&Revision>,
+    changes: &[String],
+) -> Option<crate::events::alert::Event> {
+    use crate::config::Severity;
+    use crate::events::alert::{Event, ObjectRef};
+    let object = ObjectRef::kustomization(&c.namespace, &c.name, &k.name);
+    match outcome {
+        Ok(applied) => {
+            if changes.is_empty() && before == Some(&applied.revision) {
+                return None;
+            }
+            let message = if changes.is_empty() {
+                format!("applied revision '{}': no object changed", applied.revision)
+            } else {
+                changes.join("\n")
+            };
+            Some(Event::new(
+                object,
+                Severity::Info,
+                "ReconciliationSucceeded",
+                message,
+                [("revision".to_string(), applied.revision.to_string())].into(),
+            ))
+        }
+        Err(e @ ReconcileError::DependencyNotReady { revision, .. }) => Some(Event::new(
+            object,
+            Severity::Info,
+            "DependencyNotReady",
+            e.to_string(),
+            [("revision".to_string(), revision.clone())].into(),
+        )),
+        Err(e) => Some(Event::new(
+            object,
+            Severity::Error,
+            "ReconciliationFailed",
+            e.to_string(),
+            Default::default(),
+        )),
+    }
 }
 
 /// Extract and build on a blocking thread, within `deadline`.

@@ -41,6 +41,9 @@ use tokio_util::sync::CancellationToken;
 /// How many artifacts to keep per source (the current one included).
 pub const KEEP_ARTIFACTS: usize = 2;
 
+/// How long `run --once` waits at its end for queued alerts to be delivered.
+const ALERT_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Engine {
     settings: Settings,
     /// Locked for as long as the engine lives; scratch space comes from it.
@@ -66,6 +69,11 @@ pub struct Engine {
     /// Cancelled when the daemon gives up on in-flight applies (its stop grace is over);
     /// until then a stop lets them finish.
     abandon: CancellationToken,
+    /// Where the engine's events go (`events::alert`): queued, never waited for.
+    alerts: crate::events::alert::Alerts,
+    /// The webhook receivers being served, for the status API; set once the daemon has read
+    /// their secrets.
+    hooks: OnceLock<Vec<crate::events::receiver::HookStatus>>,
 }
 
 /// What [`Engine::trigger`] did.
@@ -170,6 +178,11 @@ impl Engine {
         });
         let metrics = metrics::Metrics::new();
         state.read(|st| metrics.register_objects(st));
+        let alerts = crate::events::alert::Alerts::new(
+            &settings.events.providers,
+            &settings.events.alerts,
+            metrics.events().clone(),
+        );
         // Caches kept from a previous run count from the start.
         for c in &settings.configurations {
             if let Some(bytes) = source::git_cache_bytes(&settings, c) {
@@ -205,6 +218,8 @@ impl Engine {
             fetch_locks,
             stopping: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            alerts,
+            hooks: OnceLock::new(),
         }))
     }
 
@@ -222,6 +237,21 @@ impl Engine {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.metrics
+    }
+
+    /// Hands `event` to the alerts (queued; never waits).
+    pub fn emit(&self, event: crate::events::alert::Event) {
+        self.alerts.emit(event);
+    }
+
+    /// Records the receivers being served (once; later calls are ignored).
+    pub fn set_hooks(&self, hooks: Vec<crate::events::receiver::HookStatus>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    /// The receivers being served: none until the daemon has started its listener.
+    pub fn hooks(&self) -> &[crate::events::receiver::HookStatus] {
+        self.hooks.get().map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Ask a configuration to sync now: the one named `name` in `namespace`, or, without a
@@ -260,6 +290,7 @@ impl Engine {
 
     /// One pass over every configuration, concurrently; kustomizations always render.
     pub async fn run_once(self: &Arc<Self>) -> PassReport {
+        self.alerts.start();
         let mut tasks = tokio::task::JoinSet::new();
         for idx in 0..self.settings.configurations.len() {
             let engine = self.clone();
@@ -279,6 +310,8 @@ impl Engine {
             report.kustomizations.extend(part.kustomizations);
         }
         self.flush().await;
+        // The pass's alerts go out before the process exits, unless a provider is too slow.
+        self.alerts.drain(ALERT_DRAIN).await;
         report
     }
 
@@ -335,6 +368,7 @@ impl Engine {
     /// Run until `shutdown` turns true; in-flight steps finish (they write atomically, so
     /// even an abandoned one leaves no half-written file), then the state is flushed.
     pub async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
+        self.alerts.start();
         let mut tasks = tokio::task::JoinSet::new();
         {
             // Fetches do not watch `shutdown` themselves: they end on `stopping`.

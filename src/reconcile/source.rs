@@ -63,6 +63,9 @@ pub(super) async fn reconcile(
     engine
         .state
         .update_source(&key, |s| record(s, &outcome, &digest, &now));
+    if let Some(event) = event(c, &outcome) {
+        engine.emit(event);
+    }
     match outcome {
         Ok(Some(a)) => {
             tracing::info!(source = %key, revision = %a.revision, digest = %a.digest, "stored artifact");
@@ -114,6 +117,51 @@ pub(super) fn record(
             set_condition(&mut s.conditions, "Ready", false, "FetchFailed", &message);
             s.last_error = Some(message);
         }
+    }
+}
+
+/// The alert event for a fetch's outcome: a new artifact (info) or a failure (error); an
+/// unchanged poll says nothing, as Flux's source-controller.
+pub(super) fn event(
+    c: &Configuration,
+    outcome: &Result<Fetched, ReconcileError>,
+) -> Option<crate::events::alert::Event> {
+    use crate::config::Severity;
+    use crate::events::alert::{Event, ObjectRef};
+    let (object, failed_reason) = match c.source.kind() {
+        SourceKind::Git => (
+            ObjectRef::git_repository(&c.namespace, &c.name),
+            "GitOperationFailed",
+        ),
+        SourceKind::Bucket | SourceKind::AzureBlob => (
+            ObjectRef::bucket(&c.namespace, &c.name),
+            "BucketOperationFailed",
+        ),
+    };
+    match outcome {
+        Ok(None) => None,
+        Ok(Some(artifact)) => Some(Event::new(
+            object,
+            Severity::Info,
+            "NewArtifact",
+            format!(
+                "fetched revision '{}', stored artifact {}",
+                artifact.revision, artifact.digest
+            ),
+            [
+                ("revision".to_string(), artifact.revision.to_string()),
+                ("digest".to_string(), artifact.digest.clone()),
+            ]
+            .into(),
+        )),
+        // Errors name URLs redacted and never a credential (see `ReconcileError`).
+        Err(e) => Some(Event::new(
+            object,
+            Severity::Error,
+            failed_reason,
+            e.to_string(),
+            Default::default(),
+        )),
     }
 }
 
