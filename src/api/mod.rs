@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod metrics;
+pub mod receivers;
 pub mod server;
 
 use crate::reconcile::{Engine, Trigger};
@@ -85,12 +86,16 @@ pub async fn serve(
 pub struct StatusDocument {
     pub sources: Vec<crate::state::SourceStatus>,
     pub kustomizations: Vec<crate::state::KustomizationStatus>,
+    /// The webhook receivers and their paths (on `receivers.listen`).
+    #[serde(default)]
+    pub receivers: Vec<crate::events::receiver::HookStatus>,
 }
 
 async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
     let mut document = engine.state().read(|st| StatusDocument {
         sources: st.sources.values().cloned().collect(),
         kustomizations: st.kustomizations.values().cloned().collect(),
+        receivers: engine.hooks().to_vec(),
     });
     let settings = engine.settings();
     for source in &mut document.sources {

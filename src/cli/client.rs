@@ -124,6 +124,16 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
             escape::control(k.last_error.as_deref().unwrap_or(""))
         );
     }
+    for r in &doc.receivers {
+        println!(
+            "receiver {}/{}	type={}	path={}	triggers={}",
+            r.namespace,
+            r.name,
+            r.kind.as_str(),
+            r.path,
+            r.configurations.join(",")
+        );
+    }
     Ok(0)
 }
 

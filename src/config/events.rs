@@ -1010,3 +1010,7 @@ fn alert_settings(
         suspend,
     })
 }
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

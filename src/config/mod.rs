@@ -550,7 +550,8 @@ configurations:
         assert_eq!(
             err.to_string(),
             "gitopsd.yaml:2:1: unknown field `cluster` at the top level, expected one of \
-             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `render`, `configurations`"
+             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `render`, `configurations`, \
+             `receivers`, `providers`, `alerts`"
         );
     }
 

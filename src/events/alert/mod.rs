@@ -216,12 +216,15 @@ impl Deduper {
     }
 }
 
+/// A provider and the receiving end of its queue, until its task starts.
+type Worker = (ProviderSettings, mpsc::Receiver<Event>);
+
 /// The alert router and its providers' queues.
 pub struct Alerts {
     alerts: Vec<AlertSettings>,
     queues: Vec<(String, mpsc::Sender<Event>)>,
     /// The workers' halves, until [`Alerts::start`] hands them to their tasks.
-    workers: Mutex<Option<Vec<(ProviderSettings, mpsc::Receiver<Event>)>>>,
+    workers: Mutex<Option<Vec<Worker>>>,
     dedup: Mutex<Deduper>,
     metrics: EventMetrics,
     /// Events queued and not yet delivered or given up.
