@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod alerts;
 mod api;
 mod artifacts;
 mod azblob;
@@ -21,6 +22,7 @@ mod harness;
 mod layers;
 mod package;
 mod proxy;
+mod receivers;
 mod render;
 mod render_sandbox;
 mod service;
