@@ -280,7 +280,8 @@ alerts:
     assert!(recorder
         .at("/teams")
         .iter()
-        .all(|r| r.json()["involvedObject"]["name"] == "web"));
+        .all(|r| r.json()["attachments"][0]["content"]["body"][0]["text"]
+            == "gitrepository/web.default"));
 
     // No secret in any payload or in the log.
     for request in recorder.all() {
