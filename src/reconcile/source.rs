@@ -36,6 +36,9 @@ pub(super) async fn reconcile(
             usable.then(|| s.revision.clone()).flatten()
         })
     });
+    // With the outcome's line below, this brackets every fetch in the log (the receivers'
+    // burst test reads them to see that fetches of one source never overlap).
+    tracing::debug!(source = %key, "fetch started");
     let started = Instant::now();
     let interrupt = Arc::new(AtomicBool::new(false));
     let outcome = tokio::select! {

@@ -162,6 +162,7 @@ server: {{ listen: \"127.0.0.1:{api}\" }}
 configurations:
   - name: web
     source: {{ kind: git, url: \"{url}\", ref: {{ branch: main }}, interval: 1h }}
+    kustomizations: [{{ name: app, path: ./app }}]
   - name: broken
     source: {{ kind: git, url: \"{missing}\", interval: 1h }}
 providers:
@@ -190,8 +191,8 @@ alerts:
     let daemon = Daemon::start(api, &yaml);
     let commit = repo.head();
 
-    // generic: both events, as Flux's eventv1.Event.
-    let generic = recorder.wait_for("/generic", 2, &daemon);
+    // generic: the three events, as Flux's eventv1.Event.
+    let generic = recorder.wait_for("/generic", 3, &daemon);
     let by_name = |name: &str| {
         generic
             .iter()
@@ -223,6 +224,26 @@ alerts:
     assert_eq!(failed["severity"], "error");
     assert_eq!(failed["reason"], "GitOperationFailed");
     assert_eq!(generic[0].headers["content-type"], "application/json");
+    // The kustomization, named as Azure names its Flux object, with Flux's change set.
+    let applied = by_name("web-app");
+    assert_eq!(applied["involvedObject"]["kind"], "Kustomization");
+    assert_eq!(
+        applied["involvedObject"]["apiVersion"],
+        "kustomize.toolkit.fluxcd.io/v1"
+    );
+    assert_eq!(applied["reason"], "ReconciliationSucceeded");
+    assert_eq!(applied["severity"], "info");
+    assert_eq!(
+        applied["metadata"]["revision"],
+        format!("main@sha1:{commit}")
+    );
+    assert!(
+        applied["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap/a created"),
+        "{applied}"
+    );
 
     // generic-hmac: only `web`, signed over the exact body.
     let signed = recorder.wait_for("/hmac", 1, &daemon);

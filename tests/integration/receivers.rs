@@ -463,6 +463,27 @@ fn a_burst_of_2000_webhooks_coalesces_into_sequential_fetches_and_the_api_keeps_
         "{} fetches for {REQUESTS} webhooks",
         after - before
     );
+    // Never two fetches of the source at once: in the log, each "fetch started" is followed
+    // by its outcome ("stored artifact", "unchanged", "fetch failed") before the next starts.
+    let log = daemon.log();
+    let mut in_flight = false;
+    let mut started = 0;
+    for line in log.lines().filter(|l| l.contains("source=default/web")) {
+        if line.contains("fetch started") {
+            assert!(
+                !in_flight,
+                "a fetch started while another ran: {line}\n{log}"
+            );
+            in_flight = true;
+            started += 1;
+        } else if ["stored artifact", "unchanged", "fetch failed"]
+            .iter()
+            .any(|outcome| line.contains(outcome))
+        {
+            in_flight = false;
+        }
+    }
+    assert_eq!(started as f64, after, "every fetch is in the log");
 }
 
 #[test]
