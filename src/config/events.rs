@@ -19,12 +19,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::model::{Configuration, KubernetesSettings, Secret, SecretRef, SecretValue};
 use crate::syntax::fields::{Fields, Text};
 use crate::syntax::positions::{Node, NodeKind, Problems, Spanned};
 use crate::syntax::values::{
     boolean, is_dns1123_label, is_dns1123_subdomain, positive_duration, resolve,
 };
+use crate::vocab::{KubernetesSettings, Secret, SecretRef, SecretValue};
 
 pub const RECEIVERS_FIELDS: &[&str] = &["listen", "readTimeout", "maxConnections", "hooks"];
 pub const HOOK_FIELDS: &[&str] = &[
@@ -421,26 +421,23 @@ fn texts(f: &Fields<'_>, key: &str, what: &str, problems: &mut Problems) -> Vec<
         .collect()
 }
 
-/// Validates the three sections against the configurations already validated (a hook's
-/// `configurations` must name existing ones).
-pub fn validate(
-    raw: &RawEvents,
-    configurations: &[Configuration],
-    kubernetes: Option<&KubernetesSettings>,
-    kubernetes_configured: bool,
-    base_dir: &Path,
-    problems: &mut Problems,
-) -> EventSettings {
-    let receivers = raw.receivers.as_ref().map(|r| {
-        receivers(
-            r,
-            configurations,
-            kubernetes,
-            kubernetes_configured,
-            base_dir,
-            problems,
-        )
-    });
+/// What validating these sections needs from the rest of the file. (This module names no
+/// other part of `config`: the validator passes it what it needs, so the layers stay a tree.)
+pub struct Context<'a> {
+    /// `(namespace, name)` of every configuration: a hook's `configurations` must name them.
+    pub configurations: &'a [(String, String)],
+    pub kubernetes: Option<&'a KubernetesSettings>,
+    /// The `kubernetes` section is written (valid or not: a broken one was reported).
+    pub kubernetes_configured: bool,
+    pub base_dir: &'a Path,
+    /// A hook's namespace when it sets none.
+    pub default_namespace: &'a str,
+}
+
+/// Validates the three sections.
+pub fn validate(raw: &RawEvents, cx: &Context<'_>, problems: &mut Problems) -> EventSettings {
+    let base_dir = cx.base_dir;
+    let receivers = raw.receivers.as_ref().map(|r| receivers(r, cx, problems));
     let mut providers = Vec::new();
     let mut provider_index: HashMap<String, usize> = HashMap::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -503,14 +500,7 @@ fn name_label(text: &Text, what: &str, problems: &mut Problems) -> Option<String
     }
 }
 
-fn receivers(
-    raw: &RawReceivers,
-    configurations: &[Configuration],
-    kubernetes: Option<&KubernetesSettings>,
-    kubernetes_configured: bool,
-    base_dir: &Path,
-    problems: &mut Problems,
-) -> ReceiverSettings {
+fn receivers(raw: &RawReceivers, cx: &Context<'_>, problems: &mut Problems) -> ReceiverSettings {
     let listen = raw
         .listen
         .as_ref()
@@ -557,7 +547,7 @@ fn receivers(
             let namespace = raw
                 .namespace
                 .as_ref()
-                .map_or(super::validate::DEFAULT_NAMESPACE, |n| n.as_str());
+                .map_or(cx.default_namespace, |n| n.as_str());
             let key = (namespace.to_string(), name.value.clone());
             match seen.get(&key) {
                 Some(line) => problems.push(
@@ -573,14 +563,7 @@ fn receivers(
                 }
             }
         }
-        if let Some(hook) = hook_settings(
-            raw,
-            configurations,
-            kubernetes,
-            kubernetes_configured,
-            base_dir,
-            problems,
-        ) {
+        if let Some(hook) = hook_settings(raw, cx, problems) {
             hooks.push(hook);
         }
     }
@@ -592,21 +575,14 @@ fn receivers(
     }
 }
 
-fn hook_settings(
-    raw: &RawHook,
-    configurations: &[Configuration],
-    kubernetes: Option<&KubernetesSettings>,
-    kubernetes_configured: bool,
-    base_dir: &Path,
-    problems: &mut Problems,
-) -> Option<HookSettings> {
+fn hook_settings(raw: &RawHook, cx: &Context<'_>, problems: &mut Problems) -> Option<HookSettings> {
     let name = raw
         .name
         .as_ref()
         .and_then(|t| name_label(t, "hook name", problems));
     let namespace = match &raw.namespace {
         Some(text) => name_label(text, "namespace", problems),
-        None => Some(super::validate::DEFAULT_NAMESPACE.to_string()),
+        None => Some(cx.default_namespace.to_string()),
     };
     let kind = raw.kind.as_ref().and_then(|text| {
         let kind = ReceiverType::parse(&text.value);
@@ -622,14 +598,7 @@ fn hook_settings(
         }
         kind
     });
-    let secret = hook_secret(
-        raw,
-        namespace.as_deref(),
-        kubernetes,
-        kubernetes_configured,
-        base_dir,
-        problems,
-    );
+    let secret = hook_secret(raw, namespace.as_deref(), cx, problems);
     let mut events = Vec::new();
     for text in &raw.events {
         if text.value.trim().is_empty() {
@@ -649,7 +618,7 @@ fn hook_settings(
     }
     let mut targets = Vec::new();
     for text in &raw.configurations {
-        match resolve_configuration(&text.value, configurations) {
+        match resolve_configuration(&text.value, cx.configurations) {
             Ok(found) => targets.push(found),
             Err(reason) => problems.push(text.pos, reason),
         }
@@ -668,19 +637,19 @@ fn hook_settings(
 /// `gitopsd reconcile`.
 fn resolve_configuration(
     text: &str,
-    configurations: &[Configuration],
+    configurations: &[(String, String)],
 ) -> Result<(String, String), String> {
     let shown = crate::escape::control(text);
     let (namespace, name) = match text.split_once('/') {
         Some((ns, name)) => (Some(ns), name),
         None => (None, text),
     };
-    let found: Vec<&Configuration> = configurations
+    let found: Vec<&(String, String)> = configurations
         .iter()
-        .filter(|c| c.name == name && namespace.is_none_or(|ns| c.namespace == ns))
+        .filter(|(ns, n)| n == name && namespace.is_none_or(|wanted| ns == wanted))
         .collect();
     match found.as_slice() {
-        [c] => Ok((c.namespace.clone(), c.name.clone())),
+        [c] => Ok((*c).clone()),
         [] => Err(format!(
             "hook configurations: no configuration named {shown}; expected [NAMESPACE/]NAME of \
              a configuration in this file"
@@ -690,7 +659,7 @@ fn resolve_configuration(
              name one as NAMESPACE/NAME",
             several
                 .iter()
-                .map(|c| c.namespace.as_str())
+                .map(|(ns, _)| ns.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
@@ -700,11 +669,10 @@ fn resolve_configuration(
 fn hook_secret(
     raw: &RawHook,
     namespace: Option<&str>,
-    kubernetes: Option<&KubernetesSettings>,
-    kubernetes_configured: bool,
-    base_dir: &Path,
+    cx: &Context<'_>,
     problems: &mut Problems,
 ) -> Option<SecretSource> {
+    let base_dir = cx.base_dir;
     let given = [
         raw.secret.as_ref().map(|t| t.pos),
         raw.secret_file.as_ref().map(|t| t.pos),
@@ -771,14 +739,14 @@ fn hook_secret(
                 );
                 return None;
             }
-            match kubernetes {
+            match cx.kubernetes {
                 Some(k) => Some(SecretSource::Kubernetes(SecretRef {
                     kubernetes: k.clone(),
                     namespace: namespace?.to_string(),
                     name: s.value.clone(),
                 })),
                 None => {
-                    if !kubernetes_configured {
+                    if !cx.kubernetes_configured {
                         problems.push(
                             s.pos,
                             "`localAuthRef.secret` names a Kubernetes Secret, which needs a \

@@ -123,12 +123,19 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
     }
 
     check_collisions(raw_configurations, base_dir, problems);
+    let names: Vec<(String, String)> = configurations
+        .iter()
+        .map(|c| (c.namespace.clone(), c.name.clone()))
+        .collect();
     let events = super::events::validate(
         &raw.events,
-        &configurations,
-        kubernetes.as_ref(),
-        raw.kubernetes.is_some(),
-        base_dir,
+        &super::events::Context {
+            configurations: &names,
+            kubernetes: kubernetes.as_ref(),
+            kubernetes_configured: raw.kubernetes.is_some(),
+            base_dir,
+            default_namespace: DEFAULT_NAMESPACE,
+        },
         problems,
     );
 
