@@ -74,3 +74,29 @@ async fn read_file(path: PathBuf) -> Result<Zeroizing<Vec<u8>>, SecretError> {
     }
     Ok(Zeroizing::new(trimmed.to_vec()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn files_and_directories_are_read_trimmed_and_empty_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cr3t\n").unwrap();
+        let from_dir = read(&SecretSource::Directory(dir.path().to_path_buf()))
+            .await
+            .unwrap();
+        assert_eq!(from_dir.as_slice(), b"s3cr3t");
+        let file = SecretSource::Value(SecretValue::File(dir.path().join("token")));
+        assert_eq!(read(&file).await.unwrap().as_slice(), b"s3cr3t");
+        std::fs::write(dir.path().join("empty"), " \n").unwrap();
+        let empty = SecretValue::File(dir.path().join("empty"));
+        assert!(matches!(
+            read_value(&empty).await,
+            Err(SecretError::EmptyFile { .. })
+        ));
+        let missing = SecretSource::Directory(dir.path().join("absent"));
+        let err = read(&missing).await.unwrap_err();
+        assert!(err.to_string().starts_with("cannot read "), "{err}");
+    }
+}

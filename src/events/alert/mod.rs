@@ -403,6 +403,50 @@ mod tests {
         assert!(!selects(&suspended, &info));
     }
 
+    fn provider(name: &str) -> ProviderSettings {
+        ProviderSettings {
+            name: name.into(),
+            kind: crate::config::ProviderType::Generic,
+            address: crate::config::SecretValue::Inline(crate::config::Secret(
+                "http://127.0.0.1:9/".into(),
+            )),
+            secret: None,
+            channel: None,
+            username: None,
+            proxy: None,
+            cert_file: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = EventMetrics::default();
+        // No worker started: nothing drains the queue, as with a provider that never answers.
+        let alerts = Alerts::new(
+            &[provider("stuck")],
+            &[alert(Severity::Info, "*", "*")],
+            metrics.clone(),
+        );
+        for n in 0..QUEUE_CAPACITY + 10 {
+            // Distinct messages, so the rate limit lets each through.
+            alerts.emit(event(
+                "GitRepository",
+                "web",
+                Severity::Info,
+                &format!("event {n}"),
+            ));
+        }
+        let labels = ProviderLabels {
+            provider: "stuck".into(),
+        };
+        assert_eq!(metrics.alerts_dropped.get_or_create(&labels).get(), 10);
+        assert_eq!(alerts.pending.load(Ordering::SeqCst), QUEUE_CAPACITY);
+        // An identical event is held back by the rate limit, not queued.
+        alerts.emit(event("GitRepository", "web", Severity::Info, "event 0"));
+        assert_eq!(metrics.alerts_deduplicated.get_or_create(&labels).get(), 1);
+    }
+
     #[test]
     fn identical_events_go_out_once_per_rate_limit_window() {
         let mut dedup = Deduper::new(RATE_LIMIT);
