@@ -244,6 +244,11 @@ impl Engine {
         self.alerts.emit(event);
     }
 
+    /// The recent events numbered `since` or later, and the next number (`/api/v1/events`).
+    pub fn recent_events(&self, since: u64) -> (u64, Vec<crate::events::alert::Event>) {
+        self.alerts.recent(since)
+    }
+
     /// Records the receivers being served (once; later calls are ignored).
     pub fn set_hooks(&self, hooks: Vec<crate::events::receiver::HookStatus>) {
         let _ = self.hooks.set(hooks);

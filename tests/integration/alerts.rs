@@ -304,6 +304,27 @@ alerts:
         .all(|r| r.json()["attachments"][0]["content"]["body"][0]["text"]
             == "gitrepository/web.default"));
 
+    // The same events are readable from the daemon: `gitopsd events` and /api/v1/events.
+    let out = std::process::Command::new(crate::support::gitopsd_bin())
+        .args(["events", "--server", &format!("127.0.0.1:{api}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("\terror\tGitRepository/default/broken\tGitOperationFailed\t"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("\tinfo\tKustomization/default/web-app\tReconciliationSucceeded\t"),
+        "{printed}"
+    );
+    let (code, body) = http(api, "GET", "/api/v1/events?since=1000", &[], b"").unwrap();
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(doc["events"].as_array().unwrap().is_empty(), "{doc}");
+    assert!(doc["next"].as_u64().unwrap() >= 4, "{doc}");
+
     // No secret in any payload or in the log.
     for request in recorder.all() {
         let body = text(&request.body);

@@ -31,9 +31,11 @@ use tokio::sync::mpsc;
 pub const RATE_LIMIT: Duration = Duration::from_secs(300);
 /// Events waiting for one provider; more are dropped (and counted) until it catches up.
 pub const QUEUE_CAPACITY: usize = 256;
+/// Recent events kept for `/api/v1/events` (all of them, selected by an alert or not).
+pub const RECENT_EVENTS: usize = 200;
 
 /// The object an event is about, as Flux's `involvedObject`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRef {
     pub kind: String,
@@ -78,7 +80,7 @@ impl ObjectRef {
 }
 
 /// One event, serialized as Flux's `eventv1.Event` (the generic providers' body).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     pub involved_object: ObjectRef,
@@ -229,6 +231,16 @@ pub struct Alerts {
     metrics: EventMetrics,
     /// Events queued and not yet delivered or given up.
     pending: Arc<AtomicUsize>,
+    /// The last [`RECENT_EVENTS`] events, each with its sequence number.
+    recent: Mutex<Recent>,
+}
+
+/// A ring of recent events, numbered from 0 in emission order so a watcher can ask for the
+/// ones after those it has seen.
+#[derive(Debug, Default)]
+struct Recent {
+    next: u64,
+    events: std::collections::VecDeque<(u64, Event)>,
 }
 
 impl Alerts {
@@ -251,7 +263,20 @@ impl Alerts {
             dedup: Mutex::new(Deduper::new(RATE_LIMIT)),
             metrics,
             pending: Arc::new(AtomicUsize::new(0)),
+            recent: Mutex::new(Recent::default()),
         }
+    }
+
+    /// The recent events numbered `since` or later, and the number the next event will get.
+    pub fn recent(&self, since: u64) -> (u64, Vec<Event>) {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let events = recent
+            .events
+            .iter()
+            .filter(|(n, _)| *n >= since)
+            .map(|(_, e)| e.clone())
+            .collect();
+        (recent.next, events)
     }
 
     /// Starts one delivery task per provider; the caller must be in a tokio runtime. Only
@@ -274,6 +299,15 @@ impl Alerts {
 
     /// Queues `event` for every provider an alert selects it for. Never waits.
     pub fn emit(&self, event: Event) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let n = recent.next;
+            recent.next += 1;
+            if recent.events.len() == RECENT_EVENTS {
+                recent.events.pop_front();
+            }
+            recent.events.push_back((n, event.clone()));
+        }
         if self.alerts.is_empty() {
             return;
         }
@@ -445,6 +479,12 @@ mod tests {
         // An identical event is held back by the rate limit, not queued.
         alerts.emit(event("GitRepository", "web", Severity::Info, "event 0"));
         assert_eq!(metrics.alerts_deduplicated.get_or_create(&labels).get(), 1);
+        // Every event is in the recent ring, the oldest gone beyond its size.
+        let emitted = (QUEUE_CAPACITY + 11) as u64;
+        let (next, all) = alerts.recent(0);
+        assert_eq!((next, all.len()), (emitted, RECENT_EVENTS));
+        let (_, last) = alerts.recent(emitted - 1);
+        assert_eq!(last[0].message, "event 0");
     }
 
     #[test]
