@@ -379,8 +379,15 @@ fn alert(node: &Node, problems: &mut Problems) -> Option<RawAlert> {
     f.require("name", problems);
     f.require("provider", problems);
     f.require("eventSources", problems);
-    let sources = f
-        .list("eventSources", problems)
+    let listed = f.list("eventSources", problems);
+    if let (Some([]), Some(entry)) = (listed, f.get("eventSources")) {
+        problems.push(
+            entry.value.pos,
+            "an alert needs at least one entry in eventSources (`{ kind: \"*\", name: \"*\" }` \
+             takes every event)",
+        );
+    }
+    let sources = listed
         .unwrap_or_default()
         .iter()
         .filter_map(|node| {

@@ -161,6 +161,7 @@ alerts:
     eventSeverity: warning
     eventSources: [{{ kind: GitRepo, name: '*' }}]
     inclusionList: ['(']
+  - {{ name: none, provider: q, eventSources: [] }}
 "
     );
     let found = problems(&text);
@@ -199,6 +200,7 @@ alerts:
         (38, 20, "invalid eventSeverity \"warning\""),
         (39, 28, "invalid eventSources kind \"GitRepo\""),
         (40, 21, "invalid regular expression in inclusionList"),
+        (41, 46, "an alert needs at least one entry in eventSources"),
     ];
     assert_eq!(summary.len(), expected.len(), "{summary:#?}");
     for (got, want) in summary.iter().zip(&expected) {
