@@ -530,3 +530,54 @@ fn a_slow_loris_client_is_cut_off_by_the_receivers_read_timeout() {
     let (code, _) = http(hooks, "POST", &path, &[], b"{}").unwrap();
     assert_eq!(code, 202);
 }
+
+#[test]
+fn a_hook_secret_from_a_kubernetes_secret_sets_its_path() {
+    use crate::support::kube::KubeCluster;
+    let cluster = KubeCluster::shared();
+    let namespace = cluster.create_namespace("hooks");
+    let token = "token-from-the-cluster";
+    cluster.put_secret(&namespace, "hook-token", &[("token", token.as_bytes())]);
+    let (repo, _server, url) = served_repo();
+    let (api, hooks) = (free_port(), free_port());
+    let yaml = format!(
+        "stateDir: ./state
+server: {{ listen: \"127.0.0.1:{api}\" }}
+kubernetes: {{ kubeconfig: \"{kubeconfig}\" }}
+configurations:
+  - name: web
+    source: {{ kind: git, url: \"{url}\", ref: {{ branch: main }}, interval: 1h }}
+receivers:
+  listen: \"127.0.0.1:{hooks}\"
+  hooks:
+    - name: push
+      namespace: {namespace}
+      type: generic
+      localAuthRef: {{ secret: hook-token }}
+      configurations: [default/web]
+",
+        kubeconfig = cluster.admin_kubeconfig().display(),
+    );
+    let mut daemon = Daemon::start(api, &yaml);
+    daemon.wait_until("the first fetch", |d| d.revision("web").is_some());
+    let expected = {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s' '{token}push{namespace}' | sha256sum"))
+            .output()
+            .unwrap();
+        format!(
+            "/hook/{}",
+            text(&out.stdout).split_whitespace().next().unwrap()
+        )
+    };
+    assert_eq!(hook_paths(&daemon)["push"], expected);
+    let commit = push_commit(&repo, 1);
+    let (code, _) = http(hooks, "POST", &expected, &[], b"{}").unwrap();
+    assert_eq!(code, 202);
+    daemon.wait_until("the pushed commit fetched", |d| {
+        d.revision("web").is_some_and(|r| r.ends_with(&commit))
+    });
+    // The token is nowhere in the log.
+    assert!(!daemon.log().contains(token));
+}
