@@ -395,3 +395,39 @@ alerts:
         0.0
     );
 }
+
+#[test]
+fn run_once_sends_its_alerts_before_it_exits() {
+    let (repo, _server, url) = served_repo();
+    let recorder = Recorder::start(HashMap::new());
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "stateDir: ./state
+configurations:
+  - name: web
+    source: {{ kind: git, url: \"{url}\", ref: {{ branch: main }} }}
+providers:
+  - {{ name: generic, type: generic, address: \"{generic}\" }}
+alerts:
+  - {{ name: all, provider: generic, eventSources: [{{ kind: '*', name: '*' }}] }}
+",
+        generic = recorder.url("/generic"),
+    );
+    std::fs::write(dir.path().join("gitopsd.yaml"), yaml).unwrap();
+    let out = std::process::Command::new(crate::support::gitopsd_bin())
+        .args(["run", "--once", "--config"])
+        .arg(dir.path().join("gitopsd.yaml"))
+        .env_remove("GITOPSD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Delivered by the time the process exited: no waiting here.
+    let got = recorder.at("/generic");
+    assert_eq!(got.len(), 1, "{}", text(&out.stderr));
+    let event = got[0].json();
+    assert_eq!(event["reason"], "NewArtifact");
+    assert_eq!(
+        event["metadata"]["revision"],
+        format!("main@sha1:{}", repo.head())
+    );
+}
