@@ -1,9 +1,11 @@
 //! The `receivers`, `providers` and `alerts` sections: values, defaults, and every problem at
 //! its position.
 
-use super::super::{load_str, Diagnostics, Settings};
 use super::*;
+use crate::config::{load_str, Diagnostics, Settings};
+use crate::vocab::SecretValue;
 use std::path::Path;
+use std::time::Duration;
 
 fn load(text: &str) -> Result<Settings, Diagnostics> {
     load_str(text, Path::new("gitopsd.yaml"), Path::new("/etc/gitopsd"))
