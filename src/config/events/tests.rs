@@ -120,6 +120,23 @@ alerts:
 }
 
 #[test]
+fn the_receivers_cannot_share_the_apis_address() {
+    let text = format!(
+        "server: {{ listen: 127.0.0.1:9090 }}\n{CONFIGURATIONS}receivers: {{ listen: 127.0.0.1:9090 }}\n"
+    );
+    assert_eq!(
+        problems(&text),
+        vec![(
+            8,
+            22,
+            "receivers.listen 127.0.0.1:9090 is also server.listen; the receivers need an \
+             address of their own"
+                .to_string()
+        )]
+    );
+}
+
+#[test]
 fn no_sections_no_receivers() {
     let settings = load(CONFIGURATIONS).unwrap();
     assert!(settings.events.receivers.is_none());

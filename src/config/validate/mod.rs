@@ -138,6 +138,24 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         },
         problems,
     );
+    // One port cannot serve both: the receivers face the network, the API need not.
+    let receivers_listen = raw
+        .events
+        .receivers
+        .as_ref()
+        .and_then(|r| r.listen.as_ref());
+    if let (Some(text), Some(receivers)) = (receivers_listen, &events.receivers) {
+        if receivers.listen == listen {
+            problems.push(
+                text.pos,
+                format!(
+                    "receivers.listen {} is also server.listen; the receivers need an address \
+                     of their own",
+                    receivers.listen
+                ),
+            );
+        }
+    }
 
     Settings {
         state_dir,
