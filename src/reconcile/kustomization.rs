@@ -127,9 +127,10 @@ pub(super) async fn reconcile(
     // For the alert: what the apply changed, and which revision was applied before.
     let mut changes: Vec<String> = Vec::new();
     let before = engine.state.read(|st| {
-        st.kustomizations
-            .get(&key)
-            .and_then(|s| s.last_applied_revision.clone())
+        st.kustomizations.get(&key).map(|s| Before {
+            revision: s.last_applied_revision.clone(),
+            failed: s.last_error.is_some(),
+        })
     });
     let outcome = match engine.state.read(|st| inputs(st, c, k)) {
         Err(e) => Err(e),
@@ -175,7 +176,7 @@ pub(super) async fn reconcile(
     engine
         .state
         .update_kustomization(&key, |ks| record(ks, &outcome, &described, &now));
-    if let Some(event) = event(c, k, &outcome, before.as_ref(), &changes) {
+    if let Some(event) = event(c, k, &outcome, &before.unwrap_or_default(), &changes) {
         engine.emit(event);
     }
     match outcome {
@@ -246,14 +247,21 @@ fn change_set(report: &ApplyReport) -> Vec<String> {
         .collect()
 }
 
-/// The alert event for an outcome: applied (info, only when objects changed or the revision
-/// is new, so that a steady state is quiet), a dependency not ready (info), or a failure
-/// (error).
+/// What the status said before a reconcile, for its alert.
+#[derive(Debug, Default)]
+struct Before {
+    revision: Option<Revision>,
+    failed: bool,
+}
+
+/// The alert event for an outcome: applied (info, only when objects changed, the revision is
+/// new or the last attempt had failed, so that a steady state is quiet), a dependency not
+/// ready (info), or a failure (error).
 fn event(
     c: &Configuration,
     k: &Kustomization,
     outcome: &Result<Applied, ReconcileError>,
-    before: Option<&Revision>,
+    before: &Before,
     changes: &[String],
 ) -> Option<crate::events::alert::Event> {
     use crate::config::Severity;
@@ -261,10 +269,16 @@ fn event(
     let object = ObjectRef::kustomization(&c.namespace, &c.name, &k.name);
     match outcome {
         Ok(applied) => {
-            if changes.is_empty() && before == Some(&applied.revision) {
+            let same = before.revision.as_ref() == Some(&applied.revision);
+            if changes.is_empty() && same && !before.failed {
                 return None;
             }
-            let message = if changes.is_empty() {
+            let message = if changes.is_empty() && same {
+                format!(
+                    "applied revision '{}' again after a failure: no object changed",
+                    applied.revision
+                )
+            } else if changes.is_empty() {
                 format!("applied revision '{}': no object changed", applied.revision)
             } else {
                 changes.join("\n")
@@ -383,6 +397,59 @@ configurations:
         let mut settings =
             crate::config::load_str(yaml, Path::new("gitopsd.yaml"), Path::new("/")).unwrap();
         settings.configurations.remove(0)
+    }
+
+    #[test]
+    fn alerts_say_what_changed_and_stay_quiet_in_a_steady_state() {
+        let c = configuration();
+        let k = &c.kustomizations[0];
+        let r1 = Revision("main@sha1:1".into());
+        let applied = Ok(Applied {
+            revision: r1.clone(),
+            inventory: Inventory::default(),
+        });
+        let steady = Before {
+            revision: Some(r1.clone()),
+            failed: false,
+        };
+        assert_eq!(event(&c, k, &applied, &steady, &[]), None);
+        let changed = event(&c, k, &applied, &steady, &["ConfigMap/a configured".into()]).unwrap();
+        assert_eq!(changed.involved_object.name, "web-infra");
+        assert_eq!(changed.message, "ConfigMap/a configured");
+        let new = event(&c, k, &applied, &Before::default(), &[]).unwrap();
+        assert_eq!(
+            new.message,
+            "applied revision 'main@sha1:1': no object changed"
+        );
+        assert_eq!(new.metadata["revision"], "main@sha1:1");
+        let recovered = Before {
+            revision: Some(r1),
+            failed: true,
+        };
+        let again = event(&c, k, &applied, &recovered, &[]).unwrap();
+        assert_eq!(again.reason, "ReconciliationSucceeded");
+        assert!(
+            again.message.contains("again after a failure"),
+            "{}",
+            again.message
+        );
+        let waiting = Err(ReconcileError::DependencyNotReady {
+            dependency: "infra".into(),
+            revision: "main@sha1:1".into(),
+        });
+        let info = event(&c, k, &waiting, &steady, &[]).unwrap();
+        assert_eq!(
+            (info.severity, info.reason.as_str()),
+            (crate::config::Severity::Info, "DependencyNotReady")
+        );
+        let failed = Err(ReconcileError::NoArtifact {
+            source_name: "web".into(),
+        });
+        let error = event(&c, k, &failed, &steady, &[]).unwrap();
+        assert_eq!(
+            (error.severity, error.reason.as_str()),
+            (crate::config::Severity::Error, "ReconciliationFailed")
+        );
     }
 
     fn with_artifact(c: &Configuration, rev: &str) -> State {
