@@ -360,6 +360,29 @@ mod tests {
     }
 
     #[test]
+    fn events_for_a_new_artifact_and_a_failure_but_not_an_unchanged_poll() {
+        let settings = crate::config::load_str(
+            "configurations:\n  - name: web\n    source: { kind: git, url: https://h/r }\n",
+            std::path::Path::new("gitopsd.yaml"),
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        let c = &settings.configurations[0];
+        assert_eq!(event(c, &Ok(None)), None);
+        let stored = event(c, &Ok(Some(artifact("1")))).unwrap();
+        assert_eq!(stored.involved_object.kind, "GitRepository");
+        assert_eq!(stored.reason, "NewArtifact");
+        assert_eq!(stored.metadata["revision"], "main@sha1:1");
+        assert_eq!(stored.metadata["digest"], "sha256:1");
+        let error = ReconcileError::FetchCancelled {
+            url: "https://h/r".into(),
+        };
+        let failed = event(c, &Err(error)).unwrap();
+        assert_eq!(failed.severity, crate::config::Severity::Error);
+        assert_eq!(failed.reason, "GitOperationFailed");
+    }
+
+    #[test]
     fn a_failure_keeps_the_artifact_and_says_why() {
         let mut s = SourceStatus::default();
         record(
