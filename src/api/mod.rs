@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod metrics;
+pub mod receivers;
 pub mod server;
 
 use crate::reconcile::{Engine, Trigger};
@@ -44,6 +45,7 @@ pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/events", get(events))
         .route("/api/v1/reconcile/{name}", post(reconcile))
         .route("/api/v1/reconcile/{namespace}/{name}", post(reconcile_in))
         .route("/artifacts/{*path}", get(artifact))
@@ -85,12 +87,16 @@ pub async fn serve(
 pub struct StatusDocument {
     pub sources: Vec<crate::state::SourceStatus>,
     pub kustomizations: Vec<crate::state::KustomizationStatus>,
+    /// The webhook receivers and their paths (on `receivers.listen`).
+    #[serde(default)]
+    pub receivers: Vec<crate::events::receiver::HookStatus>,
 }
 
 async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
     let mut document = engine.state().read(|st| StatusDocument {
         sources: st.sources.values().cloned().collect(),
         kustomizations: st.kustomizations.values().cloned().collect(),
+        receivers: engine.hooks().to_vec(),
     });
     let settings = engine.settings();
     for source in &mut document.sources {
@@ -100,6 +106,27 @@ async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
         source.metrics = Some(engine.metrics().source(&labels));
     }
     Json(document)
+}
+
+/// The JSON `GET /api/v1/events` returns, and `gitopsd events` reads: the recent events
+/// numbered `since` or later (oldest first), and the `since` to ask with next time.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct EventsDocument {
+    pub next: u64,
+    pub events: Vec<crate::events::alert::Event>,
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    since: Option<u64>,
+}
+
+async fn events(
+    State(engine): State<Arc<Engine>>,
+    axum::extract::Query(query): axum::extract::Query<EventsQuery>,
+) -> Json<EventsDocument> {
+    let (next, events) = engine.recent_events(query.since.unwrap_or(0));
+    Json(EventsDocument { next, events })
 }
 
 /// The generated deploy key of a git source that uses one (read from `<stateDir>/keys/`).

@@ -237,15 +237,39 @@ pub async fn read_body(
     request: Request,
     next: Next,
 ) -> Response {
+    let limits = BodyLimits {
+        read_timeout,
+        max_body: MAX_BODY,
+    };
+    read_body_within(State(limits), request, next).await
+}
+
+/// How long a body may take to arrive, and how large it may be.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub read_timeout: Duration,
+    pub max_body: usize,
+}
+
+/// [`read_body`] with a body limit of the caller's (the webhook receivers take larger ones).
+pub async fn read_body_within(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let BodyLimits {
+        read_timeout,
+        max_body,
+    } = limits;
     let (parts, body) = request.into_parts();
-    match tokio::time::timeout(read_timeout, collect(body)).await {
+    match tokio::time::timeout(read_timeout, collect(body, max_body)).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
         Ok(Err(BodyError::TooLarge)) => closing(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request bodies are limited to {MAX_BODY} bytes\n"),
+            format!("request bodies are limited to {max_body} bytes\n"),
         ),
         Ok(Err(BodyError::Read)) => closing(
             StatusCode::BAD_REQUEST,
@@ -266,19 +290,19 @@ enum BodyError {
     Read,
 }
 
-async fn collect(mut body: Body) -> Result<Bytes, BodyError> {
+async fn collect(mut body: Body, max_body: usize) -> Result<Bytes, BodyError> {
     if body.is_end_stream() {
         return Ok(Bytes::new());
     }
     // A declared Content-Length over the limit is refused before reading a byte.
-    if usize::try_from(body.size_hint().lower()).map_or(true, |n| n > MAX_BODY) {
+    if usize::try_from(body.size_hint().lower()).map_or(true, |n| n > max_body) {
         return Err(BodyError::TooLarge);
     }
     let mut data = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|_| BodyError::Read)?;
         if let Ok(chunk) = frame.into_data() {
-            if data.len() + chunk.len() > MAX_BODY {
+            if data.len() + chunk.len() > max_body {
                 return Err(BodyError::TooLarge);
             }
             data.extend_from_slice(&chunk);

@@ -1,4 +1,5 @@
-//! `gitopsd status` and `gitopsd reconcile`: talk to the running daemon over its HTTP API.
+//! `gitopsd status`, `gitopsd events` and `gitopsd reconcile`: talk to the running daemon over
+//! its HTTP API.
 
 use super::{Output, ServerArgs};
 use crate::api::StatusDocument;
@@ -124,7 +125,55 @@ pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
             escape::control(k.last_error.as_deref().unwrap_or(""))
         );
     }
+    for r in &doc.receivers {
+        println!(
+            "receiver {}/{}	type={}	path={}	triggers={}",
+            r.namespace,
+            r.name,
+            r.kind.as_str(),
+            r.path,
+            r.configurations.join(",")
+        );
+    }
     Ok(0)
+}
+
+/// How often `gitopsd events --watch` asks for new events.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub fn events(args: &ServerArgs, watch: bool, output: Output) -> anyhow::Result<i32> {
+    let daemon = Daemon::locate(args)?;
+    let mut since = 0;
+    loop {
+        let url = format!("{}/api/v1/events?since={since}", daemon.base_url);
+        let body = answer(&url, daemon.authorize(Daemon::agent().get(&url)).call())?;
+        let doc: crate::api::EventsDocument =
+            serde_json::from_str(&body).context("unexpected events document")?;
+        for e in &doc.events {
+            match output {
+                Output::Json => println!("{}", serde_json::to_string(e)?),
+                Output::Text => {
+                    let o = &e.involved_object;
+                    println!(
+                        "{}\t{}\t{}/{}/{}\t{}\t{}",
+                        e.timestamp,
+                        e.severity.as_str(),
+                        o.kind,
+                        o.namespace,
+                        o.name,
+                        e.reason,
+                        // Messages quote remote output and span lines: keep each on one.
+                        escape::control(&e.message)
+                    );
+                }
+            }
+        }
+        if !watch {
+            return Ok(0);
+        }
+        since = doc.next;
+        std::thread::sleep(WATCH_POLL);
+    }
 }
 
 /// `name` is NAME or NAMESPACE/NAME; the daemon refuses a bare name that several namespaces

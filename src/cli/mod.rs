@@ -90,6 +90,17 @@ pub enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// Print the daemon's recent events (what alerts are made of); `--watch` keeps printing
+    /// new ones.
+    Events {
+        /// Keep printing new events as they come.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Ask the running daemon to sync a configuration now.
     Reconcile {
         /// The configuration: NAME when no other namespace has one of that name, else
@@ -149,6 +160,11 @@ pub fn main(cli: Cli) -> i32 {
         } => run::run(&config, once, output),
         Command::Check { config } => check::check(&config),
         Command::Status { server, output } => client::status(&server, output),
+        Command::Events {
+            watch,
+            server,
+            output,
+        } => client::events(&server, watch, output),
         Command::Reconcile {
             name,
             namespace,

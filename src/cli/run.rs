@@ -70,6 +70,7 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
+    let receivers = receivers(&engine).await?;
     // Before READY=1: a supervisor may send SIGTERM as soon as it reads READY, and a signal
     // that arrives before its handler exists kills the process without a clean stop.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -100,6 +101,18 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
             let _ = server_stop.wait_for(|s| *s).await;
         },
     ));
+    let receivers_server = receivers.map(|(receivers, listener, settings)| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::api::receivers::serve(
+            engine.clone(),
+            receivers,
+            listener,
+            settings,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))
+    });
     let scheduler = {
         let engine = engine.clone();
         tokio::spawn(async move { engine.run(stop_rx).await })
@@ -118,8 +131,35 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         let _ = tokio::time::timeout(EXIT_GRACE, engine.flush()).await;
     }
     let _ = tokio::time::timeout_at(deadline, server).await;
+    if let Some(receivers_server) = receivers_server {
+        let _ = tokio::time::timeout_at(deadline, receivers_server).await;
+    }
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// What [`receivers`] prepares for the receivers' server.
+type ReceiversToServe = (
+    std::sync::Arc<crate::api::receivers::Receivers>,
+    tokio::net::TcpListener,
+    crate::config::ReceiverSettings,
+);
+
+/// The webhook receivers, when configured: their secrets read (a hook whose secret cannot be
+/// read stops the start, as an unreadable API token does: its path would be unknown) and
+/// their listener bound.
+async fn receivers(engine: &std::sync::Arc<Engine>) -> anyhow::Result<Option<ReceiversToServe>> {
+    let Some(settings) = engine.settings().events.receivers.clone() else {
+        return Ok(None);
+    };
+    let receivers = crate::api::receivers::Receivers::prepare(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (receivers.listen)", settings.listen))?;
+    let local = listener.local_addr()?;
+    engine.set_hooks(receivers.statuses());
+    tracing::info!(listen = %local, hooks = settings.hooks.len(), "webhook receivers listening");
+    Ok(Some((std::sync::Arc::new(receivers), listener, settings)))
 }
 
 async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {

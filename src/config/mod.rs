@@ -13,6 +13,7 @@
 //! values into [`Settings`] (durations, URLs, refs, names, paths, dependsOn). The caller gets
 //! either a fully valid [`Settings`] or every [`Diagnostic`] found, sorted by position.
 
+pub mod events;
 pub mod model;
 pub(crate) mod schema;
 pub(crate) mod validate;
@@ -549,7 +550,8 @@ configurations:
         assert_eq!(
             err.to_string(),
             "gitopsd.yaml:2:1: unknown field `cluster` at the top level, expected one of \
-             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `render`, `configurations`"
+             `stateDir`, `server`, `kubernetes`, `maxConcurrentFetches`, `render`, `configurations`, \
+             `receivers`, `providers`, `alerts`"
         );
     }
 

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 // The types each section's owner defines, named here too so that consumers of the settings
 // need not know who owns which section.
+pub use super::events::{
+    AlertSettings, EventSettings, EventSourceSelector, HookSettings, ProviderSettings,
+    ProviderType, ReceiverSettings, ReceiverType, SecretSource, Severity,
+};
 pub use crate::source::azblob::config::{AzureAuth, AzureBlobSettings};
 pub use crate::source::bucket::config::{BucketCredentials, BucketSettings};
 pub use crate::source::git::config::{GitImplementation, GitReference, GitSettings};
@@ -33,6 +37,8 @@ pub struct Settings {
     /// The top-level `render` section: what configurations inherit.
     pub render: crate::render::RenderSettings,
     pub configurations: Vec<Configuration>,
+    /// Webhook receivers, alert providers and alerts (`config::events`).
+    pub events: EventSettings,
 }
 
 /// The HTTP API's protection (the `server` section besides `listen`).

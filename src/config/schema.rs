@@ -20,6 +20,10 @@ pub const SETTINGS_FIELDS: &[&str] = &[
     "maxConcurrentFetches",
     "render",
     "configurations",
+    // The notification sections (`config::events`).
+    "receivers",
+    "providers",
+    "alerts",
 ];
 /// `render`, at the top level (the default) and in a configuration (overriding it).
 pub const RENDER_FIELDS: &[&str] = &["sandbox", "remoteBases"];
@@ -100,6 +104,8 @@ pub struct RawSettings {
     pub render: Option<RawRender>,
     /// `None` when missing (already reported) or not a list.
     pub configurations: Option<Vec<RawConfiguration>>,
+    /// `receivers`, `providers` and `alerts`.
+    pub events: super::events::RawEvents,
 }
 
 /// A `render` section, top-level or of one configuration.
@@ -224,6 +230,7 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
             max_concurrent_fetches: None,
             render: None,
             configurations: None,
+            events: Default::default(),
         };
     };
     let server = fields
@@ -261,6 +268,7 @@ pub fn decode(root: &Node, problems: &mut Problems) -> RawSettings {
         max_concurrent_fetches: fields.text("maxConcurrentFetches", problems),
         render: render(&fields, problems),
         configurations,
+        events: super::events::decode(&fields, problems),
     }
 }
 

@@ -20,16 +20,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
-/// The kinds of receiver, with Flux's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReceiverType {
-    Generic,
-    GenericHmac,
-    Github,
-    Gitlab,
-    Bitbucket,
-}
+/// The kinds of receiver, with Flux's names (defined with the config that names them).
+pub use crate::config::ReceiverType;
 
 /// The path a receiver answers on: `/hook/` and the hex SHA-256 of token, name and namespace.
 pub fn hook_path(token: &[u8], name: &str, namespace: &str) -> String {
@@ -38,6 +30,19 @@ pub fn hook_path(token: &[u8], name: &str, namespace: &str) -> String {
     digest.update(name.as_bytes());
     digest.update(namespace.as_bytes());
     format!("/hook/{}", hex::encode(digest.finalize()))
+}
+
+/// A receiver as the status API shows it: where a git host must send its webhook.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HookStatus {
+    pub name: String,
+    pub namespace: String,
+    #[serde(rename = "type")]
+    pub kind: ReceiverType,
+    /// `/hook/<sha256>`, on the receivers' listen address.
+    pub path: String,
+    /// `namespace/name` of each configuration it triggers.
+    pub configurations: Vec<String>,
 }
 
 /// What to do with a verified request.

@@ -132,6 +132,14 @@ pub(super) async fn reconcile(
     let key = kustomization_key(c, k);
     let target = engine.target(c, k);
     let started = Instant::now();
+    // For the alert: what the apply changed, and which revision was applied before.
+    let mut changes: Vec<String> = Vec::new();
+    let before = engine.state.read(|st| {
+        st.kustomizations.get(&key).map(|s| Before {
+            revision: s.last_applied_revision.clone(),
+            failed: s.last_error.is_some(),
+        })
+    });
     let outcome = match engine.state.read(|st| inputs(st, c, k)) {
         Err(e) => Err(e),
         Ok((artifact, previous)) => {
@@ -159,6 +167,7 @@ pub(super) async fn reconcile(
                         .await
                         .map(|report| {
                             log_changes(&key, &report);
+                            changes = change_set(&report);
                             Applied {
                                 revision,
                                 objects: report.objects,
@@ -186,6 +195,9 @@ pub(super) async fn reconcile(
     engine
         .state
         .update_kustomization(&key, |ks| record(ks, &outcome, &described, &now));
+    if let Some(event) = event(c, k, &outcome, &before.unwrap_or_default(), &changes) {
+        engine.emit(event);
+    }
     match outcome {
         Ok(applied) => {
             tracing::info!(kustomization = %key, revision = %applied.revision, objects = applied.inventory.len(), "applied");
@@ -295,6 +307,86 @@ fn log_changes(key: &str, report: &ApplyReport) {
         pruned = count(ObjectAction::Pruned),
         "objects applied"
     );
+}
+
+/// Flux's change set: one `Kind/namespace/name action` line per object the apply created,
+/// configured or pruned (unchanged ones are left out).
+fn change_set(report: &ApplyReport) -> Vec<String> {
+    use crate::apply::ObjectAction;
+    report
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let action = match o.action {
+                ObjectAction::Created => "created",
+                ObjectAction::Configured => "configured",
+                ObjectAction::Pruned => "deleted",
+                ObjectAction::Unchanged | ObjectAction::Skipped => return None,
+            };
+            Some(format!("{} {action}", o.id))
+        })
+        .collect()
+}
+
+/// What the status said before a reconcile, for its alert.
+#[derive(Debug, Default)]
+struct Before {
+    revision: Option<Revision>,
+    failed: bool,
+}
+
+/// The alert event for an outcome: applied (info, only when objects changed, the revision is
+/// new or the last attempt had failed, so that a steady state is quiet), a dependency not
+/// ready (info), or a failure (error).
+fn event(
+    c: &Configuration,
+    k: &Kustomization,
+    outcome: &Result<Applied, ReconcileError>,
+    before: &Before,
+    changes: &[String],
+) -> Option<crate::events::alert::Event> {
+    use crate::config::Severity;
+    use crate::events::alert::{Event, ObjectRef};
+    let object = ObjectRef::kustomization(&c.namespace, &c.name, &k.name);
+    match outcome {
+        Ok(applied) => {
+            let same = before.revision.as_ref() == Some(&applied.revision);
+            if changes.is_empty() && same && !before.failed {
+                return None;
+            }
+            let message = if changes.is_empty() && same {
+                format!(
+                    "applied revision '{}' again after a failure: no object changed",
+                    applied.revision
+                )
+            } else if changes.is_empty() {
+                format!("applied revision '{}': no object changed", applied.revision)
+            } else {
+                changes.join("\n")
+            };
+            Some(Event::new(
+                object,
+                Severity::Info,
+                "ReconciliationSucceeded",
+                message,
+                [("revision".to_string(), applied.revision.to_string())].into(),
+            ))
+        }
+        Err(e @ ReconcileError::DependencyNotReady { revision, .. }) => Some(Event::new(
+            object,
+            Severity::Info,
+            "DependencyNotReady",
+            e.to_string(),
+            [("revision".to_string(), revision.clone())].into(),
+        )),
+        Err(e) => Some(Event::new(
+            object,
+            Severity::Error,
+            "ReconciliationFailed",
+            e.to_string(),
+            Default::default(),
+        )),
+    }
 }
 
 /// Extract and build on a blocking thread, within `deadline`.
@@ -430,6 +522,61 @@ configurations:
         let mut settings =
             crate::config::load_str(yaml, Path::new("gitopsd.yaml"), Path::new("/")).unwrap();
         settings.configurations.remove(0)
+    }
+
+    #[test]
+    fn alerts_say_what_changed_and_stay_quiet_in_a_steady_state() {
+        let c = configuration();
+        let k = &c.kustomizations[0];
+        let r1 = Revision("main@sha1:1".into());
+        let applied = Ok(Applied {
+            revision: r1.clone(),
+            inventory: Inventory::default(),
+            healthy: false,
+            objects: vec![],
+        });
+        let steady = Before {
+            revision: Some(r1.clone()),
+            failed: false,
+        };
+        assert_eq!(event(&c, k, &applied, &steady, &[]), None);
+        let changed = event(&c, k, &applied, &steady, &["ConfigMap/a configured".into()]).unwrap();
+        assert_eq!(changed.involved_object.name, "web-infra");
+        assert_eq!(changed.message, "ConfigMap/a configured");
+        let new = event(&c, k, &applied, &Before::default(), &[]).unwrap();
+        assert_eq!(
+            new.message,
+            "applied revision 'main@sha1:1': no object changed"
+        );
+        assert_eq!(new.metadata["revision"], "main@sha1:1");
+        let recovered = Before {
+            revision: Some(r1),
+            failed: true,
+        };
+        let again = event(&c, k, &applied, &recovered, &[]).unwrap();
+        assert_eq!(again.reason, "ReconciliationSucceeded");
+        assert!(
+            again.message.contains("again after a failure"),
+            "{}",
+            again.message
+        );
+        let waiting = Err(ReconcileError::DependencyNotReady {
+            dependency: "infra".into(),
+            revision: "main@sha1:1".into(),
+        });
+        let info = event(&c, k, &waiting, &steady, &[]).unwrap();
+        assert_eq!(
+            (info.severity, info.reason.as_str()),
+            (crate::config::Severity::Info, "DependencyNotReady")
+        );
+        let failed = Err(ReconcileError::NoArtifact {
+            source_name: "web".into(),
+        });
+        let error = event(&c, k, &failed, &steady, &[]).unwrap();
+        assert_eq!(
+            (error.severity, error.reason.as_str()),
+            (crate::config::Severity::Error, "ReconciliationFailed")
+        );
     }
 
     fn with_artifact(c: &Configuration, rev: &str) -> State {

@@ -58,6 +58,8 @@ pub struct Metrics {
     reconcile_duration: Histograms<KustomizationLabels>,
     kustomization_ready: Family<KustomizationLabels, Gauge>,
     kustomization_objects: Family<KustomizationLabels, Gauge>,
+    /// Receivers' and alert deliveries' counters, registered here so `/metrics` has them.
+    events: crate::events::metrics::EventMetrics,
 }
 
 /// What one fetch did, for the counters.
@@ -75,6 +77,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The receivers' and alerts' counters.
+    pub fn events(&self) -> &crate::events::metrics::EventMetrics {
+        &self.events
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let metrics = Metrics {
@@ -92,8 +99,10 @@ impl Metrics {
             reconcile_duration: Family::new_with_constructor(duration_buckets),
             kustomization_ready: Family::default(),
             kustomization_objects: Family::default(),
+            events: Default::default(),
             registry: Registry::default(),
         };
+        metrics.events.register(&mut registry);
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "gitopsd_source_fetches",

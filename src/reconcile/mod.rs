@@ -42,6 +42,9 @@ use tokio_util::sync::CancellationToken;
 /// How many artifacts to keep per source (the current one included).
 pub const KEEP_ARTIFACTS: usize = 2;
 
+/// How long `run --once` waits at its end for queued alerts to be delivered.
+const ALERT_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Engine {
     settings: Settings,
     /// Locked for as long as the engine lives; scratch space comes from it.
@@ -70,6 +73,11 @@ pub struct Engine {
     /// What cluster targets keep between applies: one client per cluster and identity,
     /// discovery, and what each object was last applied as.
     clusters: Arc<crate::apply::ClusterState>,
+    /// Where the engine's events go (`events::alert`): queued, never waited for.
+    alerts: crate::events::alert::Alerts,
+    /// The webhook receivers being served, for the status API; set once the daemon has read
+    /// their secrets.
+    hooks: OnceLock<Vec<crate::events::receiver::HookStatus>>,
 }
 
 /// What [`Engine::trigger`] did.
@@ -210,6 +218,11 @@ impl Engine {
         });
         let metrics = metrics::Metrics::new();
         state.read(|st| metrics.register_objects(st));
+        let alerts = crate::events::alert::Alerts::new(
+            &settings.events.providers,
+            &settings.events.alerts,
+            metrics.events().clone(),
+        );
         // Caches kept from a previous run count from the start.
         for c in &settings.configurations {
             if let Some(bytes) = source::git_cache_bytes(&settings, c) {
@@ -246,6 +259,8 @@ impl Engine {
             stopping: CancellationToken::new(),
             abandon: CancellationToken::new(),
             clusters: Arc::default(),
+            alerts,
+            hooks: OnceLock::new(),
         }))
     }
 
@@ -263,6 +278,26 @@ impl Engine {
 
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.metrics
+    }
+
+    /// Hands `event` to the alerts (queued; never waits).
+    pub fn emit(&self, event: crate::events::alert::Event) {
+        self.alerts.emit(event);
+    }
+
+    /// The recent events numbered `since` or later, and the next number (`/api/v1/events`).
+    pub fn recent_events(&self, since: u64) -> (u64, Vec<crate::events::alert::Event>) {
+        self.alerts.recent(since)
+    }
+
+    /// Records the receivers being served (once; later calls are ignored).
+    pub fn set_hooks(&self, hooks: Vec<crate::events::receiver::HookStatus>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    /// The receivers being served: none until the daemon has started its listener.
+    pub fn hooks(&self) -> &[crate::events::receiver::HookStatus] {
+        self.hooks.get().map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Ask a configuration to sync now: the one named `name` in `namespace`, or, without a
@@ -302,6 +337,7 @@ impl Engine {
     /// One pass over every configuration, concurrently; kustomizations always render.
     pub async fn run_once(self: &Arc<Self>) -> PassReport {
         self.collect_garbage().await;
+        self.alerts.start();
         let mut tasks = tokio::task::JoinSet::new();
         for idx in 0..self.settings.configurations.len() {
             let engine = self.clone();
@@ -321,6 +357,8 @@ impl Engine {
             report.kustomizations.extend(part.kustomizations);
         }
         self.flush().await;
+        // The pass's alerts go out before the process exits, unless a provider is too slow.
+        self.alerts.drain(ALERT_DRAIN).await;
         report
     }
 
@@ -425,6 +463,7 @@ impl Engine {
     /// Run until `shutdown` turns true; in-flight steps finish (they write atomically, so
     /// even an abandoned one leaves no half-written file), then the state is flushed.
     pub async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
+        self.alerts.start();
         let mut tasks = tokio::task::JoinSet::new();
         {
             // Fetches do not watch `shutdown` themselves: they end on `stopping`.

@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod alerts;
 mod api;
 mod apply;
 mod artifacts;
@@ -22,6 +23,7 @@ mod harness;
 mod layers;
 mod package;
 mod proxy;
+mod receivers;
 mod render;
 mod render_sandbox;
 mod service;

@@ -125,6 +125,39 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
     }
 
     check_collisions(raw_configurations, base_dir, problems);
+    let names: Vec<(String, String)> = configurations
+        .iter()
+        .map(|c| (c.namespace.clone(), c.name.clone()))
+        .collect();
+    let events = super::events::validate(
+        &raw.events,
+        &super::events::Context {
+            configurations: &names,
+            kubernetes: kubernetes.as_ref(),
+            kubernetes_configured: raw.kubernetes.is_some(),
+            base_dir,
+            default_namespace: DEFAULT_NAMESPACE,
+        },
+        problems,
+    );
+    // One port cannot serve both: the receivers face the network, the API need not.
+    let receivers_listen = raw
+        .events
+        .receivers
+        .as_ref()
+        .and_then(|r| r.listen.as_ref());
+    if let (Some(text), Some(receivers)) = (receivers_listen, &events.receivers) {
+        if receivers.listen == listen {
+            problems.push(
+                text.pos,
+                format!(
+                    "receivers.listen {} is also server.listen; the receivers need an address \
+                     of their own",
+                    receivers.listen
+                ),
+            );
+        }
+    }
 
     Settings {
         state_dir,
@@ -134,6 +167,7 @@ pub fn validate(raw: &RawSettings, base_dir: &Path, problems: &mut Problems) -> 
         kubernetes,
         render,
         configurations,
+        events,
     }
 }
 
