@@ -76,7 +76,9 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
         .context("cannot handle SIGTERM")?;
     // Ready once the API is bound: the state was loaded before, so the last good artifacts are
     // being served from here on, which is what /readyz also reports.
-    let notifier = super::notify::Notifier::from_env().context("NOTIFY_SOCKET is unusable")?;
+    let notifier = std::sync::Arc::new(
+        super::notify::Notifier::from_env().context("NOTIFY_SOCKET is unusable")?,
+    );
     notifier.ready(&format!(
         "serving on {local}, {} configurations",
         engine.settings().configurations.len()
@@ -102,7 +104,8 @@ async fn daemon(engine: std::sync::Arc<Engine>) -> anyhow::Result<i32> {
     ));
     let scheduler = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.run(stop_rx).await })
+        let supervisor = notifier.clone();
+        tokio::spawn(async move { engine.run_supervised(stop_rx, supervisor).await })
     };
     wait_for_signal(&mut terminate).await;
     notifier.stopping();

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod snapshot;
 mod source;
+pub mod supervise;
 
 pub use error::ReconcileError;
 
@@ -34,7 +35,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,8 @@ pub struct Engine {
     /// Cancelled when the daemon gives up on in-flight applies (its stop grace is over);
     /// until then a stop lets them finish.
     abandon: CancellationToken,
+    /// Where each configuration loop is, for the watchdog (see [`supervise`]).
+    liveness: supervise::Liveness,
 }
 
 /// What [`Engine::trigger`] did.
@@ -187,6 +190,7 @@ impl Engine {
         let permits = settings.max_concurrent_fetches.max(1);
         let sandbox = SandboxSupport::detect();
         log_sandbox(&settings, &sandbox);
+        let settings_len = settings.configurations.len();
         let fetch_locks = settings
             .configurations
             .iter()
@@ -205,6 +209,7 @@ impl Engine {
             fetch_locks,
             stopping: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            liveness: supervise::Liveness::new(settings_len),
         }))
     }
 
@@ -335,6 +340,17 @@ impl Engine {
     /// Run until `shutdown` turns true; in-flight steps finish (they write atomically, so
     /// even an abandoned one leaves no half-written file), then the state is flushed.
     pub async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
+        self.run_supervised(shutdown, Arc::new(supervise::Unsupervised))
+            .await
+    }
+
+    /// [`Engine::run`], telling `supervisor` that the loops are alive (only while none is
+    /// stuck) and what the status line says whenever it changes.
+    pub async fn run_supervised(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+        supervisor: Arc<dyn supervise::Supervisor>,
+    ) {
         let mut tasks = tokio::task::JoinSet::new();
         {
             // Fetches do not watch `shutdown` themselves: they end on `stopping`.
@@ -350,8 +366,78 @@ impl Engine {
             let shutdown = shutdown.clone();
             tasks.spawn(async move { engine.configuration_loop(idx, shutdown).await });
         }
-        while tasks.join_next().await.is_some() {}
+        let mut status = supervise::StatusLine::default();
+        let mut last_alive: Option<Instant> = None;
+        let mut reported_stuck = false;
+        let mut tick = tokio::time::interval(SUPERVISE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // With no configuration at all (the packaged default config), the daemon still
+        // serves and must still ping: the loop runs until shutdown, not until the tasks end.
+        let mut stop = shutdown.clone();
+        let mut stop_seen = false;
+        loop {
+            tokio::select! {
+                _ = tasks.join_next(), if !tasks.is_empty() => {}
+                changed = stop.changed(), if !stop_seen => stop_seen = changed.is_err() || *stop.borrow(),
+                _ = tick.tick() => {}
+            }
+            stop_seen |= *stop.borrow();
+            if tasks.is_empty() && stop_seen {
+                break;
+            }
+            if let Some(line) = status.changed(self.state.read(supervise::summary)) {
+                supervisor.status(&line);
+            }
+            let Some(every) = supervisor.watchdog_interval() else {
+                continue;
+            };
+            let now = Instant::now();
+            match self.liveness.stuck(now) {
+                None => {
+                    reported_stuck = false;
+                    if last_alive.is_none_or(|at| now.saturating_duration_since(at) >= every) {
+                        supervisor.alive();
+                        last_alive = Some(now);
+                    }
+                }
+                Some(stuck) if !reported_stuck => {
+                    reported_stuck = true;
+                    let c = &self.settings.configurations[stuck.index];
+                    tracing::error!(
+                        configuration = %source_key(c),
+                        busy_for = %humantime::format_duration(Duration::from_secs(stuck.busy_for.as_secs())),
+                        "a configuration's loop is stuck in one step, beyond every timeout it \
+                         has: no longer telling the watchdog that gitopsd is alive"
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         self.flush().await;
+    }
+
+    /// How long one step of configuration `idx` may take before its loop counts as stuck: the
+    /// step's own timeout, its wait for a fetch slot (every other configuration ahead of it
+    /// using a whole timeout), and the slack the reconcilers allow beyond a timeout.
+    fn step_limit(&self, idx: usize, step: Step) -> Duration {
+        let c = &self.settings.configurations[idx];
+        let timeout = match step {
+            Step::Source => {
+                let queue = self
+                    .settings
+                    .configurations
+                    .len()
+                    .div_ceil(self.settings.max_concurrent_fetches.max(1));
+                c.source
+                    .timeout
+                    .saturating_mul(u32::try_from(queue).unwrap_or(u32::MAX))
+            }
+            Step::Kustomization(ki) => c
+                .kustomizations
+                .get(ki)
+                .map_or(Duration::ZERO, |k| k.timeout.saturating_mul(2)),
+        };
+        timeout.saturating_add(STEP_SLACK)
     }
 
     async fn configuration_loop(self: Arc<Self>, idx: usize, mut shutdown: watch::Receiver<bool>) {
@@ -380,6 +466,7 @@ impl Engine {
                 return;
             }
             if schedule.source_due(Instant::now()) {
+                self.liveness.busy(idx, self.step_limit(idx, Step::Source));
                 let (action, _) = source::reconcile(&self, idx).await;
                 schedule.source_finished(action, Instant::now());
             }
@@ -388,10 +475,14 @@ impl Engine {
                 if *shutdown.borrow() {
                     return;
                 }
+                self.liveness
+                    .busy(idx, self.step_limit(idx, Step::Kustomization(ki)));
                 let (action, _) = kustomization::reconcile(&self, idx, ki).await;
                 schedule.kustomization_finished(ki, action, Instant::now());
             }
             schedule.pass_finished();
+            debug_stall(&self.liveness, idx).await;
+            self.liveness.idle(idx);
         }
     }
 
@@ -419,6 +510,33 @@ impl Engine {
             .clone()
             .map_err(ReconcileError::NoRenderer)
     }
+}
+
+/// How often the supervising loop looks at the loops and the status line.
+const SUPERVISE_TICK: Duration = Duration::from_secs(1);
+
+/// What a step may take beyond its timeouts before its loop counts as stuck: reconcilers
+/// allow a few seconds past a timeout (extracting, recording), and a watchdog that fires on a
+/// merely slow step would restart a healthy daemon.
+const STEP_SLACK: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Source,
+    Kustomization(usize),
+}
+
+/// Fault injection for the watchdog's test, compiled into debug builds only: with
+/// `GITOPSD_DEBUG_STALL_LOOPS=1` every configuration loop, after its first pass, hangs in a
+/// step that never ends (as a loop stuck on a lost wakeup would), so the test can see the
+/// pings stop. Every real step is bounded, so a real stall cannot be produced on demand.
+async fn debug_stall(liveness: &supervise::Liveness, idx: usize) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("GITOPSD_DEBUG_STALL_LOOPS").is_some_and(|v| v == "1") {
+        liveness.busy(idx, Duration::from_secs(1));
+        std::future::pending::<()>().await;
+    }
+    let _ = (liveness, idx);
 }
 
 /// Say once, at start, how builds will be confined: which mechanism, which configurations

@@ -199,3 +199,137 @@ fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
     assert!(plain.lines().any(|l| l.contains(" INFO ")), "{plain}");
     assert!(!plain.starts_with('<'), "{plain}");
 }
+
+/// The next notification, or `None` when `quiet` passes without one.
+fn next_notification(socket: &UnixDatagram, quiet: Duration) -> Option<String> {
+    socket.set_read_timeout(Some(quiet)).unwrap();
+    let mut buffer = [0u8; 4096];
+    match socket.recv(&mut buffer) {
+        Ok(n) => Some(String::from_utf8_lossy(&buffer[..n]).into_owned()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("notify socket: {e}"),
+    }
+}
+
+/// `gitopsd run` under a watchdog of 2 s (pings every second), notifying `socket`.
+fn run_with_watchdog(
+    dir: &Path,
+    config: &Path,
+    socket: &Path,
+    extra_env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut command = Command::new(gitopsd_bin());
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("NOTIFY_SOCKET", socket)
+        .env("WATCHDOG_USEC", "2000000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.spawn().unwrap()
+}
+
+#[test]
+fn watchdog_pings_come_while_the_loops_turn_and_status_lines_say_what_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = write_config(dir.path(), &repo, free_port());
+    let path = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    let mut child = run_with_watchdog(dir.path(), &config, &path, &[]);
+    let mut pings = 0;
+    let mut statuses = Vec::new();
+    // Three pings after the source is ready prove the pings keep coming once the loop idles.
+    while pings < 3
+        || !statuses
+            .iter()
+            .any(|s: &String| s == "STATUS=1 source ready")
+    {
+        let message = next_notification(&listener, Duration::from_secs(60))
+            .expect("a notification within 60 s");
+        if message == "WATCHDOG=1" {
+            if statuses.iter().any(|s| s == "STATUS=1 source ready") {
+                pings += 1;
+            }
+        } else if message.starts_with("STATUS=") {
+            statuses.push(message);
+        }
+    }
+    // Sent when the summary changes, not at every tick.
+    let repeated = statuses.windows(2).any(|w| w[0] == w[1]);
+    assert!(!repeated, "{statuses:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_failing_source_is_named_with_its_cause_in_the_status_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = write_config(dir.path(), &repo, free_port());
+    let missing = dir.path().join("no-such-repository");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &repo.path().display().to_string(),
+        &missing.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let path = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    let mut child = run_with_watchdog(dir.path(), &config, &path, &[]);
+    let line = loop {
+        let message = next_notification(&listener, Duration::from_secs(60))
+            .expect("a notification within 60 s");
+        if message.contains("failing") {
+            break message;
+        }
+    };
+    assert!(
+        line.starts_with("STATUS=0 sources ready, 1 failing: app ("),
+        "{line:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_stuck_configuration_loop_stops_the_watchdog_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = write_config(dir.path(), &repo, free_port());
+    let path = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    // Debug builds only: each loop hangs after its first pass in a step whose limit is 1 s.
+    let mut child = run_with_watchdog(
+        dir.path(),
+        &config,
+        &path,
+        &[("GITOPSD_DEBUG_STALL_LOOPS", "1")],
+    );
+    // Pings may come until the stall is seen; then none for several watchdog intervals.
+    let mut quiet = false;
+    for _ in 0..60 {
+        match next_notification(&listener, Duration::from_secs(6)) {
+            Some(_) => continue,
+            None => {
+                quiet = true;
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(quiet, "pings kept coming from a stuck scheduler:\n{log}");
+    assert!(log.contains("stuck in one step"), "{log}");
+}
