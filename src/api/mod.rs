@@ -46,6 +46,8 @@ pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/reconcile/{name}", post(reconcile))
         .route("/api/v1/reconcile/{namespace}/{name}", post(reconcile_in))
+        .route("/api/v1/suspend/{name}", post(suspend))
+        .route("/api/v1/resume/{name}", post(resume))
         .route("/artifacts/{*path}", get(artifact))
         .with_state(engine)
         .layer(axum::middleware::from_fn_with_state(
@@ -194,6 +196,79 @@ fn reconcile_answer(engine: &Engine, namespace: Option<&str>, name: &str) -> Res
                 shown(name),
                 namespaces.join(", ")
             ),
+        )
+            .into_response(),
+    }
+}
+
+/// Which configuration (or kustomization of it) `suspend` and `resume` act on: the path names
+/// the configuration, the query its namespace and kustomization, as `gitopsd suspend` sends.
+#[derive(Debug, serde::Deserialize)]
+struct SuspendQuery {
+    namespace: Option<String>,
+    kustomization: Option<String>,
+}
+
+/// `POST /api/v1/suspend/<configuration>[?namespace=NS][&kustomization=K]`.
+async fn suspend(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(name): UrlPath<String>,
+    axum::extract::Query(query): axum::extract::Query<SuspendQuery>,
+) -> Response {
+    set_suspended(engine, name, query, true).await
+}
+
+/// `POST /api/v1/resume/<configuration>[?namespace=NS][&kustomization=K]`.
+async fn resume(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(name): UrlPath<String>,
+    axum::extract::Query(query): axum::extract::Query<SuspendQuery>,
+) -> Response {
+    set_suspended(engine, name, query, false).await
+}
+
+async fn set_suspended(
+    engine: Arc<Engine>,
+    configuration: String,
+    query: SuspendQuery,
+    suspended: bool,
+) -> Response {
+    use crate::reconcile::{SuspendError, SuspendRequest};
+    let request = SuspendRequest {
+        namespace: query.namespace,
+        configuration,
+        kustomization: query.kustomization,
+    };
+    // Saving the suspension writes and fsyncs a file.
+    let outcome =
+        tokio::task::spawn_blocking(move || engine.set_suspended(&request, suspended)).await;
+    let verb = if suspended { "suspended" } else { "resumed" };
+    // Names come percent-decoded from the URL: `%0a` must not end the line.
+    let shown = |text: &str| crate::escape::control(text).into_owned();
+    match outcome {
+        Ok(Ok(done)) if done.changed => {
+            (StatusCode::OK, format!("{} {verb}\n", shown(&done.object))).into_response()
+        }
+        Ok(Ok(done)) => (
+            StatusCode::OK,
+            format!("{} was already {verb}\n", shown(&done.object)),
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            let status = match &e {
+                SuspendError::NotFound(_) | SuspendError::NoKustomization { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                SuspendError::Ambiguous { .. } | SuspendError::SuspendedByConfig { .. } => {
+                    StatusCode::CONFLICT
+                }
+                SuspendError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, format!("{}\n", shown(&e.to_string()))).into_response()
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the suspension could not be recorded\n",
         )
             .into_response(),
     }

@@ -7,6 +7,7 @@ mod log;
 pub mod notify;
 mod run;
 mod show_key;
+mod status;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -47,12 +48,15 @@ pub enum Command {
         #[arg(short, long, env = "GITOPSD_CONFIG")]
         config: PathBuf,
     },
-    /// Show what the running daemon is doing.
+    /// Show what the running daemon is doing: a table, or the status document as JSON/YAML.
     Status {
         #[command(flatten)]
         server: ServerArgs,
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Print it again every 2 seconds, until interrupted.
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Measure sync throughput against the git CLI and tar | gzip on generated data.
     Bench(bench::BenchArgs),
@@ -77,6 +81,22 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Stop syncing a configuration (or one kustomization of it) until `gitopsd resume`;
+    /// kept across restarts.
+    Suspend(SuspendArgs),
+    /// Sync again what `gitopsd suspend` stopped (a `suspend: true` in the config still wins).
+    Resume(SuspendArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SuspendArgs {
+    /// CONFIGURATION, or CONFIGURATION/KUSTOMIZATION for one kustomization.
+    pub name: String,
+    /// The configuration's namespace, when several share the name.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// How to reach the daemon: its config file (to read `server.listen`) or an address.
@@ -106,6 +126,7 @@ pub struct ServerArgs {
 pub enum Output {
     Text,
     Json,
+    Yaml,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,12 +145,18 @@ pub fn main(cli: Cli) -> i32 {
             output,
         } => run::run(&config, once, output),
         Command::Check { config } => check::check(&config),
-        Command::Status { server, output } => client::status(&server, output),
+        Command::Status {
+            server,
+            output,
+            watch,
+        } => client::status(&server, output, watch),
         Command::Reconcile {
             name,
             namespace,
             server,
         } => client::reconcile(&server, &name, namespace.as_deref()),
+        Command::Suspend(args) => client::suspend(&args, true),
+        Command::Resume(args) => client::suspend(&args, false),
         Command::Bench(args) => bench::bench(&args),
         Command::ShowKey {
             name,

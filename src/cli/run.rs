@@ -135,6 +135,7 @@ async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
 fn print_report(report: &PassReport, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(report)?),
         Output::Text => {
             for s in &report.sources {
                 match (&s.error, &s.artifact) {

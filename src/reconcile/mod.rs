@@ -20,15 +20,17 @@ pub mod scheduler;
 pub mod snapshot;
 mod source;
 pub mod supervise;
+mod suspend;
 
 pub use error::ReconcileError;
+pub use suspend::{SuspendError, SuspendRequest, Suspended};
 
 use crate::apply::Target as _;
 use crate::artifact::store::ArtifactStore;
 use crate::artifact::Artifact;
 use crate::config::{Configuration, Kustomization, Settings};
 use crate::render::{RenderError, Renderer, SandboxSupport};
-use crate::state::{StateDir, StateDirError, StateStore};
+use crate::state::{StateDir, StateDirError, StateStore, Suspensions};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -69,6 +71,10 @@ pub struct Engine {
     abandon: CancellationToken,
     /// Where each configuration loop is, for the watchdog (see [`supervise`]).
     liveness: supervise::Liveness,
+    /// Suspensions an operator set at run time, as saved in the state dir (see [`suspend`]).
+    suspensions: std::sync::Mutex<Suspensions>,
+    /// Bumped at every change of `suspensions`: wakes the configuration loops.
+    suspension_changes: watch::Sender<u64>,
 }
 
 /// What [`Engine::trigger`] did.
@@ -132,6 +138,7 @@ impl Engine {
     pub fn new(settings: Settings) -> Result<Arc<Engine>, StateDirError> {
         // Checks, locks and makes the state dir 0700 (the daemon's alone).
         let state_dir = StateDir::open(&settings.state_dir)?;
+        let suspensions = Suspensions::load(&settings.state_dir)?;
         let state = StateStore::open(&settings.state_dir);
         let store = ArtifactStore::new(settings.state_dir.join("artifacts"));
         state.update(|st| {
@@ -153,7 +160,9 @@ impl Engine {
                 s.namespace = c.namespace.clone();
                 s.kind = c.source.kind().as_str().into();
                 s.url = crate::source::git::refs::redact_url(&c.source.url);
-                s.suspended = c.suspend || c.source.suspend;
+                s.suspended = c.suspend
+                    || c.source.suspend
+                    || suspensions.configuration(&c.namespace, &c.name);
                 // An artifact whose file vanished is not served.
                 if s.artifact.as_ref().is_some_and(|a| !a.path.is_file()) {
                     s.artifact = None;
@@ -167,7 +176,10 @@ impl Engine {
                     ks.configuration = c.name.clone();
                     ks.namespace = c.namespace.clone();
                     ks.path = k.path.clone();
-                    ks.suspended = c.suspend || k.suspend;
+                    ks.suspended = c.suspend
+                        || k.suspend
+                        || suspensions.configuration(&c.namespace, &c.name)
+                        || suspensions.kustomization(&c.namespace, &c.name, &k.name);
                 }
             }
         });
@@ -210,6 +222,8 @@ impl Engine {
             stopping: CancellationToken::new(),
             abandon: CancellationToken::new(),
             liveness: supervise::Liveness::new(settings_len),
+            suspensions: std::sync::Mutex::new(suspensions),
+            suspension_changes: watch::Sender::new(0),
         }))
     }
 
@@ -290,7 +304,7 @@ impl Engine {
     async fn once_configuration(self: &Arc<Self>, idx: usize) -> PassReport {
         let c = &self.settings.configurations[idx];
         let mut report = PassReport::default();
-        let result = if c.suspend || c.source.suspend {
+        let result = if self.source_suspended(idx) {
             Ok(())
         } else {
             source::reconcile(self, idx).await.1
@@ -308,7 +322,7 @@ impl Engine {
         });
         for ki in scheduler::dependency_order(&c.kustomizations) {
             let k = &c.kustomizations[ki];
-            if c.suspend || k.suspend {
+            if self.kustomization_suspended(idx, ki) {
                 continue;
             }
             let result = kustomization::reconcile(self, idx, ki).await.1;
@@ -449,6 +463,8 @@ impl Engine {
             .cloned()
             .unwrap_or_default();
         let mut schedule = scheduler::Schedule::new(c, Instant::now(), StdRng::from_os_rng());
+        let mut suspension_changes = self.suspension_changes.subscribe();
+        self.apply_suspensions(idx, &mut schedule);
         loop {
             let wake = schedule.next_wake();
             let sleep = async {
@@ -460,8 +476,10 @@ impl Engine {
             tokio::select! {
                 _ = sleep => {}
                 _ = trigger.notified() => schedule.trigger(),
+                _ = suspension_changes.changed() => {}
                 _ = shutdown.changed() => {}
             }
+            self.apply_suspensions(idx, &mut schedule);
             if *shutdown.borrow() {
                 return;
             }
@@ -474,6 +492,10 @@ impl Engine {
             for ki in schedule.due_kustomizations(Instant::now(), current.as_ref()) {
                 if *shutdown.borrow() {
                     return;
+                }
+                // Suspended since the pass began: it does not start.
+                if self.kustomization_suspended(idx, ki) {
+                    continue;
                 }
                 self.liveness
                     .busy(idx, self.step_limit(idx, Step::Kustomization(ki)));

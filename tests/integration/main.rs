@@ -24,3 +24,4 @@ mod proxy;
 mod render;
 mod render_sandbox;
 mod service;
+mod suspend;
