@@ -24,4 +24,5 @@ mod proxy;
 mod render;
 mod render_sandbox;
 mod service;
+mod status_table;
 mod suspend;
