@@ -7,6 +7,7 @@ pub mod auth;
 mod metrics;
 pub mod server;
 
+use crate::reconcile::reload::Daemon;
 use crate::reconcile::{Engine, Trigger};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -38,7 +39,8 @@ impl ApiOptions {
     }
 }
 
-pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
+/// The routes, reading the daemon's current engine at every request (a reload replaces it).
+pub fn router(daemon: Arc<Daemon>, options: &ApiOptions) -> Router {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -49,7 +51,7 @@ pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
         .route("/api/v1/suspend/{name}", post(suspend))
         .route("/api/v1/resume/{name}", post(resume))
         .route("/artifacts/{*path}", get(artifact))
-        .with_state(engine)
+        .with_state(daemon)
         .layer(axum::middleware::from_fn_with_state(
             options.read_timeout,
             server::read_body,
@@ -66,12 +68,12 @@ pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
 
 /// Serve until `shutdown` resolves.
 pub async fn serve(
-    engine: Arc<Engine>,
+    daemon: Arc<Daemon>,
     listener: tokio::net::TcpListener,
     options: ApiOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(engine, &options);
+    let router = router(daemon, &options);
     server::serve(
         router,
         listener,
@@ -87,12 +89,17 @@ pub async fn serve(
 pub struct StatusDocument {
     pub sources: Vec<crate::state::SourceStatus>,
     pub kustomizations: Vec<crate::state::KustomizationStatus>,
+    /// The last reload of the config, when there was one since the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<crate::reconcile::reload::ReloadStatus>,
 }
 
-async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
+async fn status(State(daemon): State<Arc<Daemon>>) -> Json<StatusDocument> {
+    let engine = daemon.engine();
     let mut document = engine.state().read(|st| StatusDocument {
         sources: st.sources.values().cloned().collect(),
         kustomizations: st.kustomizations.values().cloned().collect(),
+        reload: daemon.last_reload(),
     });
     let settings = engine.settings();
     for source in &mut document.sources {
@@ -127,7 +134,8 @@ fn repository_public_key(
 
 /// Ready once every active source has an artifact to serve (possibly one kept from before
 /// a restart): that is when a sidecar's consumers can start.
-async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
+    let engine = daemon.engine();
     let pending: Vec<String> = engine.state().read(|st| {
         st.sources
             .values()
@@ -150,15 +158,17 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
 }
 
 /// `POST /api/v1/reconcile/<name>`: the only configuration with that name.
-async fn reconcile(State(engine): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Response {
+async fn reconcile(State(daemon): State<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> Response {
+    let engine = daemon.engine();
     reconcile_answer(&engine, None, &name)
 }
 
 /// `POST /api/v1/reconcile/<namespace>/<name>`.
 async fn reconcile_in(
-    State(engine): State<Arc<Engine>>,
+    State(daemon): State<Arc<Daemon>>,
     UrlPath((namespace, name)): UrlPath<(String, String)>,
 ) -> Response {
+    let engine = daemon.engine();
     reconcile_answer(&engine, Some(&namespace), &name)
 }
 
@@ -211,19 +221,21 @@ struct SuspendQuery {
 
 /// `POST /api/v1/suspend/<configuration>[?namespace=NS][&kustomization=K]`.
 async fn suspend(
-    State(engine): State<Arc<Engine>>,
+    State(daemon): State<Arc<Daemon>>,
     UrlPath(name): UrlPath<String>,
     axum::extract::Query(query): axum::extract::Query<SuspendQuery>,
 ) -> Response {
+    let engine = daemon.engine();
     set_suspended(engine, name, query, true).await
 }
 
 /// `POST /api/v1/resume/<configuration>[?namespace=NS][&kustomization=K]`.
 async fn resume(
-    State(engine): State<Arc<Engine>>,
+    State(daemon): State<Arc<Daemon>>,
     UrlPath(name): UrlPath<String>,
     axum::extract::Query(query): axum::extract::Query<SuspendQuery>,
 ) -> Response {
+    let engine = daemon.engine();
     set_suspended(engine, name, query, false).await
 }
 
@@ -275,10 +287,11 @@ async fn set_suspended(
 }
 
 async fn artifact(
-    State(engine): State<Arc<Engine>>,
+    State(daemon): State<Arc<Daemon>>,
     UrlPath(path): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
+    let engine = daemon.engine();
     let Some(file) = engine.store().resolve(&path) else {
         return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
     };

@@ -8,6 +8,7 @@ pub mod notify;
 mod run;
 mod show_key;
 mod status;
+mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

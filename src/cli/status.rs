@@ -223,6 +223,7 @@ mod tests {
                 last_error: Some("kustomize failed:\nline two".into()),
                 ..KustomizationStatus::default()
             }],
+            reload: None,
         };
         let now = humantime::parse_rfc3339("2026-01-01T00:05:00Z").unwrap();
         let table = table(&doc, now, false);

@@ -57,6 +57,9 @@ pub struct Metrics {
     reconcile_errors: Family<KustomizationLabels, Counter>,
     reconcile_duration: Histograms<KustomizationLabels>,
     kustomization_ready: Family<KustomizationLabels, Gauge>,
+    /// 1 when the last reload of the config succeeded (or none was tried), 0 when it failed.
+    reload_successful: Gauge,
+    reload_timestamp: FloatGauge,
 }
 
 /// What one fetch did, for the counters.
@@ -90,6 +93,8 @@ impl Metrics {
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(duration_buckets),
             kustomization_ready: Family::default(),
+            reload_successful: Gauge::default(),
+            reload_timestamp: FloatGauge::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -153,10 +158,27 @@ impl Metrics {
             "1 when the last render and apply succeeded",
             metrics.kustomization_ready.clone(),
         );
+        registry.register(
+            "gitopsd_config_last_reload_successful",
+            "1 when the last config reload succeeded or none was tried, 0 when it was rejected",
+            metrics.reload_successful.clone(),
+        );
+        registry.register(
+            "gitopsd_config_last_reload_timestamp_seconds",
+            "Unix time of the last config reload attempt, 0 if none",
+            metrics.reload_timestamp.clone(),
+        );
+        metrics.reload_successful.set(1);
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// A reload of the config was tried at `unix_time`; `succeeded` unless it was rejected.
+    pub fn record_reload(&self, succeeded: bool, unix_time: f64) {
+        self.reload_successful.set(i64::from(succeeded));
+        self.reload_timestamp.set(unix_time);
     }
 
     /// Every known source and kustomization shows up from the start, at zero.

@@ -15,6 +15,7 @@ mod digest;
 pub mod error;
 mod kustomization;
 mod memory;
+pub mod reload;
 pub mod metrics;
 pub mod scheduler;
 pub mod snapshot;
@@ -47,15 +48,19 @@ pub const KEEP_ARTIFACTS: usize = 2;
 pub struct Engine {
     settings: Settings,
     /// Locked for as long as the engine lives; scratch space comes from it.
-    state_dir: StateDir,
+    //
+    // Everything behind an `Arc` (and the cancellation tokens, whose clones are one token) is
+    // shared with the engines that reloads make from this one (see [`reload`]): one lock,
+    // one state, one set of counters and fetch slots for the whole process.
+    state_dir: Arc<StateDir>,
     state: Arc<StateStore>,
-    store: ArtifactStore,
-    metrics: metrics::Metrics,
-    fetch_permits: Semaphore,
+    store: Arc<ArtifactStore>,
+    metrics: Arc<metrics::Metrics>,
+    fetch_permits: Arc<Semaphore>,
     /// Found once, on first use; a missing kustomize fails every render with the same error.
-    renderer: OnceLock<Result<Arc<Renderer>, Arc<RenderError>>>,
+    renderer: Arc<OnceLock<Result<Arc<Renderer>, Arc<RenderError>>>>,
     /// What the kernel offers to confine builds, probed once at start.
-    sandbox: SandboxSupport,
+    sandbox: Arc<SandboxSupport>,
     /// One per configuration, by `<namespace>/<name>`: a name alone may be in several
     /// namespaces, and a request for one must not wake the other.
     triggers: HashMap<String, Arc<Notify>>,
@@ -70,11 +75,11 @@ pub struct Engine {
     /// until then a stop lets them finish.
     abandon: CancellationToken,
     /// Where each configuration loop is, for the watchdog (see [`supervise`]).
-    liveness: supervise::Liveness,
+    liveness: Arc<supervise::Liveness>,
     /// Suspensions an operator set at run time, as saved in the state dir (see [`suspend`]).
-    suspensions: std::sync::Mutex<Suspensions>,
+    suspensions: Arc<std::sync::Mutex<Suspensions>>,
     /// Bumped at every change of `suspensions`: wakes the configuration loops.
-    suspension_changes: watch::Sender<u64>,
+    suspension_changes: Arc<watch::Sender<u64>>,
 }
 
 /// What [`Engine::trigger`] did.
@@ -141,7 +146,58 @@ impl Engine {
         let suspensions = Suspensions::load(&settings.state_dir)?;
         let state = StateStore::open(&settings.state_dir);
         let store = ArtifactStore::new(settings.state_dir.join("artifacts"));
-        state.update(|st| {
+        let sandbox = SandboxSupport::detect();
+        let permits = settings.max_concurrent_fetches.max(1);
+        let engine = Engine {
+            state_dir: Arc::new(state_dir),
+            state,
+            store: Arc::new(store),
+            metrics: Arc::new(metrics::Metrics::new()),
+            fetch_permits: Arc::new(Semaphore::new(permits)),
+            renderer: Arc::new(OnceLock::new()),
+            sandbox: Arc::new(sandbox),
+            triggers: HashMap::new(),
+            fetch_locks: Vec::new(),
+            stopping: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            liveness: Arc::new(supervise::Liveness::default()),
+            suspensions: Arc::new(std::sync::Mutex::new(suspensions)),
+            suspension_changes: Arc::new(watch::Sender::new(0)),
+            settings,
+        };
+        Ok(Arc::new(engine.adopt(None)))
+    }
+
+    /// An engine for `settings` that shares this one's state dir, state, counters, fetch slots
+    /// and cancellation; configurations present in both keep their trigger and fetch lock (a
+    /// fetch still running for the old engine keeps the cache to itself).
+    fn successor(&self, settings: Settings) -> Engine {
+        Engine {
+            settings,
+            state_dir: self.state_dir.clone(),
+            state: self.state.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            fetch_permits: self.fetch_permits.clone(),
+            renderer: self.renderer.clone(),
+            sandbox: self.sandbox.clone(),
+            triggers: HashMap::new(),
+            fetch_locks: Vec::new(),
+            stopping: self.stopping.clone(),
+            abandon: self.abandon.clone(),
+            liveness: self.liveness.clone(),
+            suspensions: self.suspensions.clone(),
+            suspension_changes: self.suspension_changes.clone(),
+        }
+        .adopt(Some(self))
+    }
+
+    /// Fills in the per-configuration parts (from `previous` where it has the configuration),
+    /// brings the statuses in line with the settings, and says how builds are confined.
+    fn adopt(mut self, previous: Option<&Engine>) -> Engine {
+        let settings = &self.settings;
+        let suspensions = self.suspensions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.state.update(|st| {
             let wanted: Vec<String> = settings.configurations.iter().map(source_key).collect();
             st.sources.retain(|k, _| wanted.contains(k));
             let wanted: Vec<String> = settings
@@ -183,48 +239,47 @@ impl Engine {
                 }
             }
         });
-        let metrics = metrics::Metrics::new();
-        state.read(|st| metrics.register_objects(st));
+        self.state.read(|st| self.metrics.register_objects(st));
         // Caches kept from a previous run count from the start.
         for c in &settings.configurations {
-            if let Some(bytes) = source::git_cache_bytes(&settings, c) {
-                metrics.set_git_cache_bytes(
+            if let Some(bytes) = source::git_cache_bytes(settings, c) {
+                self.metrics.set_git_cache_bytes(
                     &metrics::source_labels(&c.namespace, &c.name, c.source.kind().as_str()),
                     bytes,
                 );
             }
         }
-        let triggers = settings
+        let previous_index = |c: &Configuration| {
+            let key = source_key(c);
+            previous.and_then(|p| {
+                p.settings
+                    .configurations
+                    .iter()
+                    .position(|o| source_key(o) == key)
+                    .map(|i| (p, i))
+            })
+        };
+        self.triggers = settings
             .configurations
             .iter()
-            .map(|c| (source_key(c), Arc::new(Notify::new())))
+            .map(|c| {
+                let trigger = previous_index(c)
+                    .and_then(|(p, _)| p.triggers.get(&source_key(c)).cloned())
+                    .unwrap_or_default();
+                (source_key(c), trigger)
+            })
             .collect();
-        let permits = settings.max_concurrent_fetches.max(1);
-        let sandbox = SandboxSupport::detect();
-        log_sandbox(&settings, &sandbox);
-        let settings_len = settings.configurations.len();
-        let fetch_locks = settings
+        self.fetch_locks = settings
             .configurations
             .iter()
-            .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+            .map(|c| {
+                previous_index(c)
+                    .and_then(|(p, i)| p.fetch_locks.get(i).cloned())
+                    .unwrap_or_default()
+            })
             .collect();
-        Ok(Arc::new(Engine {
-            settings,
-            state_dir,
-            state,
-            store,
-            metrics,
-            fetch_permits: Semaphore::new(permits),
-            renderer: OnceLock::new(),
-            sandbox,
-            triggers,
-            fetch_locks,
-            stopping: CancellationToken::new(),
-            abandon: CancellationToken::new(),
-            liveness: supervise::Liveness::new(settings_len),
-            suspensions: std::sync::Mutex::new(suspensions),
-            suspension_changes: watch::Sender::new(0),
-        }))
+        log_sandbox(settings, &self.sandbox);
+        self
     }
 
     pub fn state(&self) -> &Arc<StateStore> {
@@ -351,85 +406,6 @@ impl Engine {
         report
     }
 
-    /// Run until `shutdown` turns true; in-flight steps finish (they write atomically, so
-    /// even an abandoned one leaves no half-written file), then the state is flushed.
-    pub async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
-        self.run_supervised(shutdown, Arc::new(supervise::Unsupervised))
-            .await
-    }
-
-    /// [`Engine::run`], telling `supervisor` that the loops are alive (only while none is
-    /// stuck) and what the status line says whenever it changes.
-    pub async fn run_supervised(
-        self: &Arc<Self>,
-        shutdown: watch::Receiver<bool>,
-        supervisor: Arc<dyn supervise::Supervisor>,
-    ) {
-        let mut tasks = tokio::task::JoinSet::new();
-        {
-            // Fetches do not watch `shutdown` themselves: they end on `stopping`.
-            let engine = self.clone();
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-                engine.stopping.cancel();
-            });
-        }
-        for idx in 0..self.settings.configurations.len() {
-            let engine = self.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move { engine.configuration_loop(idx, shutdown).await });
-        }
-        let mut status = supervise::StatusLine::default();
-        let mut last_alive: Option<Instant> = None;
-        let mut reported_stuck = false;
-        let mut tick = tokio::time::interval(SUPERVISE_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // With no configuration at all (the packaged default config), the daemon still
-        // serves and must still ping: the loop runs until shutdown, not until the tasks end.
-        let mut stop = shutdown.clone();
-        let mut stop_seen = false;
-        loop {
-            tokio::select! {
-                _ = tasks.join_next(), if !tasks.is_empty() => {}
-                changed = stop.changed(), if !stop_seen => stop_seen = changed.is_err() || *stop.borrow(),
-                _ = tick.tick() => {}
-            }
-            stop_seen |= *stop.borrow();
-            if tasks.is_empty() && stop_seen {
-                break;
-            }
-            if let Some(line) = status.changed(self.state.read(supervise::summary)) {
-                supervisor.status(&line);
-            }
-            let Some(every) = supervisor.watchdog_interval() else {
-                continue;
-            };
-            let now = Instant::now();
-            match self.liveness.stuck(now) {
-                None => {
-                    reported_stuck = false;
-                    if last_alive.is_none_or(|at| now.saturating_duration_since(at) >= every) {
-                        supervisor.alive();
-                        last_alive = Some(now);
-                    }
-                }
-                Some(stuck) if !reported_stuck => {
-                    reported_stuck = true;
-                    let c = &self.settings.configurations[stuck.index];
-                    tracing::error!(
-                        configuration = %source_key(c),
-                        busy_for = %humantime::format_duration(Duration::from_secs(stuck.busy_for.as_secs())),
-                        "a configuration's loop is stuck in one step, beyond every timeout it \
-                         has: no longer telling the watchdog that gitopsd is alive"
-                    );
-                }
-                Some(_) => {}
-            }
-        }
-        self.flush().await;
-    }
-
     /// How long one step of configuration `idx` may take before its loop counts as stuck: the
     /// step's own timeout, its wait for a fetch slot (every other configuration ahead of it
     /// using a whole timeout), and the slack the reconcilers allow beyond a timeout.
@@ -456,6 +432,7 @@ impl Engine {
 
     async fn configuration_loop(self: Arc<Self>, idx: usize, mut shutdown: watch::Receiver<bool>) {
         let c = &self.settings.configurations[idx];
+        let key = source_key(c);
         // Every configuration has one (see `new`); a missing one would only lose the trigger.
         let trigger = self
             .triggers
@@ -484,7 +461,7 @@ impl Engine {
                 return;
             }
             if schedule.source_due(Instant::now()) {
-                self.liveness.busy(idx, self.step_limit(idx, Step::Source));
+                self.liveness.busy(&key, self.step_limit(idx, Step::Source));
                 let (action, _) = source::reconcile(&self, idx).await;
                 schedule.source_finished(action, Instant::now());
             }
@@ -498,13 +475,13 @@ impl Engine {
                     continue;
                 }
                 self.liveness
-                    .busy(idx, self.step_limit(idx, Step::Kustomization(ki)));
+                    .busy(&key, self.step_limit(idx, Step::Kustomization(ki)));
                 let (action, _) = kustomization::reconcile(&self, idx, ki).await;
                 schedule.kustomization_finished(ki, action, Instant::now());
             }
             schedule.pass_finished();
-            debug_stall(&self.liveness, idx).await;
-            self.liveness.idle(idx);
+            debug_stall(&self.liveness, &key).await;
+            self.liveness.idle(&key);
         }
     }
 
@@ -534,9 +511,6 @@ impl Engine {
     }
 }
 
-/// How often the supervising loop looks at the loops and the status line.
-const SUPERVISE_TICK: Duration = Duration::from_secs(1);
-
 /// What a step may take beyond its timeouts before its loop counts as stuck: reconcilers
 /// allow a few seconds past a timeout (extracting, recording), and a watchdog that fires on a
 /// merely slow step would restart a healthy daemon.
@@ -552,13 +526,13 @@ enum Step {
 /// `GITOPSD_DEBUG_STALL_LOOPS=1` every configuration loop, after its first pass, hangs in a
 /// step that never ends (as a loop stuck on a lost wakeup would), so the test can see the
 /// pings stop. Every real step is bounded, so a real stall cannot be produced on demand.
-async fn debug_stall(liveness: &supervise::Liveness, idx: usize) {
+async fn debug_stall(liveness: &supervise::Liveness, key: &str) {
     #[cfg(debug_assertions)]
     if std::env::var_os("GITOPSD_DEBUG_STALL_LOOPS").is_some_and(|v| v == "1") {
-        liveness.busy(idx, Duration::from_secs(1));
+        liveness.busy(key, Duration::from_secs(1));
         std::future::pending::<()>().await;
     }
-    let _ = (liveness, idx);
+    let _ = (liveness, key);
 }
 
 /// Say once, at start, how builds will be confined: which mechanism, which configurations

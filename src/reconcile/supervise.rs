@@ -15,6 +15,7 @@
 //! stays quiet on an idle node.
 
 use crate::state::State;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,61 +47,67 @@ enum Beat {
     Busy { since: Instant, limit: Duration },
 }
 
-/// The beats of every configuration loop, by configuration index.
-#[derive(Debug)]
+/// The beats of every configuration loop, by `<namespace>/<name>`: a reload replaces
+/// engines, not the loops of unchanged configurations, so an index would not do.
+#[derive(Debug, Default)]
 pub struct Liveness {
-    beats: Vec<Mutex<Beat>>,
+    beats: Mutex<HashMap<String, Beat>>,
 }
 
 /// A loop busy longer than its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stuck {
-    pub index: usize,
+    /// The configuration, `<namespace>/<name>`.
+    pub key: String,
     pub busy_for: Duration,
 }
 
 impl Liveness {
-    pub fn new(loops: usize) -> Liveness {
-        Liveness {
-            beats: (0..loops).map(|_| Mutex::new(Beat::Idle)).collect(),
-        }
-    }
-
-    /// Loop `index` starts a step that ends within `limit`.
-    pub fn busy(&self, index: usize, limit: Duration) {
+    /// The loop of configuration `key` starts a step that ends within `limit`.
+    pub fn busy(&self, key: &str, limit: Duration) {
         self.set(
-            index,
-            Beat::Busy {
+            key,
+            Some(Beat::Busy {
                 since: Instant::now(),
                 limit,
-            },
+            }),
         );
     }
 
-    /// Loop `index` waits for its next turn.
-    pub fn idle(&self, index: usize) {
-        self.set(index, Beat::Idle);
+    /// The loop of `key` waits for its next turn.
+    pub fn idle(&self, key: &str) {
+        self.set(key, Some(Beat::Idle));
     }
 
-    fn set(&self, index: usize, beat: Beat) {
-        if let Some(slot) = self.beats.get(index) {
-            // A poisoned lock only means a panic elsewhere; the beat is still a plain value.
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = beat;
+    /// The loop of `key` ended.
+    pub fn forget(&self, key: &str) {
+        self.set(key, None);
+    }
+
+    fn set(&self, key: &str, beat: Option<Beat>) {
+        // A poisoned lock only means a panic elsewhere; the beats are plain values.
+        let mut beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        match beat {
+            Some(beat) => {
+                beats.insert(key.to_string(), beat);
+            }
+            None => {
+                beats.remove(key);
+            }
         }
     }
 
-    /// The first loop that has been busy beyond its limit at `now`.
+    /// A loop that has been busy beyond its limit at `now`.
     pub fn stuck(&self, now: Instant) -> Option<Stuck> {
-        self.beats.iter().enumerate().find_map(|(index, slot)| {
-            match *slot.lock().unwrap_or_else(|e| e.into_inner()) {
-                Beat::Busy { since, limit } if now.saturating_duration_since(since) > limit => {
-                    Some(Stuck {
-                        index,
-                        busy_for: now.saturating_duration_since(since),
-                    })
-                }
-                _ => None,
+        let beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        beats.iter().find_map(|(key, beat)| match *beat {
+            Beat::Busy { since, limit } if now.saturating_duration_since(since) > limit => {
+                Some(Stuck {
+                    key: key.clone(),
+                    busy_for: now.saturating_duration_since(since),
+                })
             }
+            _ => None,
         })
     }
 }
@@ -298,17 +305,18 @@ mod tests {
 
     #[test]
     fn a_loop_busy_beyond_its_limit_is_stuck_and_an_idle_one_never() {
-        let liveness = Liveness::new(2);
+        let liveness = Liveness::default();
         let now = Instant::now();
+        liveness.idle("default/a");
         assert_eq!(liveness.stuck(now + Duration::from_secs(3600)), None);
-        liveness.busy(1, Duration::from_secs(10));
+        liveness.busy("default/b", Duration::from_secs(10));
         assert_eq!(liveness.stuck(Instant::now()), None);
         let stuck = liveness.stuck(Instant::now() + Duration::from_secs(11));
-        assert_eq!(stuck.map(|s| s.index), Some(1));
-        liveness.idle(1);
-        assert_eq!(
-            liveness.stuck(Instant::now() + Duration::from_secs(11)),
-            None
-        );
+        assert_eq!(stuck.map(|s| s.key), Some("default/b".to_string()));
+        liveness.idle("default/b");
+        assert_eq!(liveness.stuck(Instant::now() + Duration::from_secs(11)), None);
+        liveness.busy("default/b", Duration::from_secs(10));
+        liveness.forget("default/b");
+        assert_eq!(liveness.stuck(Instant::now() + Duration::from_secs(11)), None);
     }
 }

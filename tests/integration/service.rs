@@ -73,7 +73,12 @@ fn ready_then_stopping(listener: &UnixDatagram, socket_name: &str) {
     );
     // SAFETY: kill takes plain integers.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(receive(listener), "STOPPING=1");
+    // STATUS= lines (the summary changing as the first sync lands) may come before it.
+    let mut message = receive(listener);
+    while message.starts_with("STATUS=") {
+        message = receive(listener);
+    }
+    assert_eq!(message, "STOPPING=1");
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
 }
