@@ -8,8 +8,8 @@ use crate::reconcile::{Engine, PassReport};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::signal::unix::{signal, SignalKind};
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
@@ -83,9 +83,8 @@ async fn daemon(engine: Arc<Engine>, config: &Path, text: &str) -> anyhow::Resul
     let mut server = Server::start(&daemon, listener, options);
     // Ready once the API is bound: the state was loaded before, so the last good artifacts are
     // being served from here on, which is what /readyz also reports.
-    let notifier = Arc::new(
-        super::notify::Notifier::from_env().context("NOTIFY_SOCKET is unusable")?,
-    );
+    let notifier =
+        Arc::new(super::notify::Notifier::from_env().context("NOTIFY_SOCKET is unusable")?);
     notifier.ready(&format!(
         "serving on {}, {configurations} configurations",
         server.local

@@ -15,8 +15,8 @@ mod digest;
 pub mod error;
 mod kustomization;
 mod memory;
-pub mod reload;
 pub mod metrics;
+pub mod reload;
 pub mod scheduler;
 pub mod snapshot;
 mod source;
@@ -196,7 +196,11 @@ impl Engine {
     /// brings the statuses in line with the settings, and says how builds are confined.
     fn adopt(mut self, previous: Option<&Engine>) -> Engine {
         let settings = &self.settings;
-        let suspensions = self.suspensions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let suspensions = self
+            .suspensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.state.update(|st| {
             let wanted: Vec<String> = settings.configurations.iter().map(source_key).collect();
             st.sources.retain(|k, _| wanted.contains(k));

@@ -381,7 +381,10 @@ pub fn fingerprints(settings: &Settings, text: &str) -> HashMap<String, String> 
     // The file passed validation already, within its size and alias limits.
     let raw: serde_json::Value = serde_saphyr::from_str(text).unwrap_or(serde_json::Value::Null);
     let inherited = format!("{}{}", raw["render"], raw["kubernetes"]);
-    let items = raw["configurations"].as_array().cloned().unwrap_or_default();
+    let items = raw["configurations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     settings
         .configurations
         .iter()
@@ -407,8 +410,7 @@ mod tests {
     use super::*;
 
     fn settings(text: &str) -> Settings {
-        crate::config::load_str(text, Path::new("gitopsd.yaml"), Path::new("/etc/gitopsd"))
-            .unwrap()
+        crate::config::load_str(text, Path::new("gitopsd.yaml"), Path::new("/etc/gitopsd")).unwrap()
     }
 
     const BASE: &str = "configurations:\n  - name: a\n    source: { kind: git, url: https://example.com/a }\n  - name: b\n    source: { kind: git, url: https://example.com/b, httpsUser: u, httpsKey: one }\n";
@@ -419,9 +421,15 @@ mod tests {
         let edited = BASE.replace("httpsKey: one", "httpsKey: two");
         let after = fingerprints(&settings(&edited), &edited);
         assert_eq!(before["default/a"], after["default/a"]);
-        assert_ne!(before["default/b"], after["default/b"], "an inline secret changed");
+        assert_ne!(
+            before["default/b"], after["default/b"],
+            "an inline secret changed"
+        );
         let render = format!("render: {{ remoteBases: false }}\n{BASE}");
         let inherited = fingerprints(&settings(&render), &render);
-        assert_ne!(before["default/a"], inherited["default/a"], "top-level render");
+        assert_ne!(
+            before["default/a"], inherited["default/a"],
+            "top-level render"
+        );
     }
 }

@@ -314,9 +314,15 @@ mod tests {
         let stuck = liveness.stuck(Instant::now() + Duration::from_secs(11));
         assert_eq!(stuck.map(|s| s.key), Some("default/b".to_string()));
         liveness.idle("default/b");
-        assert_eq!(liveness.stuck(Instant::now() + Duration::from_secs(11)), None);
+        assert_eq!(
+            liveness.stuck(Instant::now() + Duration::from_secs(11)),
+            None
+        );
         liveness.busy("default/b", Duration::from_secs(10));
         liveness.forget("default/b");
-        assert_eq!(liveness.stuck(Instant::now() + Duration::from_secs(11)), None);
+        assert_eq!(
+            liveness.stuck(Instant::now() + Duration::from_secs(11)),
+            None
+        );
     }
 }

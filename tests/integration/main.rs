@@ -21,6 +21,7 @@ mod harness;
 mod layers;
 mod package;
 mod proxy;
+mod reload;
 mod render;
 mod render_sandbox;
 mod service;

@@ -21,6 +21,16 @@ impl Running {
     /// `gitopsd <args>` (e.g. `run --config F`), serving on `server` (`127.0.0.1:PORT`), its
     /// output appended to `log`.
     pub fn start(args: &[&std::ffi::OsStr], server: &str, log: &Path) -> Running {
+        Running::start_with_env(args, &[], server, log)
+    }
+
+    /// [`Running::start`] with extra environment variables.
+    pub fn start_with_env(
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+        server: &str,
+        log: &Path,
+    ) -> Running {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -30,6 +40,7 @@ impl Running {
             .args(args)
             .env("GITOPSD_LOG", "info,gitopsd=debug")
             .env_remove("GITOPSD_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -40,6 +51,11 @@ impl Running {
             server: server.to_string(),
             log: log.to_path_buf(),
         }
+    }
+
+    /// The daemon now serves on `server` (its config changed the listen address).
+    pub fn set_server(&mut self, server: &str) {
+        self.server = server.to_string();
     }
 
     pub fn log(&self) -> String {
@@ -54,6 +70,14 @@ impl Running {
             .call()
             .ok()?;
         serde_json::from_reader(response.body_mut().as_reader()).ok()
+    }
+
+    /// `GET path` as text, or None while nothing answers.
+    pub fn get(&self, path: &str) -> Option<String> {
+        let mut response = ureq::get(&format!("http://{}{path}", self.server))
+            .call()
+            .ok()?;
+        response.body_mut().read_to_string().ok()
     }
 
     /// Polls the status until `check` finds what it wants in it.
