@@ -8,6 +8,7 @@ pub mod notify;
 mod run;
 mod show_key;
 mod status;
+mod sync;
 mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -82,6 +83,9 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Sync one repository into a directory from flags alone (the sidecar's job, as
+    /// git-sync does); every flag is also a GITOPSD_* variable.
+    Sync(sync::SyncArgs),
     /// Stop syncing a configuration (or one kustomization of it) until `gitopsd resume`;
     /// kept across restarts.
     Suspend(SuspendArgs),
@@ -156,6 +160,7 @@ pub fn main(cli: Cli) -> i32 {
             namespace,
             server,
         } => client::reconcile(&server, &name, namespace.as_deref()),
+        Command::Sync(args) => sync::sync(&args),
         Command::Suspend(args) => client::suspend(&args, true),
         Command::Resume(args) => client::suspend(&args, false),
         Command::Bench(args) => bench::bench(&args),

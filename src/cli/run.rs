@@ -21,6 +21,18 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
             return Ok(INVALID_CONFIG);
         }
     };
+    run_settings(settings, &text, Some(config), once, output)
+}
+
+/// Run `settings` (read from `config`, whose text is `text`; `None`: made from flags, nothing
+/// to reload).
+pub fn run_settings(
+    settings: crate::config::Settings,
+    text: &str,
+    config: Option<&Path>,
+    once: bool,
+    output: Output,
+) -> anyhow::Result<i32> {
     // Before any thread exists: libgit2's timeouts are process-wide C globals.
     crate::source::git::cancel::libgit2_timeouts();
     // Two workers are plenty for a daemon whose heavy work runs on blocking threads; idle
@@ -45,7 +57,7 @@ pub fn run(config: &Path, once: bool, output: Output) -> anyhow::Result<i32> {
             print_report(&report, output)?;
             return Ok(if report.succeeded() { 0 } else { 1 });
         }
-        daemon(engine, config, &text).await
+        daemon(engine, config, text).await
     });
     // A fetch thread stuck on a server that does not answer ends by itself within the stall
     // limit (`source::git::cancel`), but the process must not wait for it: dropping the
@@ -62,7 +74,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// not count against it, they are interrupted at once.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
-async fn daemon(engine: Arc<Engine>, config: &Path, text: &str) -> anyhow::Result<i32> {
+async fn daemon(engine: Arc<Engine>, config: Option<&Path>, text: &str) -> anyhow::Result<i32> {
     let options = crate::api::ApiOptions::from_settings(&engine.settings().server);
     // A token file that cannot be used is a start-up error rather than a server that refuses
     // every request; later, the file is read again at every request.
@@ -77,7 +89,10 @@ async fn daemon(engine: Arc<Engine>, config: &Path, text: &str) -> anyhow::Resul
     // and a signal that arrives before its handler exists kills the process.
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut edits = super::watch::ConfigWatch::start(config, text);
+    let mut edits = match config {
+        Some(config) => super::watch::ConfigWatch::start(config, text),
+        None => super::watch::ConfigWatch::disabled(),
+    };
     let configurations = engine.settings().configurations.len();
     let daemon = Daemon::new(engine, text);
     let mut server = Server::start(&daemon, listener, options);
@@ -103,6 +118,10 @@ async fn daemon(engine: Arc<Engine>, config: &Path, text: &str) -> anyhow::Resul
             _ = tokio::signal::ctrl_c() => break,
             _ = hangup.recv() => "SIGHUP",
             () = edits.changed() => "a change of the config file",
+        };
+        let Some(config) = config else {
+            tracing::info!("{cause}: there is no config file to reload (flags only)");
+            continue;
         };
         notifier.reloading();
         tracing::info!(config = %config.display(), "reloading the config after {cause}");

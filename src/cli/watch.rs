@@ -65,6 +65,16 @@ impl ConfigWatch {
         }
     }
 
+    /// No file to watch (flag mode): [`ConfigWatch::changed`] never resolves.
+    pub fn disabled() -> ConfigWatch {
+        ConfigWatch {
+            path: PathBuf::new(),
+            last: None,
+            events: None,
+            _watcher: None,
+        }
+    }
+
     /// Resolves when the file's content differs from the last one seen (never, without a
     /// watch).
     pub async fn changed(&mut self) {

@@ -66,7 +66,7 @@ pub fn source_fields() -> Vec<&'static str> {
     }
     fields
 }
-pub const PUBLISH_FIELDS: &[&str] = &["directory", "link"];
+pub const PUBLISH_FIELDS: &[&str] = &["directory", "link", "mode"];
 pub const KUSTOMIZATION_FIELDS: &[&str] = &[
     "name",
     "path",
@@ -151,6 +151,7 @@ pub struct RawSource {
 pub struct RawPublish {
     pub directory: Option<Text>,
     pub link: Option<Text>,
+    pub mode: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +274,7 @@ fn source(fields: &Fields<'_>, problems: &mut Problems) -> RawSource {
             RawPublish {
                 directory,
                 link: f.text("link", problems),
+                mode: f.text("mode", problems),
             }
         });
     RawSource {

@@ -25,5 +25,6 @@ mod reload;
 mod render;
 mod render_sandbox;
 mod service;
+mod sidecar;
 mod status_table;
 mod suspend;

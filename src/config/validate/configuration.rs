@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use super::super::model::{Configuration, Publish, SourceKind, SourceSettings, SourceSpec};
+use super::super::model::{
+    Configuration, Publish, PublishMode, SourceKind, SourceSettings, SourceSpec,
+};
 use super::super::schema::{RawConfiguration, RawPublish, RawSource};
 use super::kustomization::kustomizations;
 use super::{render, DEFAULT_NAMESPACE, DEFAULT_PUBLISH_LINK};
@@ -191,9 +193,21 @@ fn publish(raw: &RawPublish, base_dir: &Path, problems: &mut Problems) -> Option
             link.to_string()
         }
     };
+    let mode = match raw.mode.as_ref().map(|t| (t, t.as_str())) {
+        None | Some((_, "symlink")) => PublishMode::Symlink,
+        Some((_, "directory")) => PublishMode::Directory,
+        Some((text, other)) => {
+            problems.push(
+                text.pos,
+                format!("invalid publish.mode {other:?}: expected symlink or directory"),
+            );
+            PublishMode::Symlink
+        }
+    };
     Some(Publish {
         directory: directory?,
         link,
+        mode,
     })
 }
 
