@@ -85,7 +85,7 @@ pub enum Command {
     },
     /// Sync one repository into a directory from flags alone (the sidecar's job, as
     /// git-sync does); every flag is also a GITOPSD_* variable.
-    Sync(sync::SyncArgs),
+    Sync(Box<sync::SyncArgs>),
     /// Stop syncing a configuration (or one kustomization of it) until `gitopsd resume`;
     /// kept across restarts.
     Suspend(SuspendArgs),
