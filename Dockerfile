@@ -1,6 +1,7 @@
 # gitopsd's container image: the binary and kustomize on a small Debian base, run as uid 65532
 # (the "nonroot" user of distroless images) with a read-only root filesystem; only the state
-# dir (/var/lib/gitopsd) and the publish destination need to be writable volumes.
+# dir's volume (/var/lib/gitopsd; gitopsd makes its own `state` directory in it, which it
+# owns whoever owns the volume) and the publish destination need to be writable.
 #
 # Not built by this repository's tests (they have no registry to pull base images from);
 # tests/integration/sidecar.rs runs the binary the way this image does: uid 65532, settings
@@ -32,7 +33,7 @@ COPY --from=build /out/gitopsd /usr/bin/gitopsd
 COPY --from=kustomize /app/kustomize /usr/bin/kustomize
 USER 65532:65532
 ENV HOME=/var/lib/gitopsd \
-    GITOPSD_STATE_DIR=/var/lib/gitopsd \
+    GITOPSD_STATE_DIR=/var/lib/gitopsd/state \
     GITOPSD_LISTEN=0.0.0.0:9090
 VOLUME ["/var/lib/gitopsd"]
 EXPOSE 9090
