@@ -39,6 +39,13 @@ pub struct Publish {
     pub directory: PathBuf,
     pub link: String,
     pub mode: PublishMode,
+    /// A program run after each new publish (`GITOPSD_REVISION`, `GITOPSD_DIRECTORY` and
+    /// `GITOPSD_SOURCE` in its environment), retried with backoff while it fails.
+    pub exec_hook: Option<PathBuf>,
+    /// A URL POSTed to after each new publish, retried the same way.
+    pub webhook: Option<String>,
+    /// How long one run of a hook may take.
+    pub hook_timeout: std::time::Duration,
 }
 
 /// How the newest revision is made visible.
@@ -527,6 +534,9 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let publish = Publish {
                 mode: PublishMode::Symlink,
+                exec_hook: None,
+                webhook: None,
+                hook_timeout: std::time::Duration::from_secs(30),
                 directory: tmp.path().join("published"),
                 link: "current".to_string(),
             };
@@ -731,6 +741,9 @@ mod tests {
         for link in ["", ".revisions", "a/b", "..", "."] {
             let p = Publish {
                 mode: PublishMode::Symlink,
+                exec_hook: None,
+                webhook: None,
+                hook_timeout: std::time::Duration::from_secs(30),
                 directory: fx.publish.directory.clone(),
                 link: link.to_string(),
             };

@@ -84,6 +84,16 @@ pub struct SyncArgs {
     /// ca.crt, ...), e.g. a mounted Kubernetes Secret.
     #[arg(long, env = "GITOPSD_AUTH_DIR")]
     pub auth_dir: Option<PathBuf>,
+    /// A program to run after each new publish, with GITOPSD_REVISION, GITOPSD_DIRECTORY and
+    /// GITOPSD_SOURCE in its environment; retried with backoff while it fails.
+    #[arg(long, env = "GITOPSD_EXECHOOK_COMMAND")]
+    pub exechook_command: Option<PathBuf>,
+    /// A URL to POST {"source","revision","directory"} to after each new publish; retried.
+    #[arg(long, env = "GITOPSD_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// How long one run of a hook may take.
+    #[arg(long, env = "GITOPSD_HOOK_TIMEOUT")]
+    pub hook_timeout: Option<String>,
     /// With --once: print the result as text, JSON or YAML.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -117,6 +127,9 @@ const FLAG_OF_KEY: &[(&str, &str)] = &[
     ),
     ("httpsCACertFile", "--ca-file (GITOPSD_CA_FILE)"),
     ("localAuthRef", "--auth-dir (GITOPSD_AUTH_DIR)"),
+    ("execHook", "--exechook-command (GITOPSD_EXECHOOK_COMMAND)"),
+    ("webhook", "--webhook-url (GITOPSD_WEBHOOK_URL)"),
+    ("hookTimeout", "--hook-timeout (GITOPSD_HOOK_TIMEOUT)"),
 ];
 
 pub fn sync(args: &SyncArgs) -> anyhow::Result<i32> {
@@ -195,6 +208,15 @@ fn document(args: &SyncArgs, cwd: &Path) -> String {
     publish.insert("link".into(), json!(args.link));
     if args.no_symlink {
         publish.insert("mode".into(), json!("directory"));
+    }
+    if let Some(program) = &args.exechook_command {
+        publish.insert("execHook".into(), path(program));
+    }
+    if let Some(url) = &args.webhook_url {
+        publish.insert("webhook".into(), json!(url));
+    }
+    if let Some(timeout) = &args.hook_timeout {
+        publish.insert("hookTimeout".into(), json!(timeout));
     }
     source.insert("publish".into(), Value::Object(publish));
     let document = json!({

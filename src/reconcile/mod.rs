@@ -13,6 +13,7 @@
 
 mod digest;
 pub mod error;
+mod hooks;
 mod kustomization;
 mod memory;
 pub mod metrics;
@@ -80,6 +81,8 @@ pub struct Engine {
     suspensions: Arc<std::sync::Mutex<Suspensions>>,
     /// Bumped at every change of `suspensions`: wakes the configuration loops.
     suspension_changes: Arc<watch::Sender<u64>>,
+    /// Publish hooks in flight (see [`hooks`]).
+    hooks: Arc<hooks::Hooks>,
 }
 
 /// What [`Engine::trigger`] did.
@@ -163,6 +166,7 @@ impl Engine {
             liveness: Arc::new(supervise::Liveness::default()),
             suspensions: Arc::new(std::sync::Mutex::new(suspensions)),
             suspension_changes: Arc::new(watch::Sender::new(0)),
+            hooks: Arc::new(hooks::Hooks::default()),
             settings,
         };
         Ok(Arc::new(engine.adopt(None)))
@@ -188,6 +192,7 @@ impl Engine {
             liveness: self.liveness.clone(),
             suspensions: self.suspensions.clone(),
             suspension_changes: self.suspension_changes.clone(),
+            hooks: self.hooks.clone(),
         }
         .adopt(Some(self))
     }
@@ -356,6 +361,8 @@ impl Engine {
             report.sources.extend(part.sources);
             report.kustomizations.extend(part.kustomizations);
         }
+        // A one-shot run (an init container) is done when its consumers have been told.
+        self.hooks.wait().await;
         self.flush().await;
         report
     }

@@ -241,6 +241,18 @@ fn pack(
                 source: Box::new(source),
             },
         )?;
+        let directory = match publish.mode {
+            crate::artifact::publish::PublishMode::Symlink => publish.directory.join(&publish.link),
+            crate::artifact::publish::PublishMode::Directory => publish.directory.clone(),
+        };
+        engine.hooks.after_publish(
+            publish,
+            super::hooks::Published {
+                source: source_key(c),
+                revision: revision.to_string(),
+                directory,
+            },
+        );
     }
     Ok(artifact)
 }

@@ -321,3 +321,130 @@ fn runs_as_the_image_does_non_root_env_only_read_only_but_state_and_dest() {
         IMAGE_UID
     );
 }
+
+/// A local HTTP receiver: answers 500 to its first request and 200 after, keeping each body.
+fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(u16, String)>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut seen = log.lock().unwrap();
+            let status = if seen.is_empty() { 500 } else { 200 };
+            seen.push((status, String::from_utf8_lossy(&body).into_owned()));
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn exec_and_webhook_hooks_run_after_a_publish_and_are_retried_until_they_succeed() {
+    let repo = repo();
+    let (_server, url) = HttpGitServer::serving(repo.bare());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    let state = dir.path().join("state");
+    // Fails its first run, then records what it was told.
+    let hook = dir.path().join("hook.sh");
+    let calls = dir.path().join("calls");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$GITOPSD_SOURCE $GITOPSD_REVISION $GITOPSD_DIRECTORY\" >> {calls}\n\
+             [ \"$(wc -l < {calls})\" -gt 1 ]\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (webhook, received) = receiver();
+    let out = sync(
+        &[
+            "--url",
+            &url,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--exechook-command",
+            hook.to_str().unwrap(),
+            "--webhook-url",
+            &webhook,
+            "--hook-timeout",
+            "10s",
+            "--once",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let revision = format!("main@sha1:{}", repo.head());
+    let current = dest.join("current");
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "one failure, one retry: {calls}");
+    assert_eq!(
+        lines[1],
+        format!("default/sync {revision} {}", current.display())
+    );
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!((received[0].0, received[1].0), (500, 200));
+    let body: serde_json::Value = serde_json::from_str(&received[1].1).unwrap();
+    assert_eq!(body["revision"], revision.as_str());
+    assert_eq!(body["directory"], current.to_str().unwrap());
+    let log = text(&out.stderr);
+    assert!(log.contains("exec hook failed, retrying"), "{log}");
+    assert!(log.contains("webhook failed, retrying"), "{log}");
+}
+
+#[test]
+fn a_hook_that_hangs_is_killed_at_its_timeout() {
+    let repo = repo();
+    let (_server, url) = HttpGitServer::serving(repo.bare());
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("hang.sh");
+    std::fs::write(&hook, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dest = dir.path().join("dest");
+    let out = sync(
+        &[
+            "--url",
+            &url,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+            "--exechook-command",
+            hook.to_str().unwrap(),
+            "--hook-timeout",
+            "1s",
+            "--once",
+        ],
+        &[],
+    );
+    // The publish stands; the hook's failure is logged, one sentence per attempt.
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dest.join("current/a").is_file());
+    let log = text(&out.stderr);
+    assert!(log.contains("did not finish within 1s"), "{log}");
+    assert!(log.contains("exec hook failed 5 times, giving up"), "{log}");
+}

@@ -172,6 +172,9 @@ fn source(
     })
 }
 
+/// How long one run of a publish hook may take, unless `publish.hookTimeout` says otherwise.
+const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn publish(raw: &RawPublish, base_dir: &Path, problems: &mut Problems) -> Option<Publish> {
     let directory = raw
         .directory
@@ -204,10 +207,34 @@ fn publish(raw: &RawPublish, base_dir: &Path, problems: &mut Problems) -> Option
             PublishMode::Symlink
         }
     };
+    let exec_hook = raw
+        .exec_hook
+        .as_ref()
+        .map(|text| base_dir.join(text.as_str()));
+    let webhook = raw
+        .webhook
+        .as_ref()
+        .and_then(|text| match url::Url::parse(text.as_str()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(text.value.clone()),
+            _ => {
+                problems.push(
+                    text.pos,
+                    "invalid publish.webhook: expected an http:// or https:// URL".to_string(),
+                );
+                None
+            }
+        });
+    let hook_timeout = match &raw.hook_timeout {
+        None => DEFAULT_HOOK_TIMEOUT,
+        some => crate::syntax::values::positive_duration(some, "publish.hookTimeout", problems),
+    };
     Some(Publish {
         directory: directory?,
         link,
         mode,
+        exec_hook,
+        webhook,
+        hook_timeout,
     })
 }
 
