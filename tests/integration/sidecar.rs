@@ -322,8 +322,11 @@ fn runs_as_the_image_does_non_root_env_only_read_only_but_state_and_dest() {
     );
 }
 
+/// What a receiver answered (status) and was sent (body), request by request.
+type Received = Arc<std::sync::Mutex<Vec<(u16, String)>>>;
+
 /// A local HTTP receiver: answers 500 to its first request and 200 after, keeping each body.
-fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(u16, String)>>>) {
+fn receiver() -> (String, Received) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
