@@ -13,6 +13,7 @@
 
 mod digest;
 pub mod error;
+mod failure_log;
 mod hooks;
 mod kustomization;
 mod memory;
@@ -452,6 +453,7 @@ impl Engine {
             .unwrap_or_default();
         let mut schedule = scheduler::Schedule::new(c, Instant::now(), StdRng::from_os_rng());
         let mut suspension_changes = self.suspension_changes.subscribe();
+        let mut failures = failure_log::FailureLog::default();
         self.apply_suspensions(idx, &mut schedule);
         loop {
             let wake = schedule.next_wake();
@@ -473,7 +475,8 @@ impl Engine {
             }
             if schedule.source_due(Instant::now()) {
                 self.liveness.busy(&key, self.step_limit(idx, Step::Source));
-                let (action, _) = source::reconcile(&self, idx).await;
+                let (action, result) = source::reconcile(&self, idx).await;
+                log_outcome(&mut failures, "source", &key, action, &result);
                 schedule.source_finished(action, Instant::now());
             }
             let current = self.current_artifact(c).map(|a| a.revision);
@@ -487,7 +490,9 @@ impl Engine {
                 }
                 self.liveness
                     .busy(&key, self.step_limit(idx, Step::Kustomization(ki)));
-                let (action, _) = kustomization::reconcile(&self, idx, ki).await;
+                let (action, result) = kustomization::reconcile(&self, idx, ki).await;
+                let object = kustomization_key(c, &c.kustomizations[ki]);
+                log_outcome(&mut failures, "kustomization", &object, action, &result);
                 schedule.kustomization_finished(ki, action, Instant::now());
             }
             schedule.pass_finished();
@@ -531,6 +536,37 @@ const STEP_SLACK: Duration = Duration::from_secs(120);
 enum Step {
     Source,
     Kustomization(usize),
+}
+
+/// Log a step's outcome the way [`failure_log`] decides: changes at once, repeats ever less
+/// often. An interrupted step (gitopsd stopping) says nothing.
+fn log_outcome(
+    failures: &mut failure_log::FailureLog,
+    kind: &str,
+    key: &str,
+    action: scheduler::Action,
+    result: &Result<(), ReconcileError>,
+) {
+    use failure_log::Say;
+    if action == scheduler::Action::Abandoned {
+        return;
+    }
+    match result {
+        Ok(()) => {
+            if let Say::Recovered { after } = failures.succeeded(key) {
+                tracing::info!(object = %key, "{kind} recovered after {after} failed attempts");
+            }
+        }
+        Err(e) => match failures.failed(key, &e.to_string()) {
+            Say::Failed => tracing::warn!(object = %key, error = %e, "{kind} failed"),
+            Say::StillFailing { streak } => tracing::warn!(
+                object = %key,
+                error = %e,
+                "{kind} still failing ({streak} attempts in a row; logged less and less often)"
+            ),
+            Say::Nothing | Say::Recovered { .. } => {}
+        },
+    }
 }
 
 /// Fault injection for the watchdog's test, compiled into debug builds only: with

@@ -73,7 +73,8 @@ pub(super) async fn reconcile(
             (Action::requeue_after(c.source.interval), Ok(()))
         }
         Err(e) => {
-            tracing::warn!(source = %key, error = %e, "fetch failed");
+            // The configuration's loop logs failures at a slowing rate (see failure_log).
+            tracing::debug!(source = %key, error = %e, "fetch failed");
             (e.action(), Err(e))
         }
     }

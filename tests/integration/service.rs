@@ -338,3 +338,55 @@ fn a_stuck_configuration_loop_stops_the_watchdog_pings() {
     assert!(quiet, "pings kept coming from a stuck scheduler:\n{log}");
     assert!(log.contains("stuck in one step"), "{log}");
 }
+
+#[test]
+fn a_source_failing_over_and_over_is_logged_at_a_slowing_rate_and_its_recovery_once() {
+    use crate::support::Running;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let missing = dir.path().join("repo-to-come");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stateDir: {}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nconfigurations:\n  - name: app\n    \
+             source: {{ kind: git, url: {}, interval: 1s, retryInterval: 1s }}\n",
+            dir.path().join("state").display(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Running::start(
+        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &format!("127.0.0.1:{port}"),
+        &dir.path().join("log"),
+    );
+    let errors = |d: &Running| -> Option<u64> {
+        d.get("/metrics")?
+            .lines()
+            .find(|l| l.starts_with("gitopsd_source_fetch_errors_total{"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    daemon.wait_for("ten failed fetches", |d| (errors(d)? >= 10).then_some(()));
+    let logged = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("source failed") || l.contains("source still failing"))
+        .count() as u64;
+    let attempts = errors(&daemon).unwrap();
+    // Logged at the 1st, 2nd, 4th, 8th, ... attempt: far fewer lines than attempts.
+    assert!(
+        logged >= 4 && logged <= u64::from(attempts.ilog2()) + 2,
+        "{logged} lines for {attempts} attempts:\n{}",
+        daemon.log()
+    );
+    let repo = repo();
+    std::fs::rename(repo.path(), &missing).unwrap();
+    daemon.wait_for("the recovery logged", |d| {
+        d.log().contains("source recovered after").then_some(())
+    });
+    std::fs::rename(&missing, repo.path()).unwrap();
+}
