@@ -74,6 +74,9 @@ pub struct ReloadPlan {
 struct Current {
     engine: Arc<Engine>,
     fingerprints: HashMap<String, String>,
+    /// The `server` section's fingerprint: its parsed form and its raw text (an inline token
+    /// shows in the latter only).
+    server: String,
 }
 
 /// The running daemon: its current engine, the configuration loops, the last reload.
@@ -88,10 +91,12 @@ impl Daemon {
     /// `text` is the config file `engine` was made from (for the fingerprints).
     pub fn new(engine: Arc<Engine>, text: &str) -> Arc<Daemon> {
         let fingerprints = fingerprints(engine.settings(), text);
+        let server = server_fingerprint(engine.settings(), text);
         Arc::new(Daemon {
             current: RwLock::new(Current {
                 engine,
                 fingerprints,
+                server,
             }),
             generation: watch::Sender::new(0),
             last_reload: Mutex::new(None),
@@ -147,15 +152,13 @@ impl Daemon {
             );
         }
         let fingerprints = fingerprints(&settings, text);
-        let previous = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .fingerprints
-            .clone();
+        let server = server_fingerprint(&settings, text);
+        let (previous, previous_server) = {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            (current.fingerprints.clone(), current.server.clone())
+        };
         let mut plan = ReloadPlan {
-            server_changed: settings.listen != old.listen
-                || format!("{:?}", settings.server) != format!("{:?}", old.server),
+            server_changed: server != previous_server,
             ..ReloadPlan::default()
         };
         for (key, print) in &fingerprints {
@@ -177,6 +180,7 @@ impl Daemon {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Current {
             engine,
             fingerprints,
+            server,
         };
         self.generation.send_modify(|g| *g += 1);
         plan
@@ -374,6 +378,15 @@ pub fn read_config(path: &Path) -> Result<(String, Settings), ReloadError> {
             }
         },
     }
+}
+
+/// The API server's settings as a comparable string (see [`Current::server`]).
+fn server_fingerprint(settings: &Settings, text: &str) -> String {
+    let raw: serde_json::Value = serde_saphyr::from_str(text).unwrap_or(serde_json::Value::Null);
+    format!(
+        "{} {:?}\n{}",
+        settings.listen, settings.server, raw["server"]
+    )
 }
 
 /// Each configuration's fingerprint by `<namespace>/<name>` (see the module doc).
