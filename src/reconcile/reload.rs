@@ -275,7 +275,7 @@ struct Loops {
 
 impl Loops {
     /// Make the loops match the daemon's current engine (see the module doc).
-    fn follow(&mut self, daemon: &Daemon) {
+    fn follow(&mut self, daemon: &Arc<Daemon>) {
         let (engine, fingerprints) = {
             let current = daemon.current.read().unwrap_or_else(|e| e.into_inner());
             (current.engine.clone(), current.fingerprints.clone())
@@ -296,10 +296,25 @@ impl Loops {
             if let Some(old) = self.running.remove(&key) {
                 tracing::info!(configuration = %key, "configuration removed: stopping its loop");
                 let _ = old.stop.send(true);
-                let liveness = engine.liveness.clone();
+                let daemon = daemon.clone();
                 self.retiring.push(tokio::spawn(async move {
                     let _ = old.handle.await;
-                    liveness.forget(&key);
+                    // Its last step may have written its status again after the reload
+                    // dropped it; unless a later reload brought it back, it goes now.
+                    let engine = daemon.engine();
+                    engine.liveness.forget(&key);
+                    let back = engine
+                        .settings()
+                        .configurations
+                        .iter()
+                        .any(|c| source_key(c) == key);
+                    if !back {
+                        let prefix = format!("{key}/");
+                        engine.state.update(|st| {
+                            st.sources.remove(&key);
+                            st.kustomizations.retain(|k, _| !k.starts_with(&prefix));
+                        });
+                    }
                 }));
             }
         }
