@@ -19,7 +19,9 @@
 //! and the two directories are exchanged in one step (`renameat2(RENAME_EXCHANGE)`); the old
 //! contents, now under the temp name, are then removed. A reader that opened the directory
 //! before the swap keeps reading the old revision whole; one that opens it after reads the
-//! new one whole; nobody sees a mix or an empty directory. The directory must therefore not
+//! new one whole; nobody sees a mix or an empty directory. The previous contents stay (as
+//! `.<name>.previous` beside it) until the next publish, so a reader inside them is not cut
+//! off mid-read, as in symlink mode. The directory must therefore not
 //! be a mount point (a volume's root cannot be renamed): publish into a subdirectory of it.
 
 use std::fs::{self, File};
@@ -370,9 +372,17 @@ fn publish_directory(
         remove_tree(&temp);
         return Err(e);
     }
+    // After an exchange the temp name holds the previous contents. They are kept until the
+    // next publish, as symlink mode keeps the previous revision: a reader that opened the
+    // directory before the swap still finds every file of it.
+    if exists {
+        let previous = parent.join(format!(".{name}.previous"));
+        remove_tree(&previous);
+        if fs::rename(&temp, &previous).is_err() {
+            remove_tree(&temp);
+        }
+    }
     atomic::sync_dir(parent).map_err(io_error("syncing", parent))?;
-    // After an exchange the temp name holds the previous contents.
-    remove_tree(&temp);
     Ok(dest.to_path_buf())
 }
 

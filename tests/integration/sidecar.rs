@@ -213,13 +213,17 @@ fn a_reader_polling_during_no_symlink_swaps_always_sees_one_whole_revision() {
     stop.store(true, Ordering::Relaxed);
     let (seen, reads) = reader.join().expect("the reader saw whole revisions only");
     assert!(seen.contains("r4\n") && reads > 0, "{seen:?}");
-    // No temp directory of a swap is left beside DEST.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+    // Beside DEST: the previous revision (kept for readers still inside it), no temp dirs.
+    let mut beside: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dest"))
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    beside.sort();
+    assert_eq!(beside, [".dest.previous"]);
+    let previous = dir.path().join(".dest.previous/a");
+    assert_eq!(std::fs::read_to_string(previous).unwrap(), "r3\n");
 }
 
 /// The image's user.
