@@ -8,6 +8,7 @@ mod metrics;
 pub mod receivers;
 pub mod server;
 
+use crate::reconcile::reload::Daemon;
 use crate::reconcile::{Engine, Trigger};
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -39,7 +40,8 @@ impl ApiOptions {
     }
 }
 
-pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
+/// The routes, reading the daemon's current engine at every request (a reload replaces it).
+pub fn router(daemon: Arc<Daemon>, options: &ApiOptions) -> Router {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -48,8 +50,10 @@ pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/reconcile/{name}", post(reconcile))
         .route("/api/v1/reconcile/{namespace}/{name}", post(reconcile_in))
+        .route("/api/v1/suspend/{name}", post(suspend))
+        .route("/api/v1/resume/{name}", post(resume))
         .route("/artifacts/{*path}", get(artifact))
-        .with_state(engine)
+        .with_state(daemon)
         .layer(axum::middleware::from_fn_with_state(
             options.read_timeout,
             server::read_body,
@@ -66,12 +70,12 @@ pub fn router(engine: Arc<Engine>, options: &ApiOptions) -> Router {
 
 /// Serve until `shutdown` resolves.
 pub async fn serve(
-    engine: Arc<Engine>,
+    daemon: Arc<Daemon>,
     listener: tokio::net::TcpListener,
     options: ApiOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(engine, &options);
+    let router = router(daemon, &options);
     server::serve(
         router,
         listener,
@@ -90,13 +94,18 @@ pub struct StatusDocument {
     /// The webhook receivers and their paths (on `receivers.listen`).
     #[serde(default)]
     pub receivers: Vec<crate::events::receiver::HookStatus>,
+    /// The last reload of the config, when there was one since the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<crate::reconcile::reload::ReloadStatus>,
 }
 
-async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusDocument> {
+async fn status(State(daemon): State<Arc<Daemon>>) -> Json<StatusDocument> {
+    let engine = daemon.engine();
     let mut document = engine.state().read(|st| StatusDocument {
         sources: st.sources.values().cloned().collect(),
         kustomizations: st.kustomizations.values().cloned().collect(),
         receivers: engine.hooks().to_vec(),
+        reload: daemon.last_reload(),
     });
     let settings = engine.settings();
     for source in &mut document.sources {
@@ -122,10 +131,10 @@ struct EventsQuery {
 }
 
 async fn events(
-    State(engine): State<Arc<Engine>>,
+    State(daemon): State<Arc<Daemon>>,
     axum::extract::Query(query): axum::extract::Query<EventsQuery>,
 ) -> Json<EventsDocument> {
-    let (next, events) = engine.recent_events(query.since.unwrap_or(0));
+    let (next, events) = daemon.engine().recent_events(query.since.unwrap_or(0));
     Json(EventsDocument { next, events })
 }
 
@@ -152,7 +161,8 @@ fn repository_public_key(
 
 /// Ready once every active source has an artifact to serve (possibly one kept from before
 /// a restart): that is when a sidecar's consumers can start.
-async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
+    let engine = daemon.engine();
     let pending: Vec<String> = engine.state().read(|st| {
         st.sources
             .values()
@@ -175,15 +185,17 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
 }
 
 /// `POST /api/v1/reconcile/<name>`: the only configuration with that name.
-async fn reconcile(State(engine): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Response {
+async fn reconcile(State(daemon): State<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> Response {
+    let engine = daemon.engine();
     reconcile_answer(&engine, None, &name)
 }
 
 /// `POST /api/v1/reconcile/<namespace>/<name>`.
 async fn reconcile_in(
-    State(engine): State<Arc<Engine>>,
+    State(daemon): State<Arc<Daemon>>,
     UrlPath((namespace, name)): UrlPath<(String, String)>,
 ) -> Response {
+    let engine = daemon.engine();
     reconcile_answer(&engine, Some(&namespace), &name)
 }
 
@@ -226,11 +238,87 @@ fn reconcile_answer(engine: &Engine, namespace: Option<&str>, name: &str) -> Res
     }
 }
 
+/// Which configuration (or kustomization of it) `suspend` and `resume` act on: the path names
+/// the configuration, the query its namespace and kustomization, as `gitopsd suspend` sends.
+#[derive(Debug, serde::Deserialize)]
+struct SuspendQuery {
+    namespace: Option<String>,
+    kustomization: Option<String>,
+}
+
+/// `POST /api/v1/suspend/<configuration>[?namespace=NS][&kustomization=K]`.
+async fn suspend(
+    State(daemon): State<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    axum::extract::Query(query): axum::extract::Query<SuspendQuery>,
+) -> Response {
+    let engine = daemon.engine();
+    set_suspended(engine, name, query, true).await
+}
+
+/// `POST /api/v1/resume/<configuration>[?namespace=NS][&kustomization=K]`.
+async fn resume(
+    State(daemon): State<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    axum::extract::Query(query): axum::extract::Query<SuspendQuery>,
+) -> Response {
+    let engine = daemon.engine();
+    set_suspended(engine, name, query, false).await
+}
+
+async fn set_suspended(
+    engine: Arc<Engine>,
+    configuration: String,
+    query: SuspendQuery,
+    suspended: bool,
+) -> Response {
+    use crate::reconcile::{SuspendError, SuspendRequest};
+    let request = SuspendRequest {
+        namespace: query.namespace,
+        configuration,
+        kustomization: query.kustomization,
+    };
+    // Saving the suspension writes and fsyncs a file.
+    let outcome =
+        tokio::task::spawn_blocking(move || engine.set_suspended(&request, suspended)).await;
+    let verb = if suspended { "suspended" } else { "resumed" };
+    // Names come percent-decoded from the URL: `%0a` must not end the line.
+    let shown = |text: &str| crate::escape::control(text).into_owned();
+    match outcome {
+        Ok(Ok(done)) if done.changed => {
+            (StatusCode::OK, format!("{} {verb}\n", shown(&done.object))).into_response()
+        }
+        Ok(Ok(done)) => (
+            StatusCode::OK,
+            format!("{} was already {verb}\n", shown(&done.object)),
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            let status = match &e {
+                SuspendError::NotFound(_) | SuspendError::NoKustomization { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                SuspendError::Ambiguous { .. } | SuspendError::SuspendedByConfig { .. } => {
+                    StatusCode::CONFLICT
+                }
+                SuspendError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, format!("{}\n", shown(&e.to_string()))).into_response()
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the suspension could not be recorded\n",
+        )
+            .into_response(),
+    }
+}
+
 async fn artifact(
-    State(engine): State<Arc<Engine>>,
+    State(daemon): State<Arc<Daemon>>,
     UrlPath(path): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
+    let engine = daemon.engine();
     let Some(file) = engine.store().resolve(&path) else {
         return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
     };

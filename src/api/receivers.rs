@@ -19,7 +19,8 @@ use super::server::{self, BodyLimits};
 use crate::config::ReceiverSettings;
 use crate::events::receiver::{self, HookStatus, ReceiverType, Verdict};
 use crate::events::secret::{self, SecretError};
-use crate::reconcile::{Engine, Trigger};
+use crate::reconcile::reload::Daemon;
+use crate::reconcile::Trigger;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -106,12 +107,13 @@ impl Receivers {
 
 #[derive(Clone)]
 struct Shared {
-    engine: Arc<Engine>,
+    /// Asked for its current engine at every request: a reload replaces it.
+    daemon: Arc<Daemon>,
     receivers: Arc<Receivers>,
 }
 
 pub fn router(
-    engine: Arc<Engine>,
+    daemon: Arc<Daemon>,
     receivers: Arc<Receivers>,
     settings: &ReceiverSettings,
 ) -> Router {
@@ -121,7 +123,7 @@ pub fn router(
     };
     Router::new()
         .route("/hook/{digest}", post(hook))
-        .with_state(Shared { engine, receivers })
+        .with_state(Shared { daemon, receivers })
         .layer(axum::middleware::from_fn_with_state(
             limits,
             server::read_body_within,
@@ -130,13 +132,13 @@ pub fn router(
 
 /// Serve until `shutdown` resolves.
 pub async fn serve(
-    engine: Arc<Engine>,
+    daemon: Arc<Daemon>,
     receivers: Arc<Receivers>,
     listener: tokio::net::TcpListener,
     settings: ReceiverSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(engine, receivers, &settings);
+    let router = router(daemon, receivers, &settings);
     server::serve(
         router,
         listener,
@@ -153,7 +155,8 @@ async fn hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let metrics = shared.engine.metrics().events();
+    let engine = shared.daemon.engine();
+    let metrics = engine.metrics().events();
     let Some(hook) = shared.receivers.hooks.get(&format!("/hook/{digest}")) else {
         metrics.receiver_unknown_path.inc();
         return StatusCode::NOT_FOUND.into_response();
@@ -177,7 +180,7 @@ async fn hook(
         Ok(Verdict::Trigger { event }) => {
             metrics.hook(namespace, name, "accepted");
             for (ns, configuration) in &hook.configurations {
-                match shared.engine.trigger(Some(ns), configuration) {
+                match engine.trigger(Some(ns), configuration) {
                     Trigger::Requested(_) => {}
                     // Checked at load: every configuration a hook names exists.
                     Trigger::NotFound | Trigger::Ambiguous(_) => {

@@ -12,6 +12,17 @@
 //! and the link is swapped by renaming a new symlink over it. The previous revision is kept so
 //! that a reader still inside it is not pulled out from under; older ones are removed.
 //! One publisher per directory is assumed (configuration makes directories unique).
+//!
+//! `mode: directory` is for consumers that cannot follow a symlink: `publish.directory`
+//! itself holds the revision's files (and a `.gitopsd-revision` file naming the commit). The
+//! new revision is extracted beside it, under a dot-temp name in the same parent directory,
+//! and the two directories are exchanged in one step (`renameat2(RENAME_EXCHANGE)`); the old
+//! contents, now under the temp name, are then removed. A reader that opened the directory
+//! before the swap keeps reading the old revision whole; one that opens it after reads the
+//! new one whole; nobody sees a mix or an empty directory. The previous contents stay (as
+//! `.<name>.previous` beside it) until the next publish, so a reader inside them is not cut
+//! off mid-read, as in symlink mode. The directory must therefore not
+//! be a mount point (a volume's root cannot be renamed): publish into a subdirectory of it.
 
 use std::fs::{self, File};
 use std::io;
@@ -29,7 +40,29 @@ use crate::atomic;
 pub struct Publish {
     pub directory: PathBuf,
     pub link: String,
+    pub mode: PublishMode,
+    /// A program run after each new publish (`GITOPSD_REVISION`, `GITOPSD_DIRECTORY` and
+    /// `GITOPSD_SOURCE` in its environment), retried with backoff while it fails.
+    pub exec_hook: Option<PathBuf>,
+    /// A URL POSTed to after each new publish, retried the same way.
+    pub webhook: Option<String>,
+    /// How long one run of a hook may take.
+    pub hook_timeout: std::time::Duration,
 }
+
+/// How the newest revision is made visible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PublishMode {
+    /// `<directory>/<link>` → `.revisions/<commit>`.
+    #[default]
+    Symlink,
+    /// `<directory>` holds the files, exchanged whole by rename.
+    Directory,
+}
+
+/// In `mode: directory`, the file inside the directory that names the commit it holds; it
+/// also marks the directory as gitopsd's to replace.
+pub const DIRECTORY_MARKER: &str = ".gitopsd-revision";
 
 /// The directory, under `publish.directory`, that holds one directory per revision.
 pub const REVISIONS_DIR: &str = ".revisions";
@@ -52,6 +85,22 @@ pub enum PublishError {
     LinkOccupied { path: PathBuf, what: &'static str },
     #[error("cannot publish into {}: it exists and is not a directory", path.display())]
     NotADirectory { path: PathBuf },
+    #[error(
+        "refusing to replace the contents of {}: it holds files gitopsd did not publish (no \
+         {DIRECTORY_MARKER}); empty it or publish elsewhere",
+        path.display()
+    )]
+    DirectoryOccupied { path: PathBuf },
+    #[error(
+        "cannot publish into {}: its filesystem cannot exchange two directories atomically \
+         ({source}); use mode: symlink there",
+        path.display()
+    )]
+    NoAtomicExchange {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot publish artifact {}: {source}", artifact.display())]
     Extract {
         artifact: PathBuf,
@@ -91,6 +140,9 @@ pub fn publish(
     commit: &str,
 ) -> Result<PathBuf, PublishError> {
     check_commit(commit)?;
+    if publish.mode == PublishMode::Directory {
+        return publish_directory(&publish.directory, artifact, commit);
+    }
     check_link(&publish.link)?;
     let dir = publish.directory.as_path();
     let revisions = dir.join(REVISIONS_DIR);
@@ -245,6 +297,138 @@ fn swap_link(dir: &Path, link: &Path, link_name: &str, commit: &str) -> Result<(
     atomic::sync_dir(dir).map_err(io_error("syncing", dir))
 }
 
+/// `mode: directory`: extract beside `dest`, exchange the two, remove the old contents.
+fn publish_directory(
+    dest: &Path,
+    artifact: &Artifact,
+    commit: &str,
+) -> Result<PathBuf, PublishError> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name =
+        dest.file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| PublishError::NotADirectory {
+                path: dest.to_path_buf(),
+            })?;
+    ensure_dir(parent)?;
+    remove_directory_leftovers(parent, name);
+    let exists = match fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_dir() => true,
+        Ok(_) => {
+            return Err(PublishError::NotADirectory {
+                path: dest.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_error("inspecting", dest)(e)),
+    };
+    if exists {
+        match fs::read_to_string(dest.join(DIRECTORY_MARKER)) {
+            Ok(held) if held.trim() == commit => return Ok(dest.to_path_buf()),
+            Ok(_) => {}
+            Err(_) => {
+                let empty = fs::read_dir(dest)
+                    .map_err(io_error("listing", dest))?
+                    .next()
+                    .is_none();
+                if !empty {
+                    return Err(PublishError::DirectoryOccupied {
+                        path: dest.to_path_buf(),
+                    });
+                }
+            }
+        }
+    }
+    let temp = parent.join(temp_name(name));
+    let result = extract(&artifact.path, &artifact.digest, &temp)
+        .map_err(|source| PublishError::Extract {
+            artifact: artifact.path.clone(),
+            source,
+        })
+        .and_then(|()| {
+            let marker = temp.join(DIRECTORY_MARKER);
+            fs::write(&marker, format!("{commit}\n")).map_err(io_error("writing", &marker))
+        })
+        .and_then(|()| sync_tree(&temp).map_err(io_error("syncing", &temp)));
+    if let Err(e) = result {
+        remove_tree(&temp);
+        return Err(e);
+    }
+    let swapped = if exists {
+        exchange(&temp, dest).map_err(|source| match source.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => PublishError::NoAtomicExchange {
+                path: dest.to_path_buf(),
+                source,
+            },
+            _ => io_error("exchanging", dest)(source),
+        })
+    } else {
+        fs::rename(&temp, dest).map_err(io_error("renaming into place", dest))
+    };
+    if let Err(e) = swapped {
+        remove_tree(&temp);
+        return Err(e);
+    }
+    // After an exchange the temp name holds the previous contents. They are kept until the
+    // next publish, as symlink mode keeps the previous revision: a reader that opened the
+    // directory before the swap still finds every file of it.
+    if exists {
+        let previous = parent.join(format!(".{name}.previous"));
+        remove_tree(&previous);
+        if fs::rename(&temp, &previous).is_err() {
+            remove_tree(&temp);
+        }
+    }
+    atomic::sync_dir(parent).map_err(io_error("syncing", parent))?;
+    Ok(dest.to_path_buf())
+}
+
+/// Swap two directories in one step: `renameat2(RENAME_EXCHANGE)` (Linux 3.15+; ext4, xfs,
+/// btrfs, tmpfs and overlayfs support it).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Temp directories of interrupted `mode: directory` publishes of `name` (`.<name>.*.tmp`).
+fn remove_directory_leftovers(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            remove_tree(&entry.path());
+        }
+    }
+}
+
 /// `.<name>.<pid>.<n>.tmp`: hidden, never a valid commit, recognisable as a leftover.
 fn temp_name(name: &str) -> String {
     format!(".{name}.{}.{}.tmp", std::process::id(), atomic::unique())
@@ -359,6 +543,10 @@ mod tests {
         fn new() -> Fixture {
             let tmp = tempfile::tempdir().unwrap();
             let publish = Publish {
+                mode: PublishMode::Symlink,
+                exec_hook: None,
+                webhook: None,
+                hook_timeout: std::time::Duration::from_secs(30),
                 directory: tmp.path().join("published"),
                 link: "current".to_string(),
             };
@@ -562,6 +750,10 @@ mod tests {
         }
         for link in ["", ".revisions", "a/b", "..", "."] {
             let p = Publish {
+                mode: PublishMode::Symlink,
+                exec_hook: None,
+                webhook: None,
+                hook_timeout: std::time::Duration::from_secs(30),
                 directory: fx.publish.directory.clone(),
                 link: link.to_string(),
             };

@@ -90,53 +90,56 @@ fn answer(
     Ok(text)
 }
 
-pub fn status(args: &ServerArgs, output: Output) -> anyhow::Result<i32> {
+pub fn status(args: &ServerArgs, output: Output, watch: bool) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
     let daemon = Daemon::locate(args)?;
     let url = format!("{}/api/v1/status", daemon.base_url);
-    let body = answer(&url, daemon.authorize(Daemon::agent().get(&url)).call())?;
-    if output == Output::Json {
-        println!("{body}");
-        return Ok(0);
+    let terminal = std::io::stdout().is_terminal();
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut last = None;
+    loop {
+        let body = answer(&url, daemon.authorize(Daemon::agent().get(&url)).call())?;
+        let doc: StatusDocument =
+            serde_json::from_str(&body).context("unexpected status document")?;
+        let shown = match output {
+            // The daemon's document as it sent it: fields this client does not know are kept.
+            Output::Json => format!("{}\n", body.trim_end()),
+            Output::Yaml => serde_saphyr::to_string(&doc)?,
+            Output::Text => {
+                let mut text = super::status::table(&doc, std::time::SystemTime::now(), colour);
+                for r in &doc.receivers {
+                    text.push_str(&format!(
+                        "receiver {}/{}\ttype={}\tpath={}\ttriggers={}\n",
+                        r.namespace,
+                        r.name,
+                        r.kind.as_str(),
+                        r.path,
+                        r.configurations.join(",")
+                    ));
+                }
+                text
+            }
+        };
+        if !watch {
+            print!("{shown}");
+            return Ok(0);
+        }
+        // On a terminal the screen is redrawn (the ages move); into a pipe, a document is
+        // printed again only when it changed, so a log of `--watch` is a log of changes.
+        if terminal {
+            print!("\x1b[H\x1b[2J{shown}");
+        } else if last.as_ref() != Some(&shown) {
+            println!("{shown}");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        last = Some(shown);
+        std::thread::sleep(WATCH_INTERVAL);
     }
-    let doc: StatusDocument = serde_json::from_str(&body).context("unexpected status document")?;
-    for s in &doc.sources {
-        let ready = ready(&s.conditions);
-        println!(
-            "source {}/{}\tready={ready}\trevision={}\t{}",
-            s.namespace,
-            s.name,
-            s.revision.as_ref().map(|r| r.as_str()).unwrap_or("-"),
-            // Errors quote file names and remote output: keep them on their line.
-            escape::control(s.last_error.as_deref().unwrap_or(""))
-        );
-    }
-    for k in &doc.kustomizations {
-        let ready = ready(&k.conditions);
-        println!(
-            "kustomization {}/{}/{}\tready={ready}\trevision={}\tobjects={}\t{}",
-            k.namespace,
-            k.configuration,
-            k.name,
-            k.last_applied_revision
-                .as_ref()
-                .map(|r| r.as_str())
-                .unwrap_or("-"),
-            k.objects,
-            escape::control(k.last_error.as_deref().unwrap_or(""))
-        );
-    }
-    for r in &doc.receivers {
-        println!(
-            "receiver {}/{}	type={}	path={}	triggers={}",
-            r.namespace,
-            r.name,
-            r.kind.as_str(),
-            r.path,
-            r.configurations.join(",")
-        );
-    }
-    Ok(0)
 }
+
+/// How often `status --watch` asks again.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often `gitopsd events --watch` asks for new events.
 const WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -152,6 +155,7 @@ pub fn events(args: &ServerArgs, watch: bool, output: Output) -> anyhow::Result<
         for e in &doc.events {
             match output {
                 Output::Json => println!("{}", serde_json::to_string(e)?),
+                Output::Yaml => print!("---\n{}", serde_saphyr::to_string(e)?),
                 Output::Text => {
                     let o = &e.involved_object;
                     println!(
@@ -204,10 +208,40 @@ pub fn reconcile(args: &ServerArgs, name: &str, namespace: Option<&str>) -> anyh
     Ok(0)
 }
 
-/// The Ready condition's status, as kubectl shows it.
-fn ready(conditions: &[crate::state::Condition]) -> &str {
-    conditions
-        .iter()
-        .find(|c| c.kind == "Ready")
-        .map_or("Unknown", |c| c.status.as_str())
+/// `gitopsd suspend` (`suspended`) and `gitopsd resume`: NAME is CONFIGURATION or
+/// CONFIGURATION/KUSTOMIZATION (namespaces go in `--namespace`, as in kubectl).
+pub fn suspend(args: &super::SuspendArgs, suspended: bool) -> anyhow::Result<i32> {
+    let (configuration, kustomization) = match args.name.split_once('/') {
+        None => (args.name.as_str(), None),
+        Some((c, k)) if !c.is_empty() && !k.is_empty() && !k.contains('/') => (c, Some(k)),
+        Some(_) => {
+            eprintln!(
+                "error: invalid name {}: expected CONFIGURATION or CONFIGURATION/KUSTOMIZATION",
+                escape::control(&args.name)
+            );
+            return Ok(super::check::INVALID_CONFIG);
+        }
+    };
+    let daemon = Daemon::locate(&args.server)?;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(ns) = &args.namespace {
+        query.append_pair("namespace", ns);
+    }
+    if let Some(k) = kustomization {
+        query.append_pair("kustomization", k);
+    }
+    let query = query.finish();
+    let segment =
+        percent_encoding::utf8_percent_encode(configuration, percent_encoding::NON_ALPHANUMERIC);
+    let verb = if suspended { "suspend" } else { "resume" };
+    let mut url = format!("{}/api/v1/{verb}/{segment}", daemon.base_url);
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
+    let text = answer(
+        &url,
+        daemon.authorize(Daemon::agent().post(&url)).send_empty(),
+    )?;
+    println!("{}", text.trim());
+    Ok(0)
 }

@@ -8,6 +8,9 @@ pub mod notify;
 mod objects;
 mod run;
 mod show_key;
+mod status;
+mod sync;
+mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -48,12 +51,15 @@ pub enum Command {
         #[arg(short, long, env = "GITOPSD_CONFIG")]
         config: PathBuf,
     },
-    /// Show what the running daemon is doing.
+    /// Show what the running daemon is doing: a table, or the status document as JSON/YAML.
     Status {
         #[command(flatten)]
         server: ServerArgs,
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Print it again every 2 seconds, until interrupted.
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Measure sync throughput against the git CLI and tar | gzip on generated data.
     Bench(bench::BenchArgs),
@@ -112,6 +118,25 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Sync one repository into a directory from flags alone (the sidecar's job, as
+    /// git-sync does); every flag is also a GITOPSD_* variable.
+    Sync(Box<sync::SyncArgs>),
+    /// Stop syncing a configuration (or one kustomization of it) until `gitopsd resume`;
+    /// kept across restarts.
+    Suspend(SuspendArgs),
+    /// Sync again what `gitopsd suspend` stopped (a `suspend: true` in the config still wins).
+    Resume(SuspendArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SuspendArgs {
+    /// CONFIGURATION, or CONFIGURATION/KUSTOMIZATION for one kustomization.
+    pub name: String,
+    /// The configuration's namespace, when several share the name.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// How to reach the daemon: its config file (to read `server.listen`) or an address.
@@ -141,6 +166,7 @@ pub struct ServerArgs {
 pub enum Output {
     Text,
     Json,
+    Yaml,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +185,11 @@ pub fn main(cli: Cli) -> i32 {
             output,
         } => run::run(&config, once, output),
         Command::Check { config } => check::check(&config),
-        Command::Status { server, output } => client::status(&server, output),
+        Command::Status {
+            server,
+            output,
+            watch,
+        } => client::status(&server, output, watch),
         Command::Events {
             watch,
             server,
@@ -170,6 +200,9 @@ pub fn main(cli: Cli) -> i32 {
             namespace,
             server,
         } => client::reconcile(&server, &name, namespace.as_deref()),
+        Command::Sync(args) => sync::sync(&args),
+        Command::Suspend(args) => client::suspend(&args, true),
+        Command::Resume(args) => client::suspend(&args, false),
         Command::Bench(args) => bench::bench(&args),
         Command::ShowKey {
             name,

@@ -100,6 +100,22 @@ impl Notifier {
     }
 }
 
+/// The engine's supervisor is systemd: its loops' liveness becomes `WATCHDOG=1`, its summary
+/// `STATUS=`.
+impl crate::reconcile::supervise::Supervisor for Notifier {
+    fn watchdog_interval(&self) -> Option<Duration> {
+        Notifier::watchdog_interval(self)
+    }
+
+    fn alive(&self) {
+        self.watchdog();
+    }
+
+    fn status(&self, line: &str) {
+        Notifier::status(self, line);
+    }
+}
+
 fn address(name: &str) -> io::Result<SocketAddr> {
     match name.strip_prefix('@') {
         Some(abstract_name) => {

@@ -129,7 +129,7 @@ pub fn objects(
         })
         .collect();
     match output {
-        super::Output::Json => {
+        super::Output::Json | super::Output::Yaml => {
             let json: Vec<serde_json::Value> = listed
                 .iter()
                 .zip(&rows)
@@ -144,7 +144,11 @@ pub fn objects(
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            if output == super::Output::Yaml {
+                print!("{}", serde_saphyr::to_string(&json)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
         }
         super::Output::Text => {
             let header = ("KIND", "NAMESPACE", "NAME", "STATUS", "MESSAGE");

@@ -66,7 +66,7 @@ pub struct Configuration {
     pub kustomizations: Vec<Kustomization>,
 }
 
-pub use crate::artifact::publish::Publish;
+pub use crate::artifact::publish::{Publish, PublishMode};
 
 #[derive(Debug, Clone)]
 pub struct Kustomization {

@@ -70,7 +70,14 @@ pub fn source_fields() -> Vec<&'static str> {
     }
     fields
 }
-pub const PUBLISH_FIELDS: &[&str] = &["directory", "link"];
+pub const PUBLISH_FIELDS: &[&str] = &[
+    "directory",
+    "link",
+    "mode",
+    "execHook",
+    "webhook",
+    "hookTimeout",
+];
 pub const KUSTOMIZATION_FIELDS: &[&str] = &[
     "name",
     "path",
@@ -166,6 +173,10 @@ pub struct RawSource {
 pub struct RawPublish {
     pub directory: Option<Text>,
     pub link: Option<Text>,
+    pub mode: Option<Text>,
+    pub exec_hook: Option<Text>,
+    pub webhook: Option<Text>,
+    pub hook_timeout: Option<Text>,
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +330,10 @@ fn source(fields: &Fields<'_>, problems: &mut Problems) -> RawSource {
             RawPublish {
                 directory,
                 link: f.text("link", problems),
+                mode: f.text("mode", problems),
+                exec_hook: f.text("execHook", problems),
+                webhook: f.text("webhook", problems),
+                hook_timeout: f.text("hookTimeout", problems),
             }
         });
     RawSource {

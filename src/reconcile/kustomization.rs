@@ -204,7 +204,8 @@ pub(super) async fn reconcile(
             (Action::requeue_after(k.interval), Ok(applied.objects))
         }
         Err(e) => {
-            tracing::warn!(kustomization = %key, error = %e, "kustomization failed");
+            // The configuration's loop logs failures at a slowing rate (see failure_log).
+            tracing::debug!(kustomization = %key, error = %e, "kustomization failed");
             (e.action(), Err(e))
         }
     }

@@ -60,6 +60,9 @@ pub struct Metrics {
     kustomization_objects: Family<KustomizationLabels, Gauge>,
     /// Receivers' and alert deliveries' counters, registered here so `/metrics` has them.
     events: crate::events::metrics::EventMetrics,
+    /// 1 when the last reload of the config succeeded (or none was tried), 0 when it failed.
+    reload_successful: Gauge,
+    reload_timestamp: FloatGauge,
 }
 
 /// What one fetch did, for the counters.
@@ -100,6 +103,8 @@ impl Metrics {
             kustomization_ready: Family::default(),
             kustomization_objects: Family::default(),
             events: Default::default(),
+            reload_successful: Gauge::default(),
+            reload_timestamp: FloatGauge::default(),
             registry: Registry::default(),
         };
         metrics.events.register(&mut registry);
@@ -169,10 +174,27 @@ impl Metrics {
             "Objects in the kustomization's inventory after its last successful apply",
             metrics.kustomization_objects.clone(),
         );
+        registry.register(
+            "gitopsd_config_last_reload_successful",
+            "1 when the last config reload succeeded or none was tried, 0 when it was rejected",
+            metrics.reload_successful.clone(),
+        );
+        registry.register(
+            "gitopsd_config_last_reload_timestamp_seconds",
+            "Unix time of the last config reload attempt, 0 if none",
+            metrics.reload_timestamp.clone(),
+        );
+        metrics.reload_successful.set(1);
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// A reload of the config was tried at `unix_time`; `succeeded` unless it was rejected.
+    pub fn record_reload(&self, succeeded: bool, unix_time: f64) {
+        self.reload_successful.set(i64::from(succeeded));
+        self.reload_timestamp.set(unix_time);
     }
 
     /// Every known source and kustomization shows up from the start, at zero.

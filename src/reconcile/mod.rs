@@ -13,29 +13,35 @@
 
 mod digest;
 pub mod error;
+mod failure_log;
+mod hooks;
 mod kustomization;
 mod memory;
 pub mod metrics;
+pub mod reload;
 pub mod scheduler;
 pub mod snapshot;
 mod source;
+pub mod supervise;
+mod suspend;
 
 pub use error::ReconcileError;
 pub use kustomization::preview;
+pub use suspend::{SuspendError, SuspendRequest, Suspended};
 
 use crate::apply::Target as _;
 use crate::artifact::store::ArtifactStore;
 use crate::artifact::Artifact;
 use crate::config::{Configuration, Kustomization, Settings};
 use crate::render::{RenderError, Renderer, SandboxSupport};
-use crate::state::{StateDir, StateDirError, StateStore};
+use crate::state::{StateDir, StateDirError, StateStore, Suspensions};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -48,15 +54,19 @@ const ALERT_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct Engine {
     settings: Settings,
     /// Locked for as long as the engine lives; scratch space comes from it.
-    state_dir: StateDir,
+    //
+    // Everything behind an `Arc` (and the cancellation tokens, whose clones are one token) is
+    // shared with the engines that reloads make from this one (see [`reload`]): one lock,
+    // one state, one set of counters and fetch slots for the whole process.
+    state_dir: Arc<StateDir>,
     state: Arc<StateStore>,
-    store: ArtifactStore,
-    metrics: metrics::Metrics,
-    fetch_permits: Semaphore,
+    store: Arc<ArtifactStore>,
+    metrics: Arc<metrics::Metrics>,
+    fetch_permits: Arc<Semaphore>,
     /// Found once, on first use; a missing kustomize fails every render with the same error.
-    renderer: OnceLock<Result<Arc<Renderer>, Arc<RenderError>>>,
+    renderer: Arc<OnceLock<Result<Arc<Renderer>, Arc<RenderError>>>>,
     /// What the kernel offers to confine builds, probed once at start.
-    sandbox: SandboxSupport,
+    sandbox: Arc<SandboxSupport>,
     /// One per configuration, by `<namespace>/<name>`: a name alone may be in several
     /// namespaces, and a request for one must not wake the other.
     triggers: HashMap<String, Arc<Notify>>,
@@ -73,11 +83,20 @@ pub struct Engine {
     /// What cluster targets keep between applies: one client per cluster and identity,
     /// discovery, and what each object was last applied as.
     clusters: Arc<crate::apply::ClusterState>,
-    /// Where the engine's events go (`events::alert`): queued, never waited for.
-    alerts: crate::events::alert::Alerts,
+    /// Where the engine's events go (`events::alert`): queued, never waited for. Shared by
+    /// the engines a reload makes (providers and alerts change with a restart).
+    alerts: Arc<crate::events::alert::Alerts>,
     /// The webhook receivers being served, for the status API; set once the daemon has read
     /// their secrets.
-    hooks: OnceLock<Vec<crate::events::receiver::HookStatus>>,
+    receiver_hooks: Arc<OnceLock<Vec<crate::events::receiver::HookStatus>>>,
+    /// Where each configuration loop is, for the watchdog (see [`supervise`]).
+    liveness: Arc<supervise::Liveness>,
+    /// Suspensions an operator set at run time, as saved in the state dir (see [`suspend`]).
+    suspensions: Arc<std::sync::Mutex<Suspensions>>,
+    /// Bumped at every change of `suspensions`: wakes the configuration loops.
+    suspension_changes: Arc<watch::Sender<u64>>,
+    /// Publish hooks in flight (see [`hooks`]).
+    hooks: Arc<hooks::Hooks>,
 }
 
 /// What [`Engine::trigger`] did.
@@ -168,9 +187,79 @@ impl Engine {
     pub fn new(settings: Settings) -> Result<Arc<Engine>, StateDirError> {
         // Checks, locks and makes the state dir 0700 (the daemon's alone).
         let state_dir = StateDir::open(&settings.state_dir)?;
+        let suspensions = Suspensions::load(&settings.state_dir)?;
         let state = StateStore::open(&settings.state_dir);
         let store = ArtifactStore::new(settings.state_dir.join("artifacts"));
-        state.update(|st| {
+        let sandbox = SandboxSupport::detect();
+        let permits = settings.max_concurrent_fetches.max(1);
+        let metrics = Arc::new(metrics::Metrics::new());
+        let alerts = Arc::new(crate::events::alert::Alerts::new(
+            &settings.events.providers,
+            &settings.events.alerts,
+            metrics.events().clone(),
+        ));
+        let engine = Engine {
+            state_dir: Arc::new(state_dir),
+            state,
+            store: Arc::new(store),
+            metrics,
+            clusters: Arc::default(),
+            alerts,
+            receiver_hooks: Arc::default(),
+            fetch_permits: Arc::new(Semaphore::new(permits)),
+            renderer: Arc::new(OnceLock::new()),
+            sandbox: Arc::new(sandbox),
+            triggers: HashMap::new(),
+            fetch_locks: Vec::new(),
+            stopping: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            liveness: Arc::new(supervise::Liveness::default()),
+            suspensions: Arc::new(std::sync::Mutex::new(suspensions)),
+            suspension_changes: Arc::new(watch::Sender::new(0)),
+            hooks: Arc::new(hooks::Hooks::default()),
+            settings,
+        };
+        Ok(Arc::new(engine.adopt(None)))
+    }
+
+    /// An engine for `settings` that shares this one's state dir, state, counters, fetch slots
+    /// and cancellation; configurations present in both keep their trigger and fetch lock (a
+    /// fetch still running for the old engine keeps the cache to itself).
+    fn successor(&self, settings: Settings) -> Engine {
+        Engine {
+            settings,
+            state_dir: self.state_dir.clone(),
+            state: self.state.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            clusters: self.clusters.clone(),
+            alerts: self.alerts.clone(),
+            receiver_hooks: self.receiver_hooks.clone(),
+            fetch_permits: self.fetch_permits.clone(),
+            renderer: self.renderer.clone(),
+            sandbox: self.sandbox.clone(),
+            triggers: HashMap::new(),
+            fetch_locks: Vec::new(),
+            stopping: self.stopping.clone(),
+            abandon: self.abandon.clone(),
+            liveness: self.liveness.clone(),
+            suspensions: self.suspensions.clone(),
+            suspension_changes: self.suspension_changes.clone(),
+            hooks: self.hooks.clone(),
+        }
+        .adopt(Some(self))
+    }
+
+    /// Fills in the per-configuration parts (from `previous` where it has the configuration),
+    /// brings the statuses in line with the settings, and says how builds are confined.
+    fn adopt(mut self, previous: Option<&Engine>) -> Engine {
+        let settings = &self.settings;
+        let suspensions = self
+            .suspensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.state.update(|st| {
             let wanted: Vec<String> = settings.configurations.iter().map(source_key).collect();
             st.sources.retain(|k, _| wanted.contains(k));
             let wanted: Vec<String> = settings
@@ -198,7 +287,9 @@ impl Engine {
                 s.namespace = c.namespace.clone();
                 s.kind = c.source.kind().as_str().into();
                 s.url = crate::source::git::refs::redact_url(&c.source.url);
-                s.suspended = c.suspend || c.source.suspend;
+                s.suspended = c.suspend
+                    || c.source.suspend
+                    || suspensions.configuration(&c.namespace, &c.name);
                 // An artifact whose file vanished is not served.
                 if s.artifact.as_ref().is_some_and(|a| !a.path.is_file()) {
                     s.artifact = None;
@@ -212,56 +303,54 @@ impl Engine {
                     ks.configuration = c.name.clone();
                     ks.namespace = c.namespace.clone();
                     ks.path = k.path.clone();
-                    ks.suspended = c.suspend || k.suspend;
+                    ks.suspended = c.suspend
+                        || k.suspend
+                        || suspensions.configuration(&c.namespace, &c.name)
+                        || suspensions.kustomization(&c.namespace, &c.name, &k.name);
                 }
             }
         });
-        let metrics = metrics::Metrics::new();
-        state.read(|st| metrics.register_objects(st));
-        let alerts = crate::events::alert::Alerts::new(
-            &settings.events.providers,
-            &settings.events.alerts,
-            metrics.events().clone(),
-        );
+        self.state.read(|st| self.metrics.register_objects(st));
         // Caches kept from a previous run count from the start.
         for c in &settings.configurations {
-            if let Some(bytes) = source::git_cache_bytes(&settings, c) {
-                metrics.set_git_cache_bytes(
+            if let Some(bytes) = source::git_cache_bytes(settings, c) {
+                self.metrics.set_git_cache_bytes(
                     &metrics::source_labels(&c.namespace, &c.name, c.source.kind().as_str()),
                     bytes,
                 );
             }
         }
-        let triggers = settings
+        let previous_index = |c: &Configuration| {
+            let key = source_key(c);
+            previous.and_then(|p| {
+                p.settings
+                    .configurations
+                    .iter()
+                    .position(|o| source_key(o) == key)
+                    .map(|i| (p, i))
+            })
+        };
+        self.triggers = settings
             .configurations
             .iter()
-            .map(|c| (source_key(c), Arc::new(Notify::new())))
+            .map(|c| {
+                let trigger = previous_index(c)
+                    .and_then(|(p, _)| p.triggers.get(&source_key(c)).cloned())
+                    .unwrap_or_default();
+                (source_key(c), trigger)
+            })
             .collect();
-        let permits = settings.max_concurrent_fetches.max(1);
-        let sandbox = SandboxSupport::detect();
-        log_sandbox(&settings, &sandbox);
-        let fetch_locks = settings
+        self.fetch_locks = settings
             .configurations
             .iter()
-            .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+            .map(|c| {
+                previous_index(c)
+                    .and_then(|(p, i)| p.fetch_locks.get(i).cloned())
+                    .unwrap_or_default()
+            })
             .collect();
-        Ok(Arc::new(Engine {
-            settings,
-            state_dir,
-            state,
-            store,
-            metrics,
-            fetch_permits: Semaphore::new(permits),
-            renderer: OnceLock::new(),
-            sandbox,
-            triggers,
-            fetch_locks,
-            stopping: CancellationToken::new(),
-            abandon: CancellationToken::new(),
-            clusters: Arc::default(),
-            alerts,
-            hooks: OnceLock::new(),
-        }))
+        log_sandbox(settings, &self.sandbox);
+        self
     }
 
     pub fn state(&self) -> &Arc<StateStore> {
@@ -292,12 +381,23 @@ impl Engine {
 
     /// Records the receivers being served (once; later calls are ignored).
     pub fn set_hooks(&self, hooks: Vec<crate::events::receiver::HookStatus>) {
-        let _ = self.hooks.set(hooks);
+        let _ = self.receiver_hooks.set(hooks);
     }
 
     /// The receivers being served: none until the daemon has started its listener.
     pub fn hooks(&self) -> &[crate::events::receiver::HookStatus] {
-        self.hooks.get().map(Vec::as_slice).unwrap_or_default()
+        self.receiver_hooks
+            .get()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// What a daemon starts beside the configuration loops: the alert workers, and the
+    /// cleanup of kustomizations that left the config (again after every reload).
+    pub fn start_background(self: &Arc<Self>) {
+        self.alerts.start();
+        let engine = self.clone();
+        tokio::spawn(async move { engine.collect_garbage().await });
     }
 
     /// Ask a configuration to sync now: the one named `name` in `namespace`, or, without a
@@ -356,6 +456,8 @@ impl Engine {
             report.sources.extend(part.sources);
             report.kustomizations.extend(part.kustomizations);
         }
+        // A one-shot run (an init container) is done when its consumers have been told.
+        self.hooks.wait().await;
         self.flush().await;
         // The pass's alerts go out before the process exits, unless a provider is too slow.
         self.alerts.drain(ALERT_DRAIN).await;
@@ -365,7 +467,7 @@ impl Engine {
     async fn once_configuration(self: &Arc<Self>, idx: usize) -> PassReport {
         let c = &self.settings.configurations[idx];
         let mut report = PassReport::default();
-        let result = if c.suspend || c.source.suspend {
+        let result = if self.source_suspended(idx) {
             Ok(())
         } else {
             source::reconcile(self, idx).await.1
@@ -383,7 +485,7 @@ impl Engine {
         });
         let due: Vec<usize> = scheduler::dependency_order(&c.kustomizations)
             .into_iter()
-            .filter(|&ki| !(c.suspend || c.kustomizations[ki].suspend))
+            .filter(|&ki| !self.kustomization_suspended(idx, ki))
             .collect();
         let mut results = Vec::with_capacity(due.len());
         for wave in scheduler::waves(&c.kustomizations, &due) {
@@ -460,35 +562,33 @@ impl Engine {
         }
     }
 
-    /// Run until `shutdown` turns true; in-flight steps finish (they write atomically, so
-    /// even an abandoned one leaves no half-written file), then the state is flushed.
-    pub async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
-        self.alerts.start();
-        let mut tasks = tokio::task::JoinSet::new();
-        {
-            // Fetches do not watch `shutdown` themselves: they end on `stopping`.
-            let engine = self.clone();
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-                engine.stopping.cancel();
-            });
-        }
-        {
-            let engine = self.clone();
-            tasks.spawn(async move { engine.collect_garbage().await });
-        }
-        for idx in 0..self.settings.configurations.len() {
-            let engine = self.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move { engine.configuration_loop(idx, shutdown).await });
-        }
-        while tasks.join_next().await.is_some() {}
-        self.flush().await;
+    /// How long one step of configuration `idx` may take before its loop counts as stuck: the
+    /// step's own timeout, its wait for a fetch slot (every other configuration ahead of it
+    /// using a whole timeout), and the slack the reconcilers allow beyond a timeout.
+    fn step_limit(&self, idx: usize, step: Step) -> Duration {
+        let c = &self.settings.configurations[idx];
+        let timeout = match step {
+            Step::Source => {
+                let queue = self
+                    .settings
+                    .configurations
+                    .len()
+                    .div_ceil(self.settings.max_concurrent_fetches.max(1));
+                c.source
+                    .timeout
+                    .saturating_mul(u32::try_from(queue).unwrap_or(u32::MAX))
+            }
+            Step::Kustomization(ki) => c
+                .kustomizations
+                .get(ki)
+                .map_or(Duration::ZERO, |k| k.timeout.saturating_mul(2)),
+        };
+        timeout.saturating_add(STEP_SLACK)
     }
 
     async fn configuration_loop(self: Arc<Self>, idx: usize, mut shutdown: watch::Receiver<bool>) {
         let c = &self.settings.configurations[idx];
+        let key = source_key(c);
         // Every configuration has one (see `new`); a missing one would only lose the trigger.
         let trigger = self
             .triggers
@@ -496,6 +596,9 @@ impl Engine {
             .cloned()
             .unwrap_or_default();
         let mut schedule = scheduler::Schedule::new(c, Instant::now(), StdRng::from_os_rng());
+        let mut suspension_changes = self.suspension_changes.subscribe();
+        let mut failures = failure_log::FailureLog::default();
+        self.apply_suspensions(idx, &mut schedule);
         loop {
             let wake = schedule.next_wake();
             let sleep = async {
@@ -507,13 +610,17 @@ impl Engine {
             tokio::select! {
                 _ = sleep => {}
                 _ = trigger.notified() => schedule.trigger(),
+                _ = suspension_changes.changed() => {}
                 _ = shutdown.changed() => {}
             }
+            self.apply_suspensions(idx, &mut schedule);
             if *shutdown.borrow() {
                 return;
             }
             if schedule.source_due(Instant::now()) {
-                let (action, _) = source::reconcile(&self, idx).await;
+                self.liveness.busy(&key, self.step_limit(idx, Step::Source));
+                let (action, result) = source::reconcile(&self, idx).await;
+                log_outcome(&mut failures, "source", &key, action, &result);
                 schedule.source_finished(action, Instant::now());
             }
             let current = self.current_artifact(c).map(|a| a.revision);
@@ -522,11 +629,31 @@ impl Engine {
                 if *shutdown.borrow() {
                     return;
                 }
-                for (ki, (action, _)) in self.reconcile_wave(idx, &wave).await {
+                // Suspended since the pass began: it does not start.
+                let wave: Vec<usize> = wave
+                    .into_iter()
+                    .filter(|&ki| !self.kustomization_suspended(idx, ki))
+                    .collect();
+                // A wave runs RECONCILE_CONCURRENCY at a time: its limit is that many rounds
+                // of its slowest member's.
+                let rounds =
+                    u32::try_from(wave.len().div_ceil(RECONCILE_CONCURRENCY)).unwrap_or(u32::MAX);
+                let limit = wave
+                    .iter()
+                    .map(|&ki| self.step_limit(idx, Step::Kustomization(ki)))
+                    .max()
+                    .unwrap_or_default()
+                    .saturating_mul(rounds.max(1));
+                self.liveness.busy(&key, limit);
+                for (ki, (action, result)) in self.reconcile_wave(idx, &wave).await {
+                    let object = kustomization_key(c, &c.kustomizations[ki]);
+                    log_outcome(&mut failures, "kustomization", &object, action, &result);
                     schedule.kustomization_finished(ki, action, Instant::now());
                 }
             }
             schedule.pass_finished();
+            debug_stall(&self.liveness, &key).await;
+            self.liveness.idle(&key);
         }
     }
 
@@ -580,6 +707,61 @@ impl Engine {
             .clone()
             .map_err(ReconcileError::NoRenderer)
     }
+}
+
+/// What a step may take beyond its timeouts before its loop counts as stuck: reconcilers
+/// allow a few seconds past a timeout (extracting, recording), and a watchdog that fires on a
+/// merely slow step would restart a healthy daemon.
+const STEP_SLACK: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Source,
+    Kustomization(usize),
+}
+
+/// Log a step's outcome the way [`failure_log`] decides: changes at once, repeats ever less
+/// often. An interrupted step (gitopsd stopping) says nothing.
+fn log_outcome(
+    failures: &mut failure_log::FailureLog,
+    kind: &str,
+    key: &str,
+    action: scheduler::Action,
+    result: &Result<impl Sized, ReconcileError>,
+) {
+    use failure_log::Say;
+    if action == scheduler::Action::Abandoned {
+        return;
+    }
+    match result {
+        Ok(_) => {
+            if let Say::Recovered { after } = failures.succeeded(key) {
+                tracing::info!(object = %key, "{kind} recovered after {after} failed attempts");
+            }
+        }
+        Err(e) => match failures.failed(key, &e.to_string()) {
+            Say::Failed => tracing::warn!(object = %key, error = %e, "{kind} failed"),
+            Say::StillFailing { streak } => tracing::warn!(
+                object = %key,
+                error = %e,
+                "{kind} still failing ({streak} attempts in a row; logged less and less often)"
+            ),
+            Say::Nothing | Say::Recovered { .. } => {}
+        },
+    }
+}
+
+/// Fault injection for the watchdog's test, compiled into debug builds only: with
+/// `GITOPSD_DEBUG_STALL_LOOPS=1` every configuration loop, after its first pass, hangs in a
+/// step that never ends (as a loop stuck on a lost wakeup would), so the test can see the
+/// pings stop. Every real step is bounded, so a real stall cannot be produced on demand.
+async fn debug_stall(liveness: &supervise::Liveness, key: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("GITOPSD_DEBUG_STALL_LOOPS").is_some_and(|v| v == "1") {
+        liveness.busy(key, Duration::from_secs(1));
+        std::future::pending::<()>().await;
+    }
+    let _ = (liveness, key);
 }
 
 /// Say once, at start, how builds will be confined: which mechanism, which configurations

@@ -266,6 +266,16 @@ impl<R: Rng> Schedule<R> {
         }
     }
 
+    /// Suspensions changed at run time (`gitopsd suspend` / `resume`): a suspended object
+    /// stops running; a resumed one keeps its due time, which has usually passed, so it runs at
+    /// the next wake as Flux runs a resumed object at once. `kustomizations` is by index.
+    pub fn set_suspended(&mut self, source: bool, kustomizations: &[bool]) {
+        self.source.suspended = source;
+        for (k, suspended) in self.kustomizations.iter_mut().zip(kustomizations) {
+            k.slot.suspended = *suspended;
+        }
+    }
+
     /// The pass that a trigger forced is over.
     pub fn pass_finished(&mut self) {
         self.forced = false;

@@ -79,7 +79,8 @@ pub(super) async fn reconcile(
             (Action::requeue_after(c.source.interval), Ok(()))
         }
         Err(e) => {
-            tracing::warn!(source = %key, error = %e, "fetch failed");
+            // The configuration's loop logs failures at a slowing rate (see failure_log).
+            tracing::debug!(source = %key, error = %e, "fetch failed");
             (e.action(), Err(e))
         }
     }
@@ -292,6 +293,18 @@ fn pack(
                 source: Box::new(source),
             },
         )?;
+        let directory = match publish.mode {
+            crate::artifact::publish::PublishMode::Symlink => publish.directory.join(&publish.link),
+            crate::artifact::publish::PublishMode::Directory => publish.directory.clone(),
+        };
+        engine.hooks.after_publish(
+            publish,
+            super::hooks::Published {
+                source: source_key(c),
+                revision: revision.to_string(),
+                directory,
+            },
+        );
     }
     Ok(artifact)
 }

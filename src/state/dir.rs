@@ -98,13 +98,18 @@ pub enum StateDirError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Suspensions(#[from] super::suspensions::SuspensionsError),
 }
 
 impl StateDirError {
     /// A problem with the configuration or with another process, not with this run: the CLI
     /// exits 2 for these, as for an invalid config.
     pub fn is_usage(&self) -> bool {
-        !matches!(self, StateDirError::Io { .. })
+        !matches!(
+            self,
+            StateDirError::Io { .. } | StateDirError::Suspensions(_)
+        )
     }
 }
 

@@ -14,8 +14,10 @@
 //! such a file loads (the block is dropped) and the next write leaves it out.
 
 pub mod dir;
+pub mod suspensions;
 
 pub use dir::{ScratchDir, StateDir, StateDirError};
+pub use suspensions::{Suspendable, Suspensions, SuspensionsError};
 
 use crate::apply::Inventory;
 use crate::artifact::Artifact;

@@ -527,7 +527,7 @@ fn the_token_is_required_except_for_probes() {
         assert!(output.status.success(), "{}", describe(&output));
         text(&output.stdout)
     };
-    assert!(ok(setup.client(&["status", "--config", config], &[])).contains("source default/web"));
+    assert!(ok(setup.client(&["status", "--config", config], &[])).contains("GitRepository"));
     ok(setup.client(
         &["status", "--server", &server],
         &[("GITOPSD_TOKEN", "first-token")],

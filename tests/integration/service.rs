@@ -73,7 +73,12 @@ fn ready_then_stopping(listener: &UnixDatagram, socket_name: &str) {
     );
     // SAFETY: kill takes plain integers.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(receive(listener), "STOPPING=1");
+    // STATUS= lines (the summary changing as the first sync lands) may come before it.
+    let mut message = receive(listener);
+    while message.starts_with("STATUS=") {
+        message = receive(listener);
+    }
+    assert_eq!(message, "STOPPING=1");
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
 }
@@ -198,4 +203,190 @@ fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
     let plain = run_once_logging_to(&other, &format!("{}:{}", meta.dev(), meta.ino()));
     assert!(plain.lines().any(|l| l.contains(" INFO ")), "{plain}");
     assert!(!plain.starts_with('<'), "{plain}");
+}
+
+/// The next notification, or `None` when `quiet` passes without one.
+fn next_notification(socket: &UnixDatagram, quiet: Duration) -> Option<String> {
+    socket.set_read_timeout(Some(quiet)).unwrap();
+    let mut buffer = [0u8; 4096];
+    match socket.recv(&mut buffer) {
+        Ok(n) => Some(String::from_utf8_lossy(&buffer[..n]).into_owned()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("notify socket: {e}"),
+    }
+}
+
+/// `gitopsd run` under a watchdog of 2 s (pings every second), notifying `socket`.
+fn run_with_watchdog(
+    dir: &Path,
+    config: &Path,
+    socket: &Path,
+    extra_env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut command = Command::new(gitopsd_bin());
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("NOTIFY_SOCKET", socket)
+        .env("WATCHDOG_USEC", "2000000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.spawn().unwrap()
+}
+
+#[test]
+fn watchdog_pings_come_while_the_loops_turn_and_status_lines_say_what_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = write_config(dir.path(), &repo, free_port());
+    let path = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    let mut child = run_with_watchdog(dir.path(), &config, &path, &[]);
+    let mut pings = 0;
+    let mut statuses = Vec::new();
+    // Three pings after the source is ready prove the pings keep coming once the loop idles.
+    while pings < 3
+        || !statuses
+            .iter()
+            .any(|s: &String| s == "STATUS=1 source ready")
+    {
+        let message = next_notification(&listener, Duration::from_secs(60))
+            .expect("a notification within 60 s");
+        if message == "WATCHDOG=1" {
+            if statuses.iter().any(|s| s == "STATUS=1 source ready") {
+                pings += 1;
+            }
+        } else if message.starts_with("STATUS=") {
+            statuses.push(message);
+        }
+    }
+    // Sent when the summary changes, not at every tick.
+    let repeated = statuses.windows(2).any(|w| w[0] == w[1]);
+    assert!(!repeated, "{statuses:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_failing_source_is_named_with_its_cause_in_the_status_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = write_config(dir.path(), &repo, free_port());
+    let missing = dir.path().join("no-such-repository");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &repo.path().display().to_string(),
+        &missing.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let path = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    let mut child = run_with_watchdog(dir.path(), &config, &path, &[]);
+    let line = loop {
+        let message = next_notification(&listener, Duration::from_secs(60))
+            .expect("a notification within 60 s");
+        if message.contains("failing") {
+            break message;
+        }
+    };
+    assert!(
+        line.starts_with("STATUS=0 sources ready, 1 failing: app ("),
+        "{line:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_stuck_configuration_loop_stops_the_watchdog_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let config = write_config(dir.path(), &repo, free_port());
+    let path = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    // Debug builds only: each loop hangs after its first pass in a step whose limit is 1 s.
+    let mut child = run_with_watchdog(
+        dir.path(),
+        &config,
+        &path,
+        &[("GITOPSD_DEBUG_STALL_LOOPS", "1")],
+    );
+    // Pings may come until the stall is seen; then none for several watchdog intervals.
+    let mut quiet = false;
+    for _ in 0..60 {
+        match next_notification(&listener, Duration::from_secs(6)) {
+            Some(_) => continue,
+            None => {
+                quiet = true;
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(quiet, "pings kept coming from a stuck scheduler:\n{log}");
+    assert!(log.contains("stuck in one step"), "{log}");
+}
+
+#[test]
+fn a_source_failing_over_and_over_is_logged_at_a_slowing_rate_and_its_recovery_once() {
+    use crate::support::Running;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let missing = dir.path().join("repo-to-come");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stateDir: {}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nconfigurations:\n  - name: app\n    \
+             source: {{ kind: git, url: {}, interval: 1s, retryInterval: 1s }}\n",
+            dir.path().join("state").display(),
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Running::start(
+        &["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &format!("127.0.0.1:{port}"),
+        &dir.path().join("log"),
+    );
+    let errors = |d: &Running| -> Option<u64> {
+        d.get("/metrics")?
+            .lines()
+            .find(|l| l.starts_with("gitopsd_source_fetch_errors_total{"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    daemon.wait_for("ten failed fetches", |d| (errors(d)? >= 10).then_some(()));
+    let logged = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("source failed") || l.contains("source still failing"))
+        .count() as u64;
+    let attempts = errors(&daemon).unwrap();
+    // Logged at the 1st, 2nd, 4th, 8th, ... attempt: far fewer lines than attempts.
+    assert!(
+        logged >= 4 && logged <= u64::from(attempts.ilog2()) + 2,
+        "{logged} lines for {attempts} attempts:\n{}",
+        daemon.log()
+    );
+    let repo = repo();
+    std::fs::rename(repo.path(), &missing).unwrap();
+    daemon.wait_for("the recovery logged", |d| {
+        d.log().contains("source recovered after").then_some(())
+    });
+    std::fs::rename(&missing, repo.path()).unwrap();
 }

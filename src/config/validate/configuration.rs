@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use super::super::model::{Configuration, Publish, SourceKind, SourceSettings, SourceSpec};
+use super::super::model::{
+    Configuration, Publish, PublishMode, SourceKind, SourceSettings, SourceSpec,
+};
 use super::super::schema::{RawConfiguration, RawPublish, RawSource};
 use super::kustomization::{kustomizations, Place};
 use super::{render, DEFAULT_NAMESPACE, DEFAULT_PUBLISH_LINK};
@@ -177,6 +179,9 @@ fn source(
     })
 }
 
+/// How long one run of a publish hook may take, unless `publish.hookTimeout` says otherwise.
+const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn publish(raw: &RawPublish, base_dir: &Path, problems: &mut Problems) -> Option<Publish> {
     let directory = raw
         .directory
@@ -198,9 +203,45 @@ fn publish(raw: &RawPublish, base_dir: &Path, problems: &mut Problems) -> Option
             link.to_string()
         }
     };
+    let mode = match raw.mode.as_ref().map(|t| (t, t.as_str())) {
+        None | Some((_, "symlink")) => PublishMode::Symlink,
+        Some((_, "directory")) => PublishMode::Directory,
+        Some((text, other)) => {
+            problems.push(
+                text.pos,
+                format!("invalid publish.mode {other:?}: expected symlink or directory"),
+            );
+            PublishMode::Symlink
+        }
+    };
+    let exec_hook = raw
+        .exec_hook
+        .as_ref()
+        .map(|text| base_dir.join(text.as_str()));
+    let webhook = raw
+        .webhook
+        .as_ref()
+        .and_then(|text| match url::Url::parse(text.as_str()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(text.value.clone()),
+            _ => {
+                problems.push(
+                    text.pos,
+                    "invalid publish.webhook: expected an http:// or https:// URL".to_string(),
+                );
+                None
+            }
+        });
+    let hook_timeout = match &raw.hook_timeout {
+        None => DEFAULT_HOOK_TIMEOUT,
+        some => crate::syntax::values::positive_duration(some, "publish.hookTimeout", problems),
+    };
     Some(Publish {
         directory: directory?,
         link,
+        mode,
+        exec_hook,
+        webhook,
+        hook_timeout,
     })
 }
 
