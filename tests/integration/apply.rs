@@ -1144,3 +1144,129 @@ fn a_kill_9_mid_apply_leaves_nothing_orphaned_and_the_next_start_converges() {
         .count();
     assert_eq!(left, 300 - created_before.len() + 1);
 }
+
+/// As a pod sees it: `/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}`
+/// (on a tmpfs in a mount namespace of its own, so the host is not touched) and
+/// `KUBERNETES_SERVICE_HOST`/`_PORT`; `kubernetes:` either says `inCluster: true` or nothing,
+/// and then no kubeconfig exists (HOME is empty, no KUBECONFIG), so the account is detected.
+#[test]
+fn in_a_pod_the_service_account_is_used_explicitly_or_when_no_kubeconfig_exists() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a private mount namespace");
+        return;
+    }
+    let c = cluster();
+    for (prefix, section) in [("incluster", "{ inCluster: true }"), ("detected", "{}")] {
+        let s = Setup::new(prefix);
+        let ns = &s.ns;
+        s.commit(&[("app/cm.yaml", &config_map("from-a-pod", ns, "1"))]);
+        s.configure("", "      - { name: app, path: ./app }\n");
+        let config = std::fs::read_to_string(s.config_path()).unwrap().replace(
+            &format!(
+                "kubernetes: {{ kubeconfig: \"{}\" }}",
+                s.kubeconfig.display()
+            ),
+            &format!("kubernetes: {section}"),
+        );
+        std::fs::write(s.config_path(), config).unwrap();
+        let account = s.dir.path().join("serviceaccount");
+        std::fs::create_dir_all(&account).unwrap();
+        std::fs::write(account.join("token"), crate::support::kube::ADMIN_TOKEN).unwrap();
+        std::fs::copy(c.ca_cert(), account.join("ca.crt")).unwrap();
+        std::fs::write(account.join("namespace"), ns).unwrap();
+        let home = s.dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let script = format!(
+            "set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/secrets/kubernetes.io; \
+             cp -r {account} /run/secrets/kubernetes.io/serviceaccount; \
+             exec {bin} run --once -o json --config {config}",
+            account = account.display(),
+            bin = gitopsd_bin().display(),
+            config = s.config_path().display(),
+        );
+        let output = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .current_dir(s.dir.path())
+            .env_remove("KUBECONFIG")
+            .env("HOME", &home)
+            .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            .env("KUBERNETES_SERVICE_PORT", c.port().to_string())
+            .env("GITOPSD_KUSTOMIZE", "kubectl")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{section}: {}",
+            describe(&output)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let k = kustomization(&report, "app");
+        assert_eq!(
+            k["target"],
+            if section == "{}" {
+                "cluster (default kubeconfig)"
+            } else {
+                "cluster (in-cluster)"
+            }
+        );
+        assert!(exists(ns, CM, "from-a-pod"), "{section}: not applied");
+    }
+}
+
+#[test]
+fn ssa_annotations_and_target_namespace_behave_as_in_flux() {
+    let s = Setup::new("ssa");
+    let ns = &s.ns;
+    let target = cluster().create_namespace("ssa-target");
+    let annotated = |name: &str, value: &str, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    kustomize.toolkit.fluxcd.io/ssa: {policy}\ndata:\n  key: \"{value}\"\n"
+        )
+    };
+    s.commit(&[
+        ("app/once.yaml", &annotated("once", "first", "IfNotPresent")),
+        ("app/never.yaml", &annotated("never", "x", "Ignore")),
+        (
+            "app/plain.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  key: \"1\"\n",
+        ),
+    ]);
+    s.configure(
+        "",
+        &format!("      - {{ name: app, path: ./app, targetNamespace: {target}, prune: true }}\n"),
+    );
+    let (code, report, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    let k = kustomization(&report, "app");
+    assert_eq!(action_of(k, "ConfigMap/once"), "created");
+    assert_eq!(action_of(k, "ConfigMap/never"), "skipped");
+    // targetNamespace put every object there, none in the configuration's namespace.
+    assert!(exists(&target, CM, "once") && exists(&target, CM, "plain"));
+    assert!(!exists(ns, CM, "plain"));
+    assert!(!exists(&target, CM, "never"), "ssa: Ignore was applied");
+
+    // IfNotPresent: a change in git does not reach the live object.
+    s.commit(&[(
+        "app/once.yaml",
+        &annotated("once", "second", "IfNotPresent"),
+    )]);
+    let (code, report, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert_eq!(
+        action_of(kustomization(&report, "app"), "ConfigMap/once"),
+        "skipped"
+    );
+    let once = cluster()
+        .get_json("v1", "ConfigMap", Some(&target), "once")
+        .unwrap();
+    assert_eq!(once["data"]["key"], "first");
+
+    // An Ignore'd object made by hand is never pruned while it is in the source.
+    cluster().apply_json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "never", "namespace": target}, "data": {"key": "by hand"}}));
+    let (code, _, output) = s.run_once();
+    assert_eq!(code, 0, "{}", describe(&output));
+    assert!(exists(&target, CM, "never"));
+}
