@@ -304,7 +304,14 @@ impl Target for KubernetesTarget {
                 report
                     .objects
                     .iter()
-                    .filter(|o| o.action != super::ObjectAction::Pruned)
+                    // Pruned ones are gone; skipped ones (`ssa: Ignore`, `IfNotPresent`) are
+                    // not gitopsd's to wait for.
+                    .filter(|o| {
+                        !matches!(
+                            o.action,
+                            super::ObjectAction::Pruned | super::ObjectAction::Skipped
+                        )
+                    })
                     .map(|o| o.id.clone()),
             );
         }
