@@ -417,6 +417,13 @@ async fn render_in_time(
 }
 
 /// The blocking part: extract the artifact into scratch space and run kustomize there.
+///
+/// The kustomizations of one configuration share one extraction of its current artifact:
+/// Flux's fleet shape (a thousand kustomizations of one source) would otherwise unpack the
+/// whole artifact a thousand times. Builds only add files that are the same for every build
+/// of a path (the generated kustomization.yaml) and the escaping symlinks are swept once, so
+/// sharing changes no output. `targetNamespace` rewrites the kustomization file, so such a
+/// build gets a private copy.
 fn render(
     engine: &Engine,
     idx: usize,
@@ -427,6 +434,10 @@ fn render(
     let k = &c.kustomizations[ki];
     let renderer = engine.renderer()?;
     let confinement = engine.sandbox.resolve(c.render.sandbox).map_err(Box::new)?;
+    if k.target_namespace.is_none() {
+        let tree = engine.shared_tree(c, artifact)?;
+        return build_in(&renderer, confinement, c, k, &tree.root());
+    }
     // Removed when dropped, at the end of this function.
     let scratch = engine
         .state_dir
@@ -444,21 +455,36 @@ fn build(
     artifact: &Artifact,
     scratch: &std::path::Path,
 ) -> Result<Rendered, ReconcileError> {
+    let root = scratch.join("src");
+    extract(artifact, &root)?;
+    build_in(renderer, confinement, c, k, &root)
+}
+
+pub(super) fn extract(artifact: &Artifact, root: &std::path::Path) -> Result<(), ReconcileError> {
+    crate::artifact::extract::extract(&artifact.path, &artifact.digest, root).map_err(|source| {
+        ReconcileError::Extract {
+            path: artifact.path.clone(),
+            source: Box::new(source),
+        }
+    })
+}
+
+/// Build kustomization `k` of `c` from the extracted artifact at `root`.
+fn build_in(
+    renderer: &crate::render::Renderer,
+    confinement: crate::render::Confinement,
+    c: &Configuration,
+    k: &Kustomization,
+    root: &std::path::Path,
+) -> Result<Rendered, ReconcileError> {
     let options = BuildOptions {
         timeout: k.timeout,
         confinement,
         remote_bases: c.render.remote_bases,
         target_namespace: k.target_namespace.clone(),
     };
-    let root = scratch.join("src");
-    crate::artifact::extract::extract(&artifact.path, &artifact.digest, &root).map_err(
-        |source| ReconcileError::Extract {
-            path: artifact.path.clone(),
-            source: Box::new(source),
-        },
-    )?;
     renderer
-        .build(&root, &k.path, &options)
+        .build(root, &k.path, &options)
         .map_err(|source| ReconcileError::Build {
             path: display_path(&k.path),
             source: Box::new(source),

@@ -89,6 +89,9 @@ pub struct Engine {
     /// The webhook receivers being served, for the status API; set once the daemon has read
     /// their secrets.
     receiver_hooks: Arc<OnceLock<Vec<crate::events::receiver::HookStatus>>>,
+    /// Each configuration's current artifact, extracted once for all its kustomizations (see
+    /// `kustomization::render`), by `<namespace>/<name>`.
+    trees: Arc<std::sync::Mutex<HashMap<String, Arc<SharedTree>>>>,
     /// Where each configuration loop is, for the watchdog (see [`supervise`]).
     liveness: Arc<supervise::Liveness>,
     /// Suspensions an operator set at run time, as saved in the state dir (see [`suspend`]).
@@ -154,6 +157,22 @@ fn source_key(c: &Configuration) -> String {
     format!("{}/{}", c.namespace, c.name)
 }
 
+/// An artifact extracted into scratch space for the builds of one configuration; removed
+/// when the last build using it is done and a newer artifact replaced it.
+struct SharedTree {
+    digest: String,
+    dir: crate::state::ScratchDir,
+    /// Set once the extraction (and the sweep of escaping symlinks) finished; held while it
+    /// runs, so the builds that come meanwhile wait for it instead of extracting again.
+    ready: std::sync::Mutex<bool>,
+}
+
+impl SharedTree {
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+}
+
 /// Kustomizations of one configuration reconciled at the same time (see `reconcile_wave`).
 const RECONCILE_CONCURRENCY: usize = 8;
 
@@ -206,6 +225,7 @@ impl Engine {
             clusters: Arc::default(),
             alerts,
             receiver_hooks: Arc::default(),
+            trees: Arc::default(),
             fetch_permits: Arc::new(Semaphore::new(permits)),
             renderer: Arc::new(OnceLock::new()),
             sandbox: Arc::new(sandbox),
@@ -235,6 +255,7 @@ impl Engine {
             clusters: self.clusters.clone(),
             alerts: self.alerts.clone(),
             receiver_hooks: self.receiver_hooks.clone(),
+            trees: self.trees.clone(),
             fetch_permits: self.fetch_permits.clone(),
             renderer: self.renderer.clone(),
             sandbox: self.sandbox.clone(),
@@ -390,6 +411,55 @@ impl Engine {
             .get()
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// The extracted tree of `artifact` for the builds of configuration `c`, extracted now
+    /// unless a build extracted it already. (Blocking: called from a render's thread.)
+    fn shared_tree(
+        &self,
+        c: &Configuration,
+        artifact: &Artifact,
+    ) -> Result<Arc<SharedTree>, ReconcileError> {
+        let tree = {
+            let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
+            match trees.get(&source_key(c)) {
+                Some(tree) if tree.digest == artifact.digest => tree.clone(),
+                _ => {
+                    let tree = Arc::new(SharedTree {
+                        digest: artifact.digest.clone(),
+                        dir: self
+                            .state_dir
+                            .scratch(&format!("tree-{}", c.name))
+                            .map_err(ReconcileError::Scratch)?,
+                        ready: std::sync::Mutex::new(false),
+                    });
+                    // The previous tree goes once the builds still using it are done.
+                    trees.insert(source_key(c), tree.clone());
+                    tree
+                }
+            }
+        };
+        let mut ready = tree.ready.lock().unwrap_or_else(|e| e.into_inner());
+        if !*ready {
+            let root = tree.root();
+            if let Err(e) = kustomization::extract(artifact, &root) {
+                // The next build starts again from an empty directory.
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(e);
+            }
+            for link in
+                crate::render::sweep_escaping_symlinks(&root).map_err(ReconcileError::Scratch)?
+            {
+                tracing::warn!(
+                    configuration = %c.name,
+                    symlink = %link.display(),
+                    "removed a symlink that leads outside the artifact before the build"
+                );
+            }
+            *ready = true;
+        }
+        drop(ready);
+        Ok(tree)
     }
 
     /// What a daemon starts beside the configuration loops: the alert workers, and the

@@ -41,6 +41,12 @@ use run::RunError;
 /// The environment variable that names the kustomize binary explicitly.
 pub const KUSTOMIZE_ENV: &str = "GITOPSD_KUSTOMIZE";
 
+/// Removes the symlinks under `root` that lead outside it (what every build does first), so
+/// that a tree shared by several builds is swept once, before any of them runs.
+pub fn sweep_escaping_symlinks(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    paths::remove_escaping_symlinks(root)
+}
+
 /// What a build produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {

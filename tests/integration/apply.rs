@@ -99,8 +99,28 @@ configurations:
         (output.status.code().unwrap_or(-1), report, output)
     }
 
+    /// `run --once` that must succeed: its report.
+    fn run_ok(&self) -> Value {
+        let (code, report, output) = self.run_once();
+        assert_eq!(code, 0, "{}", describe(&output));
+        report
+    }
+
+    /// `run --once` that must fail: its report.
+    fn run_failing(&self) -> Value {
+        let (code, report, output) = self.run_once();
+        assert_ne!(code, 0, "{}", describe(&output));
+        report
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// The state file, parsed.
+    fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.state_dir().join("state.json")).unwrap())
+            .unwrap()
     }
 }
 
@@ -199,8 +219,7 @@ fn a_crd_and_its_resource_apply_in_one_pass_then_nothing_is_rewritten() {
     ]);
     s.configure("", "      - { name: app, path: ./app }\n");
 
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     let k = kustomization(&report, "app");
     assert_eq!(
         actions(k),
@@ -231,8 +250,7 @@ fn a_crd_and_its_resource_apply_in_one_pass_then_nothing_is_rewritten() {
     let versions: Vec<String> = [&cm, &widget].iter().map(|o| resource_version(o)).collect();
 
     // A second pass (a new process: nothing remembered) changes nothing on the server.
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     let k = kustomization(&report, "app");
     assert!(actions(k).iter().all(|(_, a)| a == "unchanged"), "{k:#}");
     let cm = c.get_json("v1", "ConfigMap", Some(ns), "settings").unwrap();
@@ -246,8 +264,7 @@ fn a_crd_and_its_resource_apply_in_one_pass_then_nothing_is_rewritten() {
 
     // A change to one object configures that one only.
     s.commit(&[("app/cm.yaml", &config_map("settings", ns, "two"))]);
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     let k = kustomization(&report, "app");
     assert_eq!(action_of(k, "ConfigMap/settings"), "configured");
     assert_eq!(action_of(k, "Widget/w1"), "unchanged");
@@ -304,8 +321,7 @@ fn prune_deletes_what_left_but_not_opted_out_objects_nor_those_owned_elsewhere()
         "",
         "      - { name: app, path: ./app, prune: true, dependsOn: [other] }\n      - { name: other, path: ./other, prune: true }\n",
     );
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     for name in ["a", "b", "c", "d", "keep"] {
         assert!(exists(ns, CM, name), "{name} was not applied");
     }
@@ -315,8 +331,7 @@ fn prune_deletes_what_left_but_not_opted_out_objects_nor_those_owned_elsewhere()
     s.repo.remove("app/b.yaml");
     s.repo.remove("app/c.yaml");
     s.commit(&[("other/c.yaml", &config_map("c", ns, "1"))]);
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     let app = kustomization(&report, "app");
     assert_eq!(action_of(app, "ConfigMap/a"), "pruned");
     assert!(!exists(ns, CM, "a"), "a was not pruned");
@@ -343,15 +358,13 @@ fn prune_still_works_after_the_state_dir_is_deleted() {
         ("app/b.yaml", &config_map("b", ns, "1")),
     ]);
     s.configure("", "      - { name: app, path: ./app, prune: true }\n");
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     assert!(exists(ns, CM, "b"));
 
     std::fs::remove_dir_all(s.state_dir()).unwrap();
     s.repo.remove("app/b.yaml");
     s.commit(&[]);
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     assert_eq!(
         action_of(kustomization(&report, "app"), "ConfigMap/b"),
         "pruned"
@@ -376,13 +389,11 @@ fn kustomizations_removed_from_the_config_are_pruned_at_the_next_start_when_they
         "",
         "      - { name: gone, path: ./gone, prune: true }\n      - { name: kept, path: ./kept }\n      - { name: stays, path: ./stays, prune: true }\n",
     );
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     assert!(exists(ns, CM, "a") && exists(ns, CM, "b") && exists(ns, CM, "c"));
 
     s.configure("", "      - { name: stays, path: ./stays, prune: true }\n");
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     assert!(
         !exists(ns, CM, "a"),
         "the removed kustomization with prune: true kept its objects"
@@ -422,15 +433,13 @@ fn force_recreates_a_job_whose_template_changed_and_without_it_the_field_is_name
     let ns = &s.ns;
     s.commit(&[("app/job.yaml", &job(ns, "registry.invalid/migrate:1"))]);
     s.configure("", "      - { name: app, path: ./app }\n");
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     let first = cluster()
         .get_json("batch/v1", "Job", Some(ns), "migrate")
         .unwrap();
 
     s.commit(&[("app/job.yaml", &job(ns, "registry.invalid/migrate:2"))]);
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     let error = kustomization(&report, "app")["error"]
         .as_str()
         .unwrap()
@@ -443,8 +452,7 @@ fn force_recreates_a_job_whose_template_changed_and_without_it_the_field_is_name
     assert!(error.contains("force: true"), "{error}");
 
     s.configure("", "      - { name: app, path: ./app, force: true }\n");
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     assert_eq!(
         action_of(kustomization(&report, "app"), "Job/migrate"),
         "created"
@@ -493,8 +501,7 @@ fn wait_passes_once_a_deployment_rolls_out_and_a_timeout_names_each_pending_obje
         "",
         "      - { name: ok, path: ./ok, wait: true, timeout: 3m }\n      - { name: stuck, path: ./stuck, wait: true, timeout: 8s }\n",
     );
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     assert!(
         kustomization(&report, "ok")["error"].is_null(),
         "{report:#}"
@@ -503,10 +510,8 @@ fn wait_passes_once_a_deployment_rolls_out_and_a_timeout_names_each_pending_obje
         .get_json("apps/v1", "Deployment", Some(ns), "web")
         .unwrap();
     assert_eq!(
-        web["status"]["availableReplicas"],
-        2,
-        "wait returned before the rollout\n{}",
-        describe(&output)
+        web["status"]["availableReplicas"], 2,
+        "wait returned before the rollout"
     );
     let error = kustomization(&report, "stuck")["error"]
         .as_str()
@@ -515,8 +520,7 @@ fn wait_passes_once_a_deployment_rolls_out_and_a_timeout_names_each_pending_obje
     assert!(error.starts_with("health check failed after 8s"), "{error}");
     assert!(error.contains(&format!("Deployment/{ns}/api: ")), "{error}");
     assert!(error.contains("of 2 replicas"), "{error}");
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(s.state_dir().join("state.json")).unwrap()).unwrap();
+    let state = s.state();
     let conditions = &state["kustomizations"][format!("{ns}/web/stuck")]["conditions"];
     let healthy = conditions
         .as_array()
@@ -545,8 +549,7 @@ fn health_checks_wait_for_named_objects_without_wait() {
         "",
         &format!("      - name: app\n        path: ./app\n        timeout: 6s\n        healthChecks:\n          - {{ apiVersion: apps/v1, kind: Deployment, name: external, namespace: {ns} }}\n"),
     );
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     let error = kustomization(&report, "app")["error"]
         .as_str()
         .unwrap()
@@ -571,8 +574,7 @@ fn a_dependency_chain_holds_dependents_until_the_failing_one_recovers() {
         "",
         "      - { name: a, path: ./a }\n      - { name: b, path: ./b, dependsOn: [a] }\n      - { name: c, path: ./c, dependsOn: [b] }\n",
     );
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     assert!(kustomization(&report, "a")["error"].is_null());
     let b = kustomization(&report, "b")["error"]
         .as_str()
@@ -585,15 +587,13 @@ fn a_dependency_chain_holds_dependents_until_the_failing_one_recovers() {
         .to_string();
     assert!(c.starts_with("dependency 'b' is not ready"), "{c}");
     assert!(!exists(ns, CM, "c"));
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(s.state_dir().join("state.json")).unwrap()).unwrap();
+    let state = s.state();
     let ready = &state["kustomizations"][format!("{ns}/web/c")]["conditions"][0];
     assert_eq!(ready["reason"], "DependencyNotReady", "{ready:#}");
 
     s.repo.remove("b/cm.yaml");
     s.commit(&[("b/cm.yaml", &config_map("b", ns, "1"))]);
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     assert!(exists(ns, CM, "b") && exists(ns, CM, "c"));
 }
 
@@ -614,8 +614,7 @@ fn client_and_server_validation_failures_apply_nothing() {
         "",
         "      - { name: client, path: ./client, validation: client }\n      - { name: server, path: ./server, validation: server }\n",
     );
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     let client = kustomization(&report, "client")["error"]
         .as_str()
         .unwrap()
@@ -683,8 +682,7 @@ fn post_build_substitutes_from_the_config_a_configmap_and_a_secret() {
     // A changed ConfigMap is read again at the next reconcile.
     c.apply_json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "cluster-vars", "namespace": ns}, "data": {"region": "us-east"}}));
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     let vars = c.get_json("v1", "ConfigMap", Some(ns), "vars").unwrap();
     assert_eq!(vars["data"]["region"], "us-east");
 
@@ -693,8 +691,7 @@ fn post_build_substitutes_from_the_config_a_configmap_and_a_secret() {
         "",
         "      - name: app\n        path: ./app\n        postBuild:\n          substituteFrom: [{ kind: Secret, name: nowhere }]\n",
     );
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     assert_eq!(
         kustomization(&report, "app")["error"],
         format!("postBuild.substituteFrom: Secret {ns}/nowhere not found")
@@ -716,8 +713,7 @@ fn scope_namespace_refuses_cluster_scoped_objects_and_applies_nothing() {
         "    scope: namespace\n",
         "      - { name: app, path: ./app }\n",
     );
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     let error = kustomization(&report, "app")["error"]
         .as_str()
         .unwrap()
@@ -732,8 +728,7 @@ fn scope_namespace_refuses_cluster_scoped_objects_and_applies_nothing() {
     // namespace even without one of their own.
     s.repo.remove("app/role.yaml");
     s.commit(&[]);
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     assert!(exists(ns, CM, "local"));
 }
 
@@ -769,8 +764,7 @@ fn a_service_account_applies_only_what_its_rbac_allows() {
         "",
         "      - { name: app, path: ./app, serviceAccountName: deployer }\n",
     );
-    let (code, report, output) = s.run_once();
-    assert_ne!(code, 0, "{}", describe(&output));
+    let report = s.run_failing();
     let error = kustomization(&report, "app")["error"]
         .as_str()
         .unwrap()
@@ -909,8 +903,7 @@ fn objects_lists_the_inventory_with_live_status_and_diff_shows_pending_changes()
         "",
         "      - { name: app, path: ./app, wait: true, timeout: 2m }\n",
     );
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
 
     let objects = s
         .gitopsd()
@@ -954,8 +947,7 @@ fn objects_lists_the_inventory_with_live_status_and_diff_shows_pending_changes()
         ("app/new.yaml", &config_map("added", ns, "1")),
     ]);
     s.configure("", "      - { name: app, path: ./app, suspend: true }\n");
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     let changed = diff(&s);
     assert_eq!(changed.status.code(), Some(1), "{}", describe(&changed));
     let text = String::from_utf8_lossy(&changed.stdout).to_string();
@@ -1128,8 +1120,7 @@ fn a_kill_9_mid_apply_leaves_nothing_orphaned_and_the_next_start_converges() {
         s.repo.remove(format!("app/{name}.yaml"));
     }
     s.commit(&[("app/last.yaml", &config_map("last", ns, "1"))]);
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     for name in &created_before {
         assert!(
             !exists(ns, CM, name),
@@ -1237,8 +1228,7 @@ fn ssa_annotations_and_target_namespace_behave_as_in_flux() {
         "",
         &format!("      - {{ name: app, path: ./app, targetNamespace: {target}, prune: true }}\n"),
     );
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     let k = kustomization(&report, "app");
     assert_eq!(action_of(k, "ConfigMap/once"), "created");
     assert_eq!(action_of(k, "ConfigMap/never"), "skipped");
@@ -1252,8 +1242,7 @@ fn ssa_annotations_and_target_namespace_behave_as_in_flux() {
         "app/once.yaml",
         &annotated("once", "second", "IfNotPresent"),
     )]);
-    let (code, report, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    let report = s.run_ok();
     assert_eq!(
         action_of(kustomization(&report, "app"), "ConfigMap/once"),
         "skipped"
@@ -1266,7 +1255,6 @@ fn ssa_annotations_and_target_namespace_behave_as_in_flux() {
     // An Ignore'd object made by hand is never pruned while it is in the source.
     cluster().apply_json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "never", "namespace": target}, "data": {"key": "by hand"}}));
-    let (code, _, output) = s.run_once();
-    assert_eq!(code, 0, "{}", describe(&output));
+    s.run_ok();
     assert!(exists(&target, CM, "never"));
 }
