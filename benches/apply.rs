@@ -292,12 +292,20 @@ fn fleet(work: &Path, settings: &Settings) -> anyhow::Result<()> {
         let started = Instant::now();
         let (peak, output) = peak_rss_kib(c);
         let elapsed = started.elapsed();
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).context("report")?;
+        let errors: Vec<String> = report["kustomizations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["error"].as_str().map(|e| format!("{}: {e}", k["name"])))
+            .take(3)
+            .collect();
         ensure!(
             output.status.success(),
-            "gitopsd run --once failed: {}",
-            String::from_utf8_lossy(&output.stderr)
+            "gitopsd run --once failed: {}{}",
+            String::from_utf8_lossy(&output.stderr),
+            errors.join("\n")
         );
-        let report = serde_json::from_slice(&output.stdout).context("report")?;
         Ok((elapsed, peak, report))
     };
     let count = |report: &serde_json::Value, action: &str| -> usize {

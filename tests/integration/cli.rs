@@ -269,8 +269,23 @@ configurations:
     let k = &kustomizations[0];
     assert_eq!(
         keys(k),
-        sorted(&["name", "revision", "target", "objects", "error"])
+        sorted(&["name", "revision", "target", "objects", "applied", "error"])
     );
+    // Each object and what the pass did to it: a first render creates both.
+    let applied: Vec<(&str, &str)> = k["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["id"]["kind"].as_str().unwrap(),
+                o["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(applied.len(), 2, "{k:#}");
+    assert!(applied.contains(&("ConfigMap", "created")), "{k:#}");
+    assert!(applied.contains(&("Service", "created")), "{k:#}");
     assert_eq!(k["name"], "app");
     assert_eq!(k["revision"], revision.as_str());
     assert_eq!(k["objects"], 2);

@@ -444,8 +444,10 @@ impl Jail {
         let mechanism = confinement.as_str();
         let failed = |source: io::Error| SandboxError::Prepare { mechanism, source };
         let prepare_work = || -> io::Result<(WorkDir, Allowed)> {
+            // Beside the tree, one per build: builds of one configuration share its tree
+            // and may run at the same time, each with its own temp dir and mount root.
             let mut work_name = root.as_os_str().to_os_string();
-            work_name.push(".sandbox");
+            work_name.push(format!(".sandbox-{}", crate::atomic::unique()));
             let work = WorkDir(PathBuf::from(work_name));
             std::fs::create_dir_all(&work.0)?;
             let allowed = allowed(binary, remote_bases, &work.0)?;
