@@ -253,7 +253,12 @@ fn runs_as_the_image_does_non_root_env_only_read_only_but_state_and_dest() {
     let dest = shared.join("app");
     let c = |p: &Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     let (root, state_c, shared_c) = (c(Path::new("/")), c(&state), c(&shared));
-    let mut command = Command::new(gitopsd_bin());
+    // The image's binary is world-readable in /usr/bin; the one cargo built may sit under a
+    // directory only root may enter (CI's target dir lives in root's home), so a copy runs.
+    let binary = dir.path().join("gitopsd");
+    std::fs::copy(gitopsd_bin(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut command = Command::new(&binary);
     command
         .arg("sync")
         .env_clear()
