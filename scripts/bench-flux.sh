@@ -93,8 +93,12 @@ if [ -n "$concurrency" ]; then
         python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
     sc_dir="$("${go_env[@]}" go mod download -json "github.com/fluxcd/source-controller@$source_version" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
-    crds=("$kc_dir/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml"
-        "$sc_dir/config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml")
+    # kustomize-controller watches every source kind it can read: without their CRDs its
+    # caches never sync and it exits after 2 minutes.
+    crds=("$kc_dir/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml")
+    for kind in gitrepositories ocirepositories buckets externalartifacts; do
+        crds+=("$sc_dir/config/crd/bases/source.toolkit.fluxcd.io_$kind.yaml")
+    done
     for f in "${crds[@]}"; do [ -f "$f" ] || die "$f is missing"; done
 fi
 
@@ -113,6 +117,7 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 log "work dir $work"
 cd "$work"
 
@@ -260,11 +265,18 @@ log "gitopsd: first ${g_first}s $(kib_to_mib "$g_first_rss") MiB; no change ${g_
 
 # --- 5. Flux's kustomize-controller -----------------------------------------------------------
 if [ -n "$concurrency" ]; then
-    kubectl apply --server-side -f "${crds[0]}" -f "${crds[1]}" >/dev/null
-    kubectl wait --for=condition=Established --timeout=60s \
-        crd/kustomizations.kustomize.toolkit.fluxcd.io crd/gitrepositories.source.toolkit.fluxcd.io >/dev/null
+    for f in "${crds[@]}"; do kubectl apply --server-side -f "$f" >/dev/null; done
+    kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
 fi
 
+# wait_for WAITER_PID CONTROLLER_PID: the waiter's status, or failure when the controller dies.
+wait_for() {
+    while kill -0 "$1" 2>/dev/null; do
+        kill -0 "$2" 2>/dev/null || { kill "$1" 2>/dev/null; return 1; }
+        sleep 0.5
+    done
+    wait "$1"
+}
 flux_results=()
 for c in $concurrency; do
     ns="bench-flux-c$c"
@@ -311,6 +323,13 @@ EOF
         [ "$i" = 300 ] && die "kustomize-controller not ready after 60 s"
         sleep 0.2
     done
+    # Its caches synced and its workers run: the controller's start is not part of the time.
+    for i in $(seq 600); do
+        grep -q '"Starting workers"' "kustomize-controller-c$c.log" && break
+        kill -0 "$kc_pid" 2>/dev/null || { tail "kustomize-controller-c$c.log" >&2; die "kustomize-controller exited"; }
+        [ "$i" = 600 ] && die "kustomize-controller did not start its workers after 120 s"
+        sleep 0.2
+    done
     kc_idle_rss="$(status_field "$kc_pid" VmRSS)"
 
     for ((i = 0; i < n; i++)); do
@@ -335,7 +354,7 @@ EOF
     t0="$(now)"
     kubectl apply --server-side -f "flux-c$c.yaml" >/dev/null
     t_created="$(now)"
-    wait "$waiter" || { cat "wait-c$c.json" "wait-c$c.log" >&2; tail -5 "kustomize-controller-c$c.log" >&2; die "flux c$c: not all Ready"; }
+    wait_for "$waiter" "$kc_pid" || { cat "wait-c$c.json" "wait-c$c.log" >&2; tail -5 "kustomize-controller-c$c.log" >&2; die "flux c$c: not all Ready"; }
     last="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["last_ready_at"])' "wait-c$c.json")"
     f_first="$(secs "$t0" "$last")"
     f_create="$(secs "$t0" "$t_created")"
@@ -356,7 +375,7 @@ EOF
         t0="$(now)"
         kubectl annotate kustomizations -n "$ns" --all --overwrite "reconcile.fluxcd.io/requestedAt=$requested" >/dev/null
         t_annotated="$(now)"
-        wait "$waiter" || { cat "wait-again-c$c.json" >&2; die "flux c$c: the no-change pass did not finish"; }
+        wait_for "$waiter" "$kc_pid" || { cat "wait-again-c$c.json" >&2; tail -5 "kustomize-controller-c$c.log" >&2; die "flux c$c: the no-change pass did not finish"; }
         last="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["last_ready_at"])' "wait-again-c$c.json")"
         f_again="$(secs "$t0" "$last")"
         f_again_rss="$(kib_to_mib "$(status_field "$kc_pid" VmHWM)")"
