@@ -351,6 +351,7 @@ EOF
     python3 "$here/wait_ready.py" "$server" "$work/pki/ca.crt" "$token" "$ns" "$n" 1800 "" "$kc_pid" \
         >"wait-c$c.json" 2>"wait-c$c.log" &
     waiter=$!
+    pids+=("$waiter")
     t0="$(now)"
     kubectl apply --server-side -f "flux-c$c.yaml" >/dev/null
     t_created="$(now)"
@@ -372,6 +373,7 @@ EOF
         python3 "$here/wait_ready.py" "$server" "$work/pki/ca.crt" "$token" "$ns" "$n" 1800 "$requested" \
             >"wait-again-c$c.json" 2>"wait-again-c$c.log" &
         waiter=$!
+        pids+=("$waiter")
         t0="$(now)"
         kubectl annotate kustomizations -n "$ns" --all --overwrite "reconcile.fluxcd.io/requestedAt=$requested" >/dev/null
         t_annotated="$(now)"
