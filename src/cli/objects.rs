@@ -66,11 +66,7 @@ fn cluster_target(
     c: &Configuration,
     k: &Kustomization,
 ) -> anyhow::Result<crate::apply::KubernetesTarget> {
-    let owner = crate::apply::kubernetes::Owner {
-        namespace: c.namespace.clone(),
-        configuration: c.name.clone(),
-        kustomization: k.name.clone(),
-    };
+    let owner = crate::reconcile::owner(c, k);
     match crate::apply::build(&k.target, &settings.state_dir, &owner, clusters) {
         AnyTarget::Kubernetes(t) => Ok(*t),
         AnyTarget::Directory(d) => Err(anyhow!(

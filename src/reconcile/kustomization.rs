@@ -253,10 +253,7 @@ async fn post_build(
             return Ok(rendered);
         };
         let user = match &k.target {
-            crate::apply::TargetSettings::Kubernetes(t) => t
-                .service_account
-                .as_ref()
-                .map(|sa| format!("system:serviceaccount:{}:{sa}", c.namespace)),
+            crate::apply::TargetSettings::Kubernetes(t) => t.user(&c.namespace),
             _ => None,
         };
         for from in &post_build.substitute_from {

@@ -184,7 +184,7 @@ fn kustomization_key(c: &Configuration, k: &Kustomization) -> String {
 }
 
 /// The owner labels and inventory name of kustomization `k` of `c`.
-fn owner(c: &Configuration, k: &Kustomization) -> crate::apply::kubernetes::Owner {
+pub fn owner(c: &Configuration, k: &Kustomization) -> crate::apply::kubernetes::Owner {
     crate::apply::kubernetes::Owner {
         namespace: c.namespace.clone(),
         configuration: c.name.clone(),

@@ -84,6 +84,16 @@ pub struct ClusterSettings {
     pub health_checks: Vec<HealthCheck>,
 }
 
+impl ClusterSettings {
+    /// The user a kustomization of a configuration in `namespace` acts as: its
+    /// `serviceAccountName` as Kubernetes names the account, else `None` (gitopsd's own).
+    pub fn user(&self, namespace: &str) -> Option<String> {
+        self.service_account
+            .as_ref()
+            .map(|sa| format!("system:serviceaccount:{namespace}:{sa}"))
+    }
+}
+
 /// What the target remembers between applies, for every kustomization: the engine keeps one
 /// for the daemon's lifetime and hands it to every target it builds.
 #[derive(Debug, Default)]
@@ -147,10 +157,7 @@ impl KubernetesTarget {
 
     /// The user applies act as: the service account, else the credentials' own.
     fn user(&self) -> Option<String> {
-        self.settings
-            .service_account
-            .as_ref()
-            .map(|sa| format!("system:serviceaccount:{}:{sa}", self.owner.namespace))
+        self.settings.user(&self.owner.namespace)
     }
 
     /// The connection objects are applied, pruned and read through.
